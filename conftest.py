@@ -1,0 +1,3 @@
+"""Shared fixtures, loaded for every test under tests/."""
+
+pytest_plugins = ["tests.fixtures.sandbox"]

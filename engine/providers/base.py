@@ -1,0 +1,401 @@
+"""The provider interface and the canonical, provider-neutral types it speaks.
+
+Nothing outside `engine.providers` knows a provider's URL or JSON shape: the
+rest of the engine builds the batches below, hands them to a `Provider`, and
+gets back a `Submission` (whatever ids the provider gave) or one of the errors
+of `engine.providers.errors`. Addresses are canonical everywhere outside this
+package: E.164 with a leading `+` for phones, the address itself for email;
+each client converts to its provider's own format on the way out and back.
+
+`HttpProvider` owns the mechanics every client shares: one pooled
+`aiohttp.ClientSession`, explicit timeouts, orjson bodies, and the one place
+where a failure is sorted into "never left", "sent but unanswered" and "the
+provider answered with an error".
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from engine.errors import BatchTooLarge, InvalidRequest
+from engine.providers.errors import OutcomeUnknown, ProviderError, TransientError
+from engine.providers.plans import BATCH_LIMITS
+
+log = logging.getLogger(__name__)
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    EMAIL = "email"
+    RCS = "rcs"
+    WHATSAPP = "whatsapp"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One recipient of a batch.
+
+    `body` is the text this recipient receives (HTML for email). `params` are the
+    recipient's `#var#` values, for providers that personalise a template
+    themselves (Noxitel); a provider that takes one text per message uses `body`.
+    """
+
+    to: str
+    body: str = ""
+    params: Mapping[str, str] | None = None
+    subject: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SmsBatch:
+    """SMS to many recipients from one sender, optionally tied to an India DLT template.
+
+    `template` is the `#var#` text the messages were rendered from; a provider
+    that renders server side sends it with each recipient's `params`, so the
+    DLT-registered text reaches the operator unchanged. `unicode=None` lets the
+    client decide from the text.
+    """
+
+    sender: str
+    messages: Sequence[OutboundMessage]
+    template: str | None = None
+    dlt_entity_id: str | None = None
+    dlt_template_id: str | None = None
+    unicode: bool | None = None
+    notify_url: str | None = None
+    schedule: datetime | None = None
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmailBatch:
+    """Email to many recipients; each message carries its own subject and HTML `body`."""
+
+    sender: str
+    messages: Sequence[OutboundMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class SmsFallback:
+    """The SMS a provider should send itself when a device cannot take RCS."""
+
+    sender: str
+    message: str
+    route_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RcsBatch:
+    """RCS to one or more recipients.
+
+    `kind` is `text`, `rich_card` or `carousel`; `content` is the provider-neutral
+    content for the kind (for text: {"text", "suggestions"}; rich cards and
+    carousels in Noxitel's published shape, which both providers' cards follow).
+    """
+
+    messages: Sequence[OutboundMessage]
+    agent_id: int | None = None
+    kind: str = "text"
+    content: Mapping[str, Any] = field(default_factory=dict)
+    template: str | None = None
+    fallback: SmsFallback | None = None
+    notify_url: str | None = None
+    traffic_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppTemplate:
+    """A pre-approved WhatsApp template; per-recipient body values go in `OutboundMessage.params`
+    under keys "1", "2", ... in order."""
+
+    template_id: str
+    language: str = "en"
+    header: Sequence[Mapping[str, Any]] = ()
+    buttons: Sequence[Mapping[str, Any]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppBatch:
+    """WhatsApp text (each message's `body`) or a template (`template` set)."""
+
+    messages: Sequence[OutboundMessage]
+    template: WhatsAppTemplate | None = None
+    phone_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What a provider returned for an accepted request.
+
+    `message_ids` maps each canonical address to the provider's id for it, where
+    the provider gives per-recipient ids (Noxitel always; Pixabits on single
+    sends); bulk calls that only return a batch id leave it empty and delivery
+    reports are matched by (provider, address) instead.
+    """
+
+    provider: str
+    channel: Channel
+    accepted: int
+    batch_id: str | None = None
+    message_ids: Mapping[str, str] = field(default_factory=dict)
+    status: str | None = None
+    cost: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """One status report for one message, with the keys needed to match it.
+
+    `status` is the provider's own word (for example `Handset Delivered`,
+    `sms.message.delivered`, `incompatible`); mapping it to a canonical status is
+    the delivery-report layer's job, so no information is lost here. `detail`
+    carries the secondary word (Noxitel's operator reply, a bounce type).
+    """
+
+    provider: str
+    channel: Channel
+    to: str
+    status: str
+    detail: str | None = None
+    batch_id: str | None = None
+    message_id: str | None = None
+    occurred_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A reply from a recipient (WhatsApp or RCS), used for opt-outs."""
+
+    provider: str
+    channel: Channel
+    sender: str
+    text: str
+    message_id: str | None = None
+    occurred_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+WebhookEvent = DeliveryReport | InboundMessage
+
+
+@dataclass(frozen=True, slots=True)
+class RcsCapability:
+    to: str
+    enabled: bool
+    features: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """Money and credits left on the account; `credits` is None where the provider reports only money."""
+
+    provider: str
+    amount: float
+    currency: str
+    credits: float | None = None
+    plan: str | None = None
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """Read the providers' timestamps: ISO 8601 (`2026-03-21T10:05:00Z`) or `YYYY-MM-DD HH:MM:SS`."""
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def decode_json(body: bytes) -> Any:
+    """Parse a provider's JSON body; an unparseable one is returned as its text for the error message."""
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return body[:500].decode("utf-8", "replace")
+
+
+class _SentFlag:
+    """Per-request trace context: set once the request headers have been written to the socket."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+
+async def _on_headers_sent(
+    session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    flag = ctx.trace_request_ctx
+    if isinstance(flag, _SentFlag):
+        flag.sent = True
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_on_headers_sent)
+    return trace
+
+
+def new_session(connect_timeout: float = 5.0, total_timeout: float = 60.0, limit: int = 100) -> aiohttp.ClientSession:
+    """A pooled session for provider clients; one per process (or event loop) is enough for all of them."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout, connect=connect_timeout),
+        trace_configs=[_trace_config()],
+        json_serialize=lambda obj: orjson.dumps(obj).decode(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    data: Any
+
+
+class Provider(abc.ABC):
+    """What the engine needs from a provider. Unsupported operations raise `InvalidRequest`."""
+
+    name: ClassVar[str]
+
+    def max_batch(self, channel: Channel) -> int:
+        """Largest number of recipients one call may carry on this channel (0: channel not offered)."""
+        return BATCH_LIMITS[self.name].get(channel.value, 0)
+
+    def check_size(self, channel: Channel, count: int) -> None:
+        """Refuse an empty or over-size batch before any request is made."""
+        limit = self.max_batch(channel)
+        if limit == 0:
+            raise InvalidRequest(f"{self.name} does not offer {channel.value}")
+        if count == 0:
+            raise InvalidRequest(f"empty {channel.value} batch for {self.name}")
+        if count > limit:
+            raise BatchTooLarge(
+                f"{count:,} {channel.value} recipients in one {self.name} call; the limit is {limit:,}"
+            )
+
+    @abc.abstractmethod
+    async def send_sms(self, batch: SmsBatch) -> Submission: ...
+
+    @abc.abstractmethod
+    async def send_rcs(self, batch: RcsBatch) -> Submission: ...
+
+    @abc.abstractmethod
+    async def send_whatsapp(self, batch: WhatsAppBatch) -> Submission: ...
+
+    async def send_email(self, batch: EmailBatch) -> Submission:
+        raise InvalidRequest(f"{self.name} does not offer email")
+
+    async def rcs_capability(self, to: str, agent_id: int | None = None) -> RcsCapability:
+        raise InvalidRequest(f"{self.name} has no RCS capability check")
+
+    @abc.abstractmethod
+    async def balance(self) -> Balance: ...
+
+    @abc.abstractmethod
+    def parse_webhook(self, body: bytes, kind: str | None = None) -> list[WebhookEvent]:
+        """Turn one pushed webhook body into canonical events; unknown event types are skipped."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+
+class HttpProvider(Provider):
+    """Shared HTTP plumbing: auth header, orjson, timeouts and failure classification."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        connect_timeout: float = 5.0,
+        total_timeout: float = 60.0,
+    ) -> None:
+        self._auth = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self.base_url = base_url.rstrip("/")
+        self._own_session = session is None
+        self._session = session or new_session(connect_timeout, total_timeout)
+
+    async def aclose(self) -> None:
+        if self._own_session and not self._session.closed:
+            await self._session.close()
+
+    async def __aenter__(self) -> HttpProvider:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @abc.abstractmethod
+    def _error_for(self, response: Response) -> ProviderError:
+        """Map a non-success answer to the error class that says what to do next."""
+
+    def _is_success(self, response: Response) -> bool:
+        return 200 <= response.status < 300
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Response:
+        """Send one request and return the decoded answer, or raise the right `ProviderError`.
+
+        A failure before the request headers reached the socket (refused, DNS,
+        connect timeout) is `TransientError`; after that, a timeout or a dropped
+        connection is `OutcomeUnknown`, because the provider may already have acted.
+        """
+        url = self.base_url + path
+        data = orjson.dumps(body) if body is not None else None
+        flag = _SentFlag()
+        try:
+            async with self._session.request(
+                method, url, data=data, params=params, headers=self._auth, trace_request_ctx=flag
+            ) as http:
+                raw = await http.read()
+                response = Response(http.status, dict(http.headers), decode_json(raw))
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            reason = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+            log.warning("%s %s %s failed (%s, sent=%s)", self.name, method, path, reason, flag.sent)
+            if flag.sent:
+                raise OutcomeUnknown(self.name, f"no answer to {method} {path} after sending it ({reason})") from exc
+            raise TransientError(self.name, f"{method} {path} could not be sent ({reason})") from exc
+        log.debug("%s %s %s -> %s", self.name, method, path, response.status)
+        if not self._is_success(response):
+            raise self._error_for(response)
+        return response
+
+    @staticmethod
+    def retry_after(headers: Mapping[str, str], default: float = 1.0) -> float:
+        """Seconds from a `Retry-After` header (delta-seconds; an HTTP date is read as the default)."""
+        value = headers.get("Retry-After") or headers.get("retry-after")
+        try:
+            return max(0.0, float(value)) if value is not None else default
+        except ValueError:
+            return default
+
+
+async def gather_limited(coros: Sequence[Any], limit: int) -> list[Any]:
+    """Run coroutines with at most `limit` in flight, keeping results in order."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(coro: Any) -> Any:
+        async with semaphore:
+            return await coro
+
+    return await asyncio.gather(*(run(c) for c in coros))

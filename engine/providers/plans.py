@@ -1,0 +1,43 @@
+"""Published plan limits of the providers.
+
+These are facts of the providers' accounts, shared by the throttle (which must
+stay under them) and the sandbox (which enforces them as the real services do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RatePlan:
+    """Requests per second with a burst allowance, and an optional daily message quota."""
+
+    name: str
+    rate: float
+    burst: int
+    daily_messages: int | None = None
+
+
+#: Pixabits plan table ("Rate limits are enforced per API key").
+PIXABITS_PLANS: dict[str, RatePlan] = {
+    "starter": RatePlan("starter", rate=10, burst=50, daily_messages=1_000),
+    "growth": RatePlan("growth", rate=200, burst=1_000),
+    "enterprise": RatePlan("enterprise", rate=1_000, burst=5_000),
+    "premium": RatePlan("premium", rate=5_000, burst=10_000),
+}
+
+
+def noxitel_plan(rate: float) -> RatePlan:
+    """Noxitel publishes no plan table; the account's rate is configured and its burst equals it."""
+    return RatePlan("noxitel", rate=rate, burst=max(1, int(rate)))
+
+
+#: Largest number of recipients one call may carry, per provider and channel.
+#: Pixabits publishes 50,000 SMS and 10,000 email recipients; Noxitel states no
+#: limit, so the same caps are used (see shared provider notes). RCS and WhatsApp
+#: on Pixabits take one recipient per call.
+BATCH_LIMITS: dict[str, dict[str, int]] = {
+    "pixabits": {"sms": 50_000, "email": 10_000, "rcs": 1, "whatsapp": 1},
+    "noxitel": {"sms": 50_000, "rcs": 50_000, "whatsapp": 50_000},
+}

@@ -1,0 +1,83 @@
+"""Configuration, read from the environment and an optional `.env` file.
+
+The variable names are part of the deployment contract (scripts, the compose
+file and the docs use them), so each field is bound to its exact name instead
+of being derived from a prefix. API keys are `SecretStr`: printing the settings
+or a validation error never shows them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.providers.plans import PIXABITS_PLANS
+
+#: A base URL of this value starts the embedded sandbox instead of calling a real provider.
+SANDBOX = "sandbox"
+
+PlanName = Literal["starter", "growth", "enterprise", "premium"]
+
+
+def _env(name: str) -> AliasChoices:
+    """Bind a field to exactly one environment variable (and accept the field name in code)."""
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    """Every knob the engine reads; see the configuration table in the README."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        case_sensitive=False,
+    )
+
+    database_url: str = Field("sqlite:///campaigns.db", validation_alias=_env("CAMPAIGN_DATABASE_URL"))
+    broker_url: str | None = Field(None, validation_alias=_env("CAMPAIGN_BROKER_URL"))
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("CAMPAIGN_WEBHOOK_SECRET"))
+    public_url: str | None = Field(None, validation_alias=_env("CAMPAIGN_PUBLIC_URL"))
+    require_dlt: bool = Field(False, validation_alias=_env("CAMPAIGN_REQUIRE_DLT"))
+    default_region: str = Field("IN", validation_alias=_env("CAMPAIGN_DEFAULT_REGION"))
+
+    pixabits_api_key: SecretStr = Field(SecretStr(SANDBOX), validation_alias=_env("PIXABITS_API_KEY"))
+    pixabits_base_url: str = Field(SANDBOX, validation_alias=_env("PIXABITS_BASE_URL"))
+    pixabits_plan: PlanName = Field("growth", validation_alias=_env("PIXABITS_PLAN"))
+
+    noxitel_api_key: SecretStr = Field(SecretStr(SANDBOX), validation_alias=_env("NOXITEL_API_KEY"))
+    noxitel_base_url: str = Field(SANDBOX, validation_alias=_env("NOXITEL_BASE_URL"))
+    noxitel_rate: float = Field(100.0, gt=0, validation_alias=_env("NOXITEL_RATE"))
+
+    http_connect_timeout: float = Field(5.0, gt=0, validation_alias=_env("CAMPAIGN_HTTP_CONNECT_TIMEOUT"))
+    http_total_timeout: float = Field(60.0, gt=0, validation_alias=_env("CAMPAIGN_HTTP_TOTAL_TIMEOUT"))
+
+    @field_validator("pixabits_plan", mode="before")
+    @classmethod
+    def _plan_lower(cls, value: object) -> object:
+        """Plans are written as the provider's dashboard shows them ("Growth"); compare in lower case."""
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value not in PIXABITS_PLANS:
+                raise ValueError(f"unknown Pixabits plan {value!r}; expected one of {', '.join(PIXABITS_PLANS)}")
+        return value
+
+    @field_validator("pixabits_base_url", "noxitel_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def local_mode(self) -> bool:
+        """Without a broker the engine sends in-process."""
+        return not self.broker_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own `Settings(...)` instead of mutating this one."""
+    return Settings()
