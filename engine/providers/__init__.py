@@ -1,0 +1,59 @@
+"""Provider clients behind one interface; `open_provider` is the one way the engine gets one.
+
+A base URL of `sandbox` (the default) starts the embedded sandbox on the
+current event loop and points the client at it, so a new machine runs whole
+campaigns with no account and nothing reaches a paid service by accident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from engine.errors import ConfigurationError
+from engine.providers.base import Provider
+from engine.providers.noxitel import NoxitelClient
+from engine.providers.pixabits import PixabitsClient
+from engine.settings import SANDBOX, Settings
+
+PROVIDERS = ("pixabits", "noxitel")
+
+
+def make_provider(
+    name: str, settings: Settings, session: aiohttp.ClientSession | None = None, base_url: str | None = None
+) -> Provider:
+    """A client for `name` configured from settings (`base_url` overrides the configured one)."""
+    timeouts = {"connect_timeout": settings.http_connect_timeout, "total_timeout": settings.http_total_timeout}
+    if name == "pixabits":
+        url = base_url or settings.pixabits_base_url
+        return PixabitsClient(settings.pixabits_api_key.get_secret_value(), url, session, **timeouts)
+    if name == "noxitel":
+        url = base_url or settings.noxitel_base_url
+        return NoxitelClient(settings.noxitel_api_key.get_secret_value(), url, session, **timeouts)
+    raise ConfigurationError(f"unknown provider {name!r}; expected one of {', '.join(PROVIDERS)}")
+
+
+def uses_sandbox(name: str, settings: Settings) -> bool:
+    return (settings.pixabits_base_url if name == "pixabits" else settings.noxitel_base_url) == SANDBOX
+
+
+@contextlib.asynccontextmanager
+async def open_provider(
+    name: str, settings: Settings, session: aiohttp.ClientSession | None = None
+) -> AsyncIterator[Provider]:
+    """A ready client for `name`, with the embedded sandbox running for as long as it is open if configured."""
+    async with contextlib.AsyncExitStack() as stack:
+        base_url = None
+        if uses_sandbox(name, settings):
+            from engine.sandbox.config import SandboxConfig
+            from engine.sandbox.server import NOXITEL_PREFIX, serve
+
+            key = (settings.pixabits_api_key if name == "pixabits" else settings.noxitel_api_key).get_secret_value()
+            config = SandboxConfig(api_keys=(key,), plan=settings.pixabits_plan, noxitel_rate=settings.noxitel_rate)
+            url = await stack.enter_async_context(serve(config))
+            base_url = url if name == "pixabits" else url + NOXITEL_PREFIX
+        provider = make_provider(name, settings, session, base_url)
+        stack.push_async_callback(provider.aclose)
+        yield provider

@@ -16,7 +16,6 @@ provider answered with an error".
 from __future__ import annotations
 
 import abc
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -208,6 +207,11 @@ class Balance:
     plan: str | None = None
 
 
+def positional(params: Mapping[str, str]) -> list[str]:
+    """WhatsApp template body values are positional; params keyed "1", "2", ... keep that order."""
+    return [params[k] for k in sorted(params, key=lambda k: (int(k), "") if k.isdigit() else (1 << 30, k))]
+
+
 def parse_datetime(value: Any) -> datetime | None:
     """Read the providers' timestamps: ISO 8601 (`2026-03-21T10:05:00Z`) or `YYYY-MM-DD HH:MM:SS`."""
     if not value or not isinstance(value, str):
@@ -388,14 +392,3 @@ class HttpProvider(Provider):
             return max(0.0, float(value)) if value is not None else default
         except ValueError:
             return default
-
-
-async def gather_limited(coros: Sequence[Any], limit: int) -> list[Any]:
-    """Run coroutines with at most `limit` in flight, keeping results in order."""
-    semaphore = asyncio.Semaphore(limit)
-
-    async def run(coro: Any) -> Any:
-        async with semaphore:
-            return await coro
-
-    return await asyncio.gather(*(run(c) for c in coros))
