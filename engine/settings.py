@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from engine.providers.plans import PIXABITS_PLANS
+from engine.plans import PIXABITS_PLANS
 
 #: A base URL of this value starts the embedded sandbox instead of calling a real provider.
 SANDBOX = "sandbox"

@@ -29,7 +29,7 @@ import orjson
 
 from engine.errors import BatchTooLarge, InvalidRequest
 from engine.providers.errors import OutcomeUnknown, ProviderError, TransientError
-from engine.providers.plans import BATCH_LIMITS
+from engine.plans import BATCH_LIMITS
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from engine.errors import ConfigurationError
-from engine.providers.plans import PIXABITS_PLANS
+from engine.plans import PIXABITS_PLANS
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.errors import ConfigurationError
-from engine.providers.plans import PIXABITS_PLANS
+from engine.plans import PIXABITS_PLANS
 from engine.sandbox import noxitel_api, pixabits_api
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.http import Reject, json_response, read_json

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.providers.plans import PIXABITS_PLANS, RatePlan, noxitel_plan
+from engine.plans import PIXABITS_PLANS, RatePlan, noxitel_plan
 from engine.sandbox.config import SandboxConfig
 
 
@@ -93,6 +93,10 @@ class Send:
 
     def message_id(self, index: int) -> str:
         return f"{self.token}-{index:06d}"
+
+    def message_ids(self) -> list[str]:
+        token = self.token
+        return [f"{token}-{index:06d}" for index in range(len(self.addresses))]
 
 
 class RateWindow:
