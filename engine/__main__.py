@@ -1,5 +1,5 @@
 """`python -m engine` is the `campaign` command."""
 
-from engine.cli import app
+from engine.cli import run
 
-app(prog_name="campaign")
+run()

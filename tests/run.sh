@@ -68,8 +68,13 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 say "installing the project with its dev extra"
-"$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$venv/bin/python" -m pip install -q -e ".[dev]"
+log="$venv/install.log"
+if ! { "$venv/bin/python" -m pip install -q --upgrade pip && "$venv/bin/python" -m pip install -q -e ".[dev]"; } \
+        >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "installing the project failed (log above, also in $log)" >&2
+    exit 1
+fi
 
 ensure_redis
 ensure_postgres

@@ -28,8 +28,8 @@ import aiohttp
 import orjson
 
 from engine.errors import BatchTooLarge, InvalidRequest
-from engine.providers.errors import OutcomeUnknown, ProviderError, TransientError
 from engine.plans import BATCH_LIMITS
+from engine.providers.errors import OutcomeUnknown, ProviderError, TransientError
 
 log = logging.getLogger(__name__)
 

@@ -102,7 +102,8 @@ class NoxitelClient(HttpProvider):
         if status == 402 or (status < 300 and _MONEY_WORDS.search(message)):
             return InsufficientCredits(self.name, message, status)
         if status == 401:
-            return AuthenticationFailed(self.name, f"{message} (allow this machine's IP in the Noxitel dashboard)", status)
+            hint = "allow this machine's IP in the Noxitel dashboard"
+            return AuthenticationFailed(self.name, f"{message} ({hint})", status)
         if status == 403:
             return AuthenticationFailed(self.name, f"{message} (check NOXITEL_API_KEY)", status)
         if status >= 500:

@@ -63,6 +63,11 @@ def stamp(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def iso_millis(epoch: float) -> str:
+    """WhatsApp reports write ISO 8601 with milliseconds and a Z."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _mobile(value: Any, where: str) -> str:
     mobile = str(value) if isinstance(value, int | str) else ""
     if not MOBILE.match(mobile):
@@ -444,7 +449,7 @@ def whatsapp_row(state: SandboxState, send: Send, index: int) -> dict[str, Any]:
         "msisdn": send.addresses[index][1:],
         "phone_id": send.meta.get("phone_id"),
         "direction": "outgoing",
-        "timestamp": datetime.fromtimestamp(send.accepted_at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "timestamp": iso_millis(send.accepted_at),
         "cost": WA_PRICE,
         "status": status,
     }

@@ -77,11 +77,13 @@ def charge(state: SandboxState, account: Account, count: int, cost: float) -> No
     if room is not None and count > room:
         raise Reject(
             429,
-            error_body(429, f"Daily limit of {account.plan.daily_messages} messages reached for the {account.plan.name} plan"),
+            error_body(429, f"Daily limit of {account.plan.daily_messages} messages reached "
+                            f"for the {account.plan.name} plan"),
             {"Retry-After": str(int(state.seconds_to_midnight()))},
         )
     if cost > account.credits + 1e-9:
-        raise Reject(403, error_body(403, f"Insufficient wallet balance: {account.credits:.2f} credits left, {cost:.2f} needed"))
+        left = f"{account.credits:.2f} credits left, {cost:.2f} needed"
+        raise Reject(403, error_body(403, f"Insufficient wallet balance: {left}"))
     account.credits -= cost
     account.daily_used += count
 

@@ -41,8 +41,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Faults:
     """Scripted faults (a queue of actions per path, consumed in order) and seeded random ones."""
 
-    BEFORE = {"429"}
-    AFTER = {"drop", "hang"}
+    BEFORE = frozenset({"429"})
+    AFTER = frozenset({"drop", "hang"})
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
@@ -73,19 +73,17 @@ def _error_body(provider: str, status: int, message: str) -> dict[str, Any]:
 
 
 def _authenticate(request: web.Request, state: SandboxState, provider: str) -> Account:
+    """Noxitel: 401 for an IP off the allow-list, 403 for a missing or wrong key. Pixabits: 401 for either."""
     config = state.config
     if provider == "noxitel" and config.allowed_ips and request.remote not in config.allowed_ips:
         raise Reject(401, _error_body(provider, 401, "IP not whitelisted"))
-    header = request.headers.get("Authorization", "")
-    scheme, _, key = header.partition(" ")
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     key = key.strip()
-    if scheme.lower() != "bearer" or not key:
-        message = "API Key Missing" if provider == "noxitel" else "Missing or invalid API key"
-        raise Reject(403 if provider == "noxitel" else 401, _error_body(provider, 403 if provider == "noxitel" else 401, message))
-    if key not in config.api_keys:
-        message = "Invalid API Key" if provider == "noxitel" else "Missing or invalid API key"
-        raise Reject(403 if provider == "noxitel" else 401, _error_body(provider, 403 if provider == "noxitel" else 401, message))
-    return state.account(provider, key)
+    if scheme.lower() == "bearer" and key in config.api_keys:
+        return state.account(provider, key)
+    if provider == "pixabits":
+        raise Reject(401, _error_body(provider, 401, "Missing or invalid API key"))
+    raise Reject(403, _error_body(provider, 403, "Invalid API Key" if key else "API Key Missing"))
 
 
 @web.middleware

@@ -79,7 +79,8 @@ def noxitel_events(state: SandboxState, send: Send) -> Iterator[dict[str, Any]]:
     for index in range(len(send.addresses)):
         if send.channel == "sms":
             row = noxitel_api.sms_dlr_row(state, send, index)
-            yield {"batch_id": send.batch_id, "sms_id": send.message_id(index), "mobile": row["mobile"], "dlr": row["dlr"]}
+            yield {"batch_id": send.batch_id, "sms_id": send.message_id(index),
+                   "mobile": row["mobile"], "dlr": row["dlr"]}
         elif send.channel == "rcs":
             status, at = noxitel_api.rcs_status(state, send, index)
             event = {"delivered": "message.delivered", "read": "message.read"}.get(status, "message.failed")
