@@ -51,9 +51,43 @@ def length_in_units(text: str, encoding: Encoding) -> int:
 
 
 def segments(text: str, encoding: Encoding | None = None) -> int:
-    """SMS parts needed: 160/153 septets for GSM-7, 70/67 units for UCS-2; an empty text is one part."""
+    """SMS parts needed: 160/153 septets for GSM-7, 70/67 units for UCS-2; an empty text is one part.
+
+    A character that takes two units (a GSM-7 extension character with its
+    escape, a UTF-16 surrogate pair) is never split between two parts, so a
+    long text holding such characters can need one part more than its length
+    divided by the part size.
+    """
     encoding = encoding or encoding_of(text)
     units = length_in_units(text, encoding)
     if units <= SINGLE[encoding]:
         return 1
-    return -(-units // MULTI[encoding])
+    size = MULTI[encoding]
+    if units == len(text):
+        return -(-units // size)
+    parts, used = 1, 0
+    for char in text:
+        width = 2 if (char in GSM7_EXTENDED if encoding == "gsm7" else ord(char) > 0xFFFF) else 1
+        if used + width > size:
+            parts, used = parts + 1, 0
+        used += width
+    return parts
+
+
+#: Typographic characters that word processors substitute for plain ones, and the
+#: GSM-7 text that looks the same: one curly quote otherwise turns a whole
+#: message into UCS-2 and can double its segments. Applied only when asked for
+#: ("smart encoding"), since it changes what the recipient reads.
+LOOKALIKES: dict[str, str] = {
+    **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u00b4\u2039\u203a", "'"),  # curly and angle single quotes
+    **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"'),  # curly and angle double quotes
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),  # hyphens, dashes, minus
+    **dict.fromkeys("\u00a0\u2002\u2003\u2007\u2009\u200a\u202f", " "),  # non-breaking and typeset spaces
+    **dict.fromkeys("\u200b\ufeff", ""),  # zero-width space, stray byte-order mark
+    "\u2026": "...",
+}
+
+
+def replace_lookalikes(text: str) -> str:
+    """`text` with each typographic look-alike replaced by its GSM-7 twin."""
+    return text.translate(str.maketrans(LOOKALIKES))

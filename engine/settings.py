@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     noxitel_base_url: str = Field(SANDBOX, validation_alias=_env("NOXITEL_BASE_URL"))
     noxitel_rate: float = Field(100.0, gt=0, validation_alias=_env("NOXITEL_RATE"))
 
+    broker_prefix: str = Field("campaign:", validation_alias=_env("CAMPAIGN_BROKER_PREFIX"))
+    lease_seconds: float = Field(300.0, gt=0, validation_alias=_env("CAMPAIGN_LEASE_SECONDS"))
+    sweep_seconds: float = Field(15.0, gt=0, validation_alias=_env("CAMPAIGN_SWEEP_SECONDS"))
+    rcs_fallback: Literal["provider", "engine"] = Field("provider", validation_alias=_env("CAMPAIGN_RCS_FALLBACK"))
+    send_concurrency: int = Field(4, ge=1, validation_alias=_env("CAMPAIGN_SEND_CONCURRENCY"))
+
     http_connect_timeout: float = Field(5.0, gt=0, validation_alias=_env("CAMPAIGN_HTTP_CONNECT_TIMEOUT"))
     http_total_timeout: float = Field(60.0, gt=0, validation_alias=_env("CAMPAIGN_HTTP_TOTAL_TIMEOUT"))
 

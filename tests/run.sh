@@ -76,6 +76,7 @@ if ! { "$venv/bin/python" -m pip install -q --upgrade pip && "$venv/bin/python" 
     exit 1
 fi
 
+command -v curl >/dev/null || { say "installing curl"; apt_install curl; }
 ensure_redis
 ensure_postgres
 

@@ -40,8 +40,9 @@ NOXITEL_RCS = {
 # The reference's example answers.
 PIXABITS_SMS_ANSWER = {"message_id": "msg_abc123", "status": "queued", "credits_used": 0.15}
 PIXABITS_WA_ANSWER = {"message_id": "wamid_abc", "status": "sent"}
-NOXITEL_SMS_ANSWER = {"status": "success", "message": "SMS Submitted successfully", "batch_id": "samsms_eink1rilz6ucphk",
-                      "total_contacts": 1, "message_id": [{"mobile": "919887111111", "sms_id": "1ef4d949"}]}
+NOXITEL_SMS_ANSWER = {"status": "success", "message": "SMS Submitted successfully",
+                      "batch_id": "samsms_eink1rilz6ucphk", "total_contacts": 1,
+                      "message_id": [{"mobile": "919887111111", "sms_id": "1ef4d949"}]}
 NOXITEL_DLR_ANSWER = {"status": "success", "data": [{
     "sms_shoot_id": "user_6q0za64m0ql0vu7", "mobile": 918058111111, "sender_id": "NOXITEL",
     "sent": "2026-05-01 10:05:30",
@@ -190,8 +191,9 @@ def test_noxitel_otp_curl_examples(sandbox: Sandbox, key: str) -> None:
     assert (status, shape(sent)) == (200, shape(NOXITEL_OTP))
     code = sandbox.admin(f"otp/{sent['reference']}")["otp"]
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
-    verify = ["-G", f"{api}/otp/verify", "-H", f"Authorization: Bearer {key}"]
-    status, answer = curl(*verify, "--data-urlencode", f"reference={sent['reference']}", "--data-urlencode", f"otp={wrong}")
+    verify = ["-G", f"{api}/otp/verify", "-H", f"Authorization: Bearer {key}",
+              "--data-urlencode", f"reference={sent['reference']}", "--data-urlencode"]
+    status, answer = curl(*verify, f"otp={wrong}")
     assert (status, shape(answer)) == (200, shape(NOXITEL_OTP_WRONG))
-    status, answer = curl(*verify, "--data-urlencode", f"reference={sent['reference']}", "--data-urlencode", f"otp={code}")
+    status, answer = curl(*verify, f"otp={code}")
     assert (status, answer) == (200, NOXITEL_OTP_MATCHED)

@@ -47,7 +47,7 @@ async def test_failures_never_log_or_raise_the_key_or_the_number(
             errors.append(exc)
     assert len(errors) == 6
     texts = [caplog.text] + [
-        "".join(traceback.format_exception(e)) + repr(e) for e in errors
+        "".join(traceback.format_exception(e)) + repr(e) + repr(e.__cause__) + repr(e.__context__) for e in errors
     ]
     for text in texts:
         assert key not in text

@@ -25,7 +25,7 @@ from engine.providers.errors import (
 )
 from engine.providers.noxitel import NoxitelClient
 from engine.sandbox.config import SandboxConfig
-from engine.sandbox.outcomes import fate, rcs_capable
+from engine.sandbox.outcomes import fate, rcs_capable, whatsapp_window_open
 from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
 
 #: The fates the test sandbox decides (its seed, default shares).
@@ -117,6 +117,10 @@ async def test_oversize_sms_batch_is_refused_before_sending(client: NoxitelClien
 
 
 async def test_missing_and_wrong_keys_are_403(sandbox: Sandbox) -> None:
+    async with NoxitelClient("", sandbox.noxitel_url) as client:
+        with pytest.raises(AuthenticationFailed, match="API Key Missing") as missing:
+            await client.balance()
+    assert missing.value.status == 403
     secret = "nox_live_SECRET_ABCDEFGH"
     async with NoxitelClient(secret, sandbox.noxitel_url) as client:
         with pytest.raises(AuthenticationFailed, match="Invalid API Key") as caught:
@@ -205,4 +209,5 @@ async def test_whatsapp_text_template_and_reports(client: NoxitelClient, sandbox
     sandbox.advance_clock(5)
     settled = await client.whatsapp_report(sub.message_ids["+919800000005"])
     assert settled.status == ("delivered" if fate(SANDBOX, "919800000005") == "delivered" else "failed")
-    assert isinstance(await client.whatsapp_window_open("+919800000005", "1234567890"), bool)
+    assert await client.whatsapp_window_open("+919800000005", "1234567890") == whatsapp_window_open(
+        SANDBOX, "919800000005")

@@ -193,7 +193,6 @@ async def test_dropped_connection_after_acceptance_is_outcome_unknown(client: Pi
     with pytest.raises(OutcomeUnknown) as caught:
         await client.send_sms(sms_batch(3))
     assert caught.value.status is None
-    assert isinstance(caught.value, TimeoutError)
     assert sandbox.endpoint("POST /v2/sms/bulk")["messages"] == 3  # the provider did accept them
 
 

@@ -19,14 +19,17 @@ PLAN = RatePlan("test", rate=100, burst=20)
 
 
 @pytest.fixture(params=["memory", "redis"])
-def make_throttle(request: pytest.FixtureRequest, redis: Redis, redis_prefix: str):  # type: ignore[no-untyped-def]
+def make_throttle(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """Builds throttles for one account; two built with the same account share one bucket."""
     account = f"test:{uuid.uuid4().hex}"
+    if request.param == "redis":
+        redis: Redis = request.getfixturevalue("redis")
+        prefix: str = request.getfixturevalue("redis_prefix")
 
     def build(plan: RatePlan = PLAN, headroom: float = 1.0) -> Throttle:
         if request.param == "memory":
             return MemoryThrottle.for_account(account, plan, headroom)
-        return RedisThrottle(redis, account, plan, prefix=redis_prefix, headroom=headroom)
+        return RedisThrottle(redis, account, plan, prefix=prefix, headroom=headroom)
 
     return build
 

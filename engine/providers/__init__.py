@@ -51,7 +51,15 @@ async def open_provider(
             from engine.sandbox.server import NOXITEL_PREFIX, serve
 
             key = (settings.pixabits_api_key if name == "pixabits" else settings.noxitel_api_key).get_secret_value()
-            config = SandboxConfig(api_keys=(key,), plan=settings.pixabits_plan, noxitel_rate=settings.noxitel_rate)
+            secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+            public = settings.public_url.rstrip("/") if settings.public_url else None
+            config = SandboxConfig(
+                api_keys=(key,),
+                plan=settings.pixabits_plan,
+                noxitel_rate=settings.noxitel_rate,
+                webhook_secret=secret,
+                webhook_url=f"{public}/webhooks/pixabits" if public else None,
+            )
             url = await stack.enter_async_context(serve(config))
             base_url = url if name == "pixabits" else url + NOXITEL_PREFIX
         provider = make_provider(name, settings, session, base_url)

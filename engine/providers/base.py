@@ -19,7 +19,7 @@ import abc
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -212,14 +212,19 @@ def positional(params: Mapping[str, str]) -> list[str]:
     return [params[k] for k in sorted(params, key=lambda k: (int(k), "") if k.isdigit() else (1 << 30, k))]
 
 
-def parse_datetime(value: Any) -> datetime | None:
-    """Read the providers' timestamps: ISO 8601 (`2026-03-21T10:05:00Z`) or `YYYY-MM-DD HH:MM:SS`."""
+def parse_datetime(value: Any, zone: tzinfo = UTC) -> datetime | None:
+    """Read the providers' timestamps: ISO 8601 (`2026-03-21T10:05:00Z`) or `YYYY-MM-DD HH:MM:SS`.
+
+    A time written without a zone is in `zone` (the provider's own clock); the
+    result is always aware, so times of both providers compare.
+    """
     if not value or not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
 def decode_json(body: bytes) -> Any:
@@ -231,7 +236,12 @@ def decode_json(body: bytes) -> Any:
 
 
 class _SentFlag:
-    """Per-request trace context: set once the request headers have been written to the socket."""
+    """Per-request trace context, set when aiohttp is about to write the request.
+
+    aiohttp signals "headers sent" just before the first bytes go out, so a
+    failure after it may or may not have reached the provider: counting it as
+    sent errs on the side of never sending twice.
+    """
 
     __slots__ = ("sent",)
 
@@ -255,8 +265,10 @@ def _trace_config() -> aiohttp.TraceConfig:
 
 def new_session(connect_timeout: float = 5.0, total_timeout: float = 60.0, limit: int = 100) -> aiohttp.ClientSession:
     """A pooled session for provider clients; one per process (or event loop) is enough for all of them."""
+    # Idle connections are dropped before a provider would close them, so a reused
+    # connection is rarely a stale one (which would turn into a false "outcome unknown").
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
+        connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, keepalive_timeout=10),
         timeout=aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout, connect=connect_timeout),
         trace_configs=[_trace_config()],
         json_serialize=lambda obj: orjson.dumps(obj).decode(),
@@ -310,7 +322,7 @@ class Provider(abc.ABC):
     async def balance(self) -> Balance: ...
 
     @abc.abstractmethod
-    def parse_webhook(self, body: bytes, kind: str | None = None) -> list[WebhookEvent]:
+    def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
         """Turn one pushed webhook body into canonical events; unknown event types are skipped."""
 
     @abc.abstractmethod
@@ -367,21 +379,29 @@ class HttpProvider(Provider):
         url = self.base_url + path
         data = orjson.dumps(body) if body is not None else None
         flag = _SentFlag()
+        failure = None
         try:
             async with self._session.request(
-                method, url, data=data, params=params, headers=self._auth, trace_request_ctx=flag
+                method, url, data=data, params=params, headers=self._auth, trace_request_ctx=flag,
+                allow_redirects=False,
             ) as http:
                 raw = await http.read()
                 response = Response(http.status, dict(http.headers), decode_json(raw))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            reason = type(exc).__name__ + (f": {exc}" if str(exc) else "")
-            log.warning("%s %s %s failed (%s, sent=%s)", self.name, method, path, reason, flag.sent)
+            failure = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+        if failure is not None:
+            # Raised outside the handler so that no aiohttp exception is chained to ours:
+            # those carry the request headers, and with them the API key.
+            log.warning("%s %s %s failed (%s, sent=%s)", self.name, method, path, failure, flag.sent)
             if flag.sent:
-                raise OutcomeUnknown(self.name, f"no answer to {method} {path} after sending it ({reason})") from exc
-            raise TransientError(self.name, f"{method} {path} could not be sent ({reason})") from exc
+                raise OutcomeUnknown(self.name, f"no answer to {method} {path} after sending it ({failure})")
+            raise TransientError(self.name, f"{method} {path} could not be sent ({failure})")
         log.debug("%s %s %s -> %s", self.name, method, path, response.status)
         if not self._is_success(response):
             raise self._error_for(response)
+        if not isinstance(response.data, dict | list):
+            # A success status with a body we cannot read: the provider probably acted.
+            raise OutcomeUnknown(self.name, f"unreadable {response.status} answer to {method} {path}", response.status)
         return response
 
     @staticmethod

@@ -5,10 +5,13 @@ The classes say how to react, not which HTTP status came back:
   * `InsufficientCredits`: pause the campaign until the wallet is topped up.
   * `AuthenticationFailed`: fix the key or the IP allow-list; nothing else will work.
   * `RequestRejected`: this request is wrong (400/404/409/422); others may be fine.
-  * `TransientError`: the provider certainly did not act (the request never left,
-    or it answered 5xx); safe to retry with backoff.
+  * `TransientError`: the request never left, or the provider answered 5xx,
+    which both references ask clients to retry with backoff.
   * `OutcomeUnknown`: the request may have been accepted (timeout or reset after it
     was sent); retrying blindly is how campaigns send twice.
+
+None of them derives from a builtin such as `TimeoutError`: a generic
+`except TimeoutError` that retries must not catch `OutcomeUnknown`.
 
 Every error carries the provider name and the HTTP status (None when no answer
 came). Messages are built from the provider's answer and never from our request,
@@ -51,7 +54,7 @@ class InsufficientCredits(ProviderError):
     """The wallet cannot pay for the request."""
 
 
-class AuthenticationFailed(ProviderError, PermissionError):
+class AuthenticationFailed(ProviderError):
     """The API key is missing or wrong, or this machine's IP is not allowed."""
 
 
@@ -63,5 +66,5 @@ class TransientError(ProviderError):
     """The provider did not act on the request; it is safe to send it again."""
 
 
-class OutcomeUnknown(ProviderError, TimeoutError):
+class OutcomeUnknown(ProviderError):
     """The request was sent but no answer came back; the provider may have accepted it."""

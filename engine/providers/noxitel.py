@@ -5,7 +5,8 @@ in `/dlr`, as JSON integers; both become canonical `+919887111111`. One call
 carries one message text, so a personalised batch is sent as its `#var#`
 template with each contact's `parameters` and Noxitel renders it: the text the
 operator sees is the DLT-registered one. `/dlr` is a GET with a JSON body, as
-published.
+published. Times without a zone (`schedule`, `/dlr` times) are in the service's
+"system timezone", which the reference does not name; we read it as India's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import orjson
@@ -46,6 +48,8 @@ from engine.providers.errors import (
 )
 
 DEFAULT_BASE_URL = "https://dashboard.noxitel.com/api/v2"
+#: The service's clock, for times it writes without a zone.
+SYSTEM_ZONE = ZoneInfo("Asia/Kolkata")
 _MONEY_WORDS = re.compile(r"credit|balance|wallet", re.IGNORECASE)
 
 
@@ -141,7 +145,7 @@ class NoxitelClient(HttpProvider):
         if batch.notify_url:
             body["notifyUrl"] = batch.notify_url
         if batch.schedule is not None:
-            body["schedule"] = batch.schedule.strftime("%Y-%m-%d %H:%M:%S")
+            body["schedule"] = batch.schedule.astimezone(SYSTEM_ZONE).strftime("%Y-%m-%d %H:%M:%S")
         response = await self._call("POST", "/sms", body)
         return self._submission(Channel.SMS, response.data, "mobile", "sms_id")
 
@@ -160,7 +164,7 @@ class NoxitelClient(HttpProvider):
                 detail=row.get("dlr", {}).get("operator_reply"),
                 batch_id=batch_id,
                 message_id=sms_id,
-                occurred_at=parse_datetime(row.get("dlr", {}).get("delivery_time")),
+                occurred_at=parse_datetime(row.get("dlr", {}).get("delivery_time"), SYSTEM_ZONE),
                 raw=row,
             )
             for row in data.get("data", [])
@@ -194,7 +198,7 @@ class NoxitelClient(HttpProvider):
         self.check_size(Channel.RCS, len(batch.messages))
         content = dict(batch.content)
         contacts: list[dict[str, Any]]
-        if batch.kind == "text":
+        if batch.kind == "text" and (batch.template or any(m.body for m in batch.messages)):
             content["text"], contacts = _one_text(batch.messages, batch.template, "mobile")
         else:
             contacts = [_contact("mobile", m) for m in batch.messages]
@@ -230,7 +234,7 @@ class NoxitelClient(HttpProvider):
                 status=str(row.get("dlr", {}).get("status", "")),
                 batch_id=batch_id,
                 message_id=row.get("msg_id"),
-                occurred_at=parse_datetime(row.get("dlr", {}).get("delivery_time")),
+                occurred_at=parse_datetime(row.get("dlr", {}).get("delivery_time"), SYSTEM_ZONE),
                 raw=row,
             )
             for row in data.get("data", [])
@@ -296,7 +300,7 @@ class NoxitelClient(HttpProvider):
 
     # Webhooks ----------------------------------------------------------------
 
-    def parse_webhook(self, body: bytes, kind: str | None = None) -> list[WebhookEvent]:
+    def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
         """SMS `notifyUrl` pushes (a `/dlr` row with `batch_id` and `sms_id`) and RCS events."""
         payload = orjson.loads(body)
         events = payload if isinstance(payload, list) else [payload]
@@ -315,7 +319,7 @@ class NoxitelClient(HttpProvider):
                 detail=dlr.get("operator_reply"),
                 batch_id=event.get("batch_id"),
                 message_id=event.get("sms_id"),
-                occurred_at=parse_datetime(dlr.get("delivery_time")),
+                occurred_at=parse_datetime(dlr.get("delivery_time"), SYSTEM_ZONE),
                 raw=event,
             )
         name = str(event.get("event", ""))
@@ -332,11 +336,12 @@ class NoxitelClient(HttpProvider):
                 occurred_at=at,
                 raw=event,
             )
-        if name.startswith("message.") and event.get("msgId"):
+        number = event.get("mobile") or event.get("from")
+        if name.startswith("message.") and event.get("msgId") and number:
             return DeliveryReport(
                 provider=self.name,
                 channel=Channel.RCS,
-                to=from_noxitel(event.get("mobile") or event.get("from") or ""),
+                to=from_noxitel(number),
                 status=str(event.get("status") or name.removeprefix("message.")),
                 message_id=event["msgId"],
                 occurred_at=at,
@@ -365,10 +370,18 @@ def _one_text(
 
 
 def _mode(unicode: bool | None, message: str, messages: Sequence[OutboundMessage]) -> str:
-    """`unicode` as soon as one character of the text, or of a parameter, is outside GSM-7."""
+    """`unicode` when every message needs it: the shared text itself, or every recipient's own text.
+
+    Noxitel converts a single message to unicode when it finds it needs to, so a
+    few non-GSM names must not turn the whole batch into UCS-2, which would
+    double or triple its segments.
+    """
     if unicode is not None:
         return "unicode" if unicode else "text"
     if not is_gsm7(message):
         return "unicode"
-    values = (v for m in messages if m.params for v in m.params.values())
-    return "text" if all(is_gsm7(str(v)) for v in values) else "unicode"
+    if any(m.params for m in messages):
+        texts = ("".join(str(v) for v in (m.params or {}).values()) for m in messages)
+    else:
+        texts = (m.body for m in messages)
+    return "unicode" if not any(is_gsm7(t) for t in texts) else "text"

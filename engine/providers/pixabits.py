@@ -170,7 +170,7 @@ class PixabitsClient(HttpProvider):
             status=data.get("status"),
         )
 
-    def parse_webhook(self, body: bytes, kind: str | None = None) -> list[WebhookEvent]:
+    def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
         """One Pixabits event per POST: `{"event", "timestamp", "data": {...}}`; others are skipped."""
         payload = orjson.loads(body)
         events = payload if isinstance(payload, list) else [payload]
@@ -181,10 +181,10 @@ class PixabitsClient(HttpProvider):
             return None
         name = str(event.get("event", ""))
         channel = _CHANNEL_OF_EVENT.get(name.split(".", 1)[0])
-        data = event["data"]
-        at = parse_datetime(data.get("delivered_at") or event.get("timestamp"))
         if channel is None:
             return None
+        data = event["data"]
+        at = parse_datetime(data.get("delivered_at") or event.get("timestamp"))
         if name == "wa.message.received":
             return InboundMessage(
                 provider=self.name,

@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -23,8 +24,11 @@ from engine.sandbox.outcomes import fate, fraction, rcs_capable, whatsapp_window
 from engine.sandbox.state import Account, SandboxState, Send
 
 PROVIDER = "noxitel"
-MOBILE = re.compile(r"^[1-9]\d{9,14}$")
-MOBILES = re.compile(r"(?:[1-9]\d{9,14}\n)*[1-9]\d{9,14}")
+#: A country code and a number, no plus: a bare 10-digit national number is refused.
+MOBILE = re.compile(r"^[1-9]\d{10,14}$")
+MOBILES = re.compile(r"(?:[1-9]\d{10,14}\n)*[1-9]\d{10,14}")
+#: The service's clock: `schedule` is read and report times are written in it.
+SYSTEM_ZONE = ZoneInfo("Asia/Kolkata")
 DLT_ID = re.compile(r"^\d{1,19}$")
 VAR = re.compile(r"#(\w+)#")
 URL = re.compile(r"^https?://\S+$")
@@ -59,8 +63,8 @@ def _object(body: Any) -> dict[str, Any]:
 
 
 def stamp(epoch: float) -> str:
-    """Noxitel writes times as `YYYY-MM-DD HH:MM:SS` (the service's clock; UTC here)."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    """Noxitel writes times as `YYYY-MM-DD HH:MM:SS` on the service's clock."""
+    return datetime.fromtimestamp(epoch, SYSTEM_ZONE).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def iso_millis(epoch: float) -> str:
@@ -75,9 +79,10 @@ def _mobile(value: Any, where: str) -> str:
     return mobile
 
 
-def _charge(state: SandboxState, account: Account, credits: float, message: str = "Insufficient credits") -> None:
+def _charge(state: SandboxState, account: Account, credits: float, body: dict[str, Any] | None = None) -> None:
+    """Spend credits for an accepted request, or refuse it whole with 402 (in `body`'s shape if given)."""
     if credits > account.credits + 1e-9:
-        raise Reject(402, error_body(402, message))
+        raise Reject(402, body or error_body(402, "Insufficient credits"))
     account.credits -= credits
 
 
@@ -94,12 +99,14 @@ def _schedule(body: dict[str, Any], now: float) -> float:
     if value is None:
         return now
     try:
-        return max(now, datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp())
+        return max(now, datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=SYSTEM_ZONE).timestamp())
     except (TypeError, ValueError):
         raise _fail("schedule must be formatted YYYY-MM-DD HH:MM:SS") from None
 
 
-def _contacts(body: dict[str, Any], key: str, limit: int, needed: set[str]) -> tuple[list[str], list[dict[str, Any]]]:
+def _contacts(
+    body: dict[str, Any], key: str, limit: int, needed: set[str], scalar_params: bool = True
+) -> tuple[list[str], list[dict[str, Any]]]:
     """Validated numbers of a `contacts` array, with each contact's parameters.
 
     Validation runs over the whole array at once (one regex pass over the joined
@@ -122,12 +129,13 @@ def _contacts(body: dict[str, Any], key: str, limit: int, needed: set[str]) -> t
             if not isinstance(contact, dict):
                 raise _fail(f"contacts[{i}] must be an object")
             _mobile(contact.get(key), f"contacts[{i}].{key}")
-    if needed or any(type(p) is not dict for p in parameters):
-        for i, params in enumerate(parameters):
-            if not isinstance(params, dict):
-                raise _fail(f"contacts[{i}].parameters must be an object")
-            if not needed.issubset(params):
-                raise _fail(f"Missing parameter '{sorted(needed.difference(params))[0]}' for contacts[{i}]")
+    for i, params in enumerate(parameters):
+        if type(params) is not dict:
+            raise _fail(f"contacts[{i}].parameters must be an object")
+        if needed and not needed.issubset(params):
+            raise _fail(f"Missing parameter '{sorted(needed.difference(params))[0]}' for contacts[{i}]")
+        if scalar_params and params and not all(type(v) in (str, int, float) for v in params.values()):
+            raise _fail(f"contacts[{i}].parameters values must be text or numbers")
     if len(set(numbers)) != len(numbers):
         raise _fail("The same mobile number appears more than once in contacts")
     return numbers, parameters
@@ -170,6 +178,15 @@ def _store(request: web.Request, channel: str, numbers: list[str], prefix: str, 
     request.app["pusher"].schedule(send)
     accept(request, send.addresses)
     return send
+
+
+def _own_message(request: web.Request, message_id: str, channel: str) -> tuple[Send, int] | None:
+    """The message with this id, if the caller's account sent it on this channel (others' are not found)."""
+    found = request.app["state"].find_message(message_id)
+    if found is None:
+        return None
+    send = found[0]
+    return found if (send.provider, send.channel, send.key) == (PROVIDER, channel, request["account"].key) else None
 
 
 def _check_dlt(body: dict[str, Any]) -> None:
@@ -259,8 +276,8 @@ async def dlr(request: web.Request) -> web.Response:
             raise _fail("No records found for this batch_id", 404)
         rows = [sms_dlr_row(state, send, i) for i in range(len(send.addresses))]
     elif sms_id:
-        found = state.find_message(sms_id)
-        if found is None or found[0].channel != "sms" or found[0].provider != PROVIDER:
+        found = _own_message(request, sms_id, "sms")
+        if found is None:
             raise _fail("No records found for this sms_id", 404)
         rows = [sms_dlr_row(state, *found)]
     else:
@@ -393,8 +410,8 @@ async def rcs_dlr(request: web.Request) -> web.Response:
             raise _fail("No records found for this batch_id", 404)
         rows = [rcs_dlr_row(state, send, i) for i in range(len(send.addresses))]
     elif msg_id:
-        found = state.find_message(msg_id)
-        if found is None or found[0].channel != "rcs" or found[0].provider != PROVIDER:
+        found = _own_message(request, msg_id, "rcs")
+        if found is None:
             raise _fail("No records found for this msg_id", 404)
         rows = [rcs_dlr_row(state, *found)]
     else:
@@ -410,6 +427,11 @@ def _wa_check(body: dict[str, Any]) -> str:
         raise _fail("message is required when type is text")
     if kind == "template" and not body.get("templateId"):
         raise _fail("templateId is required when type is template")
+    if kind == "template":
+        for i, contact in enumerate(body.get("contacts") or []):
+            template_body = (contact.get("parameters") or {}).get("body", []) if isinstance(contact, dict) else None
+            if not isinstance(template_body, list):
+                raise _fail(f"contacts[{i}].parameters.body must be an array")
     if kind in {"image", "video", "audio", "document"} and not (
         isinstance(body.get("media"), dict) and body["media"].get("url")
     ):
@@ -425,8 +447,9 @@ async def whatsapp_message(request: web.Request) -> web.Response:
     state: SandboxState = request.app["state"]
     body = _object(await read_json(request, _bad))
     _wa_check(body)
-    numbers, _ = _contacts(body, "msisdn", state.config.max_sms_per_call, set())
-    _charge(state, request["account"], float(len(numbers)), "You don't have enough credits to send this campaign.")
+    numbers, _ = _contacts(body, "msisdn", state.config.max_sms_per_call, set(), scalar_params=False)
+    _charge(state, request["account"], float(len(numbers)),
+            {"status": "error", "message": "You don't have enough credits to send this campaign."})
     campaign = str(body["campaignId"]) if body.get("campaignId") is not None else None
     send = _store(request, "whatsapp", numbers, "wa_", state.clock.time(), campaign=campaign)
     send.meta["phone_id"] = str(body.get("phoneId") or "1234567890")
@@ -462,8 +485,8 @@ async def whatsapp_report(request: web.Request) -> web.Response:
         raise _fail("mode (message|campaign) and id are required")
     key = request["account"].key
     if mode == "message":
-        found = state.find_message(ident)
-        if found is None or found[0].channel != "whatsapp" or found[0].key != key:
+        found = _own_message(request, ident, "whatsapp")
+        if found is None:
             raise _fail("Message not found", 404)
         return json_response(whatsapp_row(state, *found))
     sends = [s for s in state.by_campaign.get(ident, []) if s.key == key and s.channel == "whatsapp"]

@@ -26,6 +26,7 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 DLT_ID = re.compile(r"^\d{1,19}$")
 PRICE = {"sms": 0.15, "email": 0.02, "rcs": 0.25, "whatsapp": 0.40}
 WA_TYPES = {"text", "image", "video", "document", "location"}
+SMS_TYPES = {"otp", "transactional", "promotional"}
 
 _CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT",
           422: "VALIDATION_ERROR", 429: "RATE_LIMITED", 500: "INTERNAL_ERROR", 503: "SERVICE_UNAVAILABLE"}
@@ -62,6 +63,11 @@ def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Reject(400, _bad("Request body must be a JSON object"))
     return body
+
+
+def _check_sender(errors: list[dict[str, str]], body: dict[str, Any]) -> None:
+    if "sender" in body and not (isinstance(body["sender"], str) and body["sender"].strip()):
+        errors.append({"field": "sender", "message": "must be a sender id"})
 
 
 def _check_dlt(errors: list[dict[str, str]], body: dict[str, Any]) -> None:
@@ -108,6 +114,9 @@ async def sms_send(request: web.Request) -> web.Response:
     errors: list[dict[str, str]] = []
     _check_phone(errors, "to", body.get("to"))
     _check_text(errors, "body", body.get("body"))
+    _check_sender(errors, body)
+    if body.get("type", "transactional") not in SMS_TYPES:
+        errors.append({"field": "type", "message": f"must be one of {', '.join(sorted(SMS_TYPES))}"})
     _check_dlt(errors, body)
     if errors:
         raise _invalid(errors)
@@ -127,6 +136,7 @@ async def sms_bulk(request: web.Request) -> web.Response:
     if len(messages) > limit:
         raise _invalid([{"field": "messages", "message": f"at most {limit} messages per call, got {len(messages)}"}])
     errors: list[dict[str, str]] = []
+    _check_sender(errors, body)
     _check_dlt(errors, body)
     numbers: list[str] = []
     total_segments = 0
@@ -154,6 +164,8 @@ async def sms_bulk(request: web.Request) -> web.Response:
 async def email_send(request: web.Request) -> web.Response:
     body = _object(await read_json(request, _bad))
     errors = _email_errors(body, "")
+    if not isinstance(body.get("from"), str) or not EMAIL.match(body["from"]):
+        errors.append({"field": "from", "message": "must be an email address"})
     if errors:
         raise _invalid(errors)
     charge(request.app["state"], request["account"], 1, PRICE["email"])

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from engine.errors import ConfigurationError
 from engine.plans import PIXABITS_PLANS
+from engine.redact import mask_secret
 from engine.sandbox import noxitel_api, pixabits_api
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.http import Reject, json_response, read_json
@@ -108,8 +109,10 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
             await asyncio.sleep(config.latency_ms / 1000)
         account = _authenticate(request, state, provider)
         state.account_windows.setdefault(f"{provider}:{account.key}", RateWindow()).hit(now)
-        scripted = faults.next_scripted(request.path)
-        wait = 1.0 if scripted == "429" else account.bucket.take()
+        wait = account.bucket.take()
+        scripted = None if wait else faults.next_scripted(request.path)
+        if scripted == "429":
+            wait = 1.0
         if wait:
             stats.rate_limited += 1
             raise Reject(429, _error_body(provider, 429, "Rate limit exceeded"),
@@ -166,8 +169,13 @@ async def _reset(request: web.Request) -> web.Response:
 def _config_view(config: SandboxConfig) -> dict[str, Any]:
     view = asdict(config)
     view["api_keys"] = len(config.api_keys)
+    view["key_plans"] = {mask_secret(key): plan for key, plan in config.key_plans.items()}
     view["webhook_secret"] = bool(config.webhook_secret)
     return view
+
+
+#: Settings that shape an account: changing one gives every account fresh terms.
+ACCOUNT_TERMS = {"plan", "noxitel_rate", "credits", "key_plans"}
 
 
 async def _config(request: web.Request) -> web.Response:
@@ -178,6 +186,8 @@ async def _config(request: web.Request) -> web.Response:
             state.config = state.config.updated(dict(changes))
         except (ConfigurationError, TypeError) as exc:
             return json_response({"error": str(exc)}, 400)
+        if ACCOUNT_TERMS & set(changes):
+            state.accounts.clear()
         request.app["faults"].rng.seed(state.config.seed)
     return json_response(_config_view(state.config))
 

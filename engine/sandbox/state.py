@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.plans import PIXABITS_PLANS, RatePlan, noxitel_plan
+from engine.redact import mask_secret
 from engine.sandbox.config import SandboxConfig
 
 
@@ -221,7 +222,7 @@ class SandboxState:
         return {
             "endpoints": {name: s.as_dict(with_recipients) for name, s in sorted(self.endpoints.items())},
             "accounts": {
-                f"{provider}:{_mask_key(key)}": {
+                f"{provider}:{mask_secret(key)}": {
                     "plan": account.plan.name,
                     "credits": round(account.credits, 4),
                     "daily_used": account.daily_used,
@@ -232,8 +233,3 @@ class SandboxState:
                 for (provider, key), account in sorted(self.accounts.items())
             },
         }
-
-
-def _mask_key(key: str) -> str:
-    """Stats are served over HTTP; show enough of a key to tell accounts apart, never all of it."""
-    return f"{key[:4]}…{key[-2:]}" if len(key) >= 8 else f"{key[:2]}…"

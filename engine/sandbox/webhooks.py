@@ -99,6 +99,8 @@ class Pusher:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
+        self._pending: set[asyncio.Task[None]] = set()
+        self._generation = 0
 
     def schedule(self, send: Send) -> None:
         if send.provider == "noxitel" and not send.notify_url:
@@ -108,7 +110,11 @@ class Pusher:
         self._wake.set()
 
     def clear(self) -> None:
+        """Forget every push not yet made (a sandbox reset): queued sends and those being pushed."""
         self._due.clear()
+        self._generation += 1
+        for task in self._pending:
+            task.cancel()
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
@@ -119,14 +125,16 @@ class Pusher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self.clear()
+        await asyncio.gather(*self._pending, return_exceptions=True)
         if self._session:
             await self._session.close()
 
     async def _run(self) -> None:
         semaphore = asyncio.Semaphore(PUSH_CONCURRENCY)
-        pending: set[asyncio.Task[None]] = set()
         while True:
             now = self.state.clock.time()
+            generation = self._generation
             while self._due and self._due[0][0] <= now:
                 _, _, token = heapq.heappop(self._due)
                 send = self.state.sends.get(token)
@@ -134,9 +142,12 @@ class Pusher:
                     continue
                 for url, body in self._targets(send):
                     await semaphore.acquire()
+                    if generation != self._generation:  # reset while waiting: these events are void
+                        semaphore.release()
+                        break
                     task = asyncio.create_task(self._post(url, body))
-                    pending.add(task)
-                    task.add_done_callback(lambda t: (pending.discard(t), semaphore.release()))
+                    self._pending.add(task)
+                    task.add_done_callback(lambda t: (self._pending.discard(t), semaphore.release()))
             self._wake.clear()
             # Wake at the next due time, but at least every 0.1 s: the clock can be moved forward.
             delay = min(0.1, self._due[0][0] - now) if self._due else 0.1
@@ -171,4 +182,5 @@ class Pusher:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 stats.statuses[0] += 1
                 log.debug("webhook push failed (%s)", type(exc).__name__)
-            await asyncio.sleep(0.2 * 2**attempt)
+            if attempt + 1 < PUSH_ATTEMPTS:
+                await asyncio.sleep(0.2 * 2**attempt)
