@@ -8,6 +8,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+#: Typed keys for what the server keeps on the app and on each request.
+STATE: web.AppKey[Any] = web.AppKey("state")
+PUSHER: web.AppKey[Any] = web.AppKey("pusher")
+FAULTS: web.AppKey[Any] = web.AppKey("faults")
+INITIAL_CONFIG: web.AppKey[Any] = web.AppKey("initial_config")
+ACCOUNT: web.RequestKey[Any] = web.RequestKey("account")
+ENDPOINT: web.RequestKey[str] = web.RequestKey("endpoint")
+ACCEPTED: web.RequestKey[Any] = web.RequestKey("accepted")
+
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
@@ -33,11 +42,11 @@ async def read_json(request: web.Request, error: Any) -> Any:
         body = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError:
         raise Reject(400, error("Request body is not valid JSON")) from None
-    if "endpoint" in request:
-        request.app["state"].remember_body(request["endpoint"], body)
+    if ENDPOINT in request:
+        request.app[STATE].remember_body(request[ENDPOINT], body)
     return body
 
 
 def accept(request: web.Request, addresses: Sequence[str]) -> None:
     """Tell the gate which recipients this request delivered, for the stats."""
-    request["accepted"] = addresses
+    request[ACCEPTED] = addresses

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from engine.gsm import MULTI, SINGLE, Encoding, is_gsm7, length_in_units, segments
-from engine.sandbox.http import Reject, accept, json_response, read_json
+from engine.sandbox.http import ACCOUNT, PUSHER, STATE, Reject, accept, json_response, read_json
 from engine.sandbox.outcomes import fate, fraction, rcs_capable, whatsapp_window_open
 from engine.sandbox.state import Account, SandboxState, Send
 
@@ -170,23 +170,23 @@ def _sms_parts(message: str, mode: str, parameters: list[dict[str, Any]]) -> int
 
 
 def _store(request: web.Request, channel: str, numbers: list[str], prefix: str, when: float, **extra: Any) -> Send:
-    state: SandboxState = request.app["state"]
-    send = state.record(Send(state.new_token(prefix), PROVIDER, channel, request["account"].key,
+    state: SandboxState = request.app[STATE]
+    send = state.record(Send(state.new_token(prefix), PROVIDER, channel, request[ACCOUNT].key,
                              ["+" + n for n in numbers], when, **extra))
     send.batch_id = send.token
     state.by_batch[send.batch_id] = send
-    request.app["pusher"].schedule(send)
+    request.app[PUSHER].schedule(send)
     accept(request, send.addresses)
     return send
 
 
 def _own_message(request: web.Request, message_id: str, channel: str) -> tuple[Send, int] | None:
     """The message with this id, if the caller's account sent it on this channel (others' are not found)."""
-    found = request.app["state"].find_message(message_id)
+    found = request.app[STATE].find_message(message_id)
     if found is None:
         return None
     send = found[0]
-    return found if (send.provider, send.channel, send.key) == (PROVIDER, channel, request["account"].key) else None
+    return found if (send.provider, send.channel, send.key) == (PROVIDER, channel, request[ACCOUNT].key) else None
 
 
 def _check_dlt(body: dict[str, Any]) -> None:
@@ -197,7 +197,7 @@ def _check_dlt(body: dict[str, Any]) -> None:
 
 
 async def sms(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     body = _object(await read_json(request, _bad))
     if not isinstance(body.get("sender"), str) or not body["sender"].strip():
         raise _fail("sender is required")
@@ -213,7 +213,7 @@ async def sms(request: web.Request) -> web.Response:
     notify = _notify_url(body)
     when = _schedule(body, state.clock.time())
     numbers, parameters = _contacts(body, "mobile", state.config.max_sms_per_call, set(VAR.findall(message)))
-    _charge(state, request["account"], float(_sms_parts(message, mode, parameters)))
+    _charge(state, request[ACCOUNT], float(_sms_parts(message, mode, parameters)))
     india = any(n.startswith("91") for n in numbers)
     send = _store(request, "sms", numbers, "samsms_", when, notify_url=notify,
                   dlt_missing=india and not body.get("dlt_template_id"))
@@ -266,13 +266,13 @@ def sms_fate_key(state: SandboxState, send: Send, index: int) -> str:
 
 
 async def dlr(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     body = _object(await read_json(request, _bad))
     batch_id = body.get("batch_id") or request.query.get("batch_id")
     sms_id = body.get("sms_id") or request.query.get("sms_id")
     if batch_id:
         send = state.by_batch.get(batch_id)
-        if send is None or send.channel != "sms" or send.key != request["account"].key:
+        if send is None or send.channel != "sms" or send.key != request[ACCOUNT].key:
             raise _fail("No records found for this batch_id", 404)
         rows = [sms_dlr_row(state, send, i) for i in range(len(send.addresses))]
     elif sms_id:
@@ -286,7 +286,7 @@ async def dlr(request: web.Request) -> web.Response:
 
 
 async def credits(request: web.Request) -> web.Response:
-    account: Account = request["account"]
+    account: Account = request[ACCOUNT]
     return json_response({
         "status": "success",
         "billing_mode": "credits",
@@ -305,7 +305,7 @@ def _agent_id(value: Any, required: bool) -> int | None:
 
 
 async def rcs_capability(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     mobile = _mobile(request.query.get("mobile"), "mobile")
     _agent_id(request.query.get("agentId"), required=True)
     enabled = rcs_capable(state.config, mobile)
@@ -347,7 +347,7 @@ def _fallback(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def rcs_message(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     body = _object(await read_json(request, _bad))
     _rcs_content(body)
     agent = _agent_id(body.get("agentId"), required=False)
@@ -359,7 +359,7 @@ async def rcs_message(request: web.Request) -> web.Response:
     when = _schedule(body, state.clock.time())
     text = body["content"].get("text", "") if body["type"] == "text" else ""
     numbers, _ = _contacts(body, "mobile", state.config.max_sms_per_call, set(VAR.findall(text)))
-    _charge(state, request["account"], float(len(numbers)))
+    _charge(state, request[ACCOUNT], float(len(numbers)))
     send = _store(request, "rcs", numbers, "rcs_", when, notify_url=notify, fallback=fallback is not None)
     send.meta["agent_id"] = agent
     if fallback is not None:
@@ -402,11 +402,11 @@ def rcs_dlr_row(state: SandboxState, send: Send, index: int) -> dict[str, Any]:
 
 
 async def rcs_dlr(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     batch_id, msg_id = request.query.get("batch_id"), request.query.get("msg_id")
     if batch_id:
         send = state.by_batch.get(batch_id)
-        if send is None or send.channel != "rcs" or send.key != request["account"].key:
+        if send is None or send.channel != "rcs" or send.key != request[ACCOUNT].key:
             raise _fail("No records found for this batch_id", 404)
         rows = [rcs_dlr_row(state, send, i) for i in range(len(send.addresses))]
     elif msg_id:
@@ -444,11 +444,11 @@ def _wa_check(body: dict[str, Any]) -> str:
 
 
 async def whatsapp_message(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     body = _object(await read_json(request, _bad))
     _wa_check(body)
     numbers, _ = _contacts(body, "msisdn", state.config.max_sms_per_call, set(), scalar_params=False)
-    _charge(state, request["account"], float(len(numbers)),
+    _charge(state, request[ACCOUNT], float(len(numbers)),
             {"status": "error", "message": "You don't have enough credits to send this campaign."})
     campaign = str(body["campaignId"]) if body.get("campaignId") is not None else None
     send = _store(request, "whatsapp", numbers, "wa_", state.clock.time(), campaign=campaign)
@@ -479,11 +479,11 @@ def whatsapp_row(state: SandboxState, send: Send, index: int) -> dict[str, Any]:
 
 
 async def whatsapp_report(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     mode, ident = request.query.get("mode"), request.query.get("id")
     if mode not in {"message", "campaign"} or not ident:
         raise _fail("mode (message|campaign) and id are required")
-    key = request["account"].key
+    key = request[ACCOUNT].key
     if mode == "message":
         found = _own_message(request, ident, "whatsapp")
         if found is None:
@@ -497,7 +497,7 @@ async def whatsapp_report(request: web.Request) -> web.Response:
 
 
 async def whatsapp_checkwindow(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     if not request.query.get("phoneId"):
         raise _fail("phoneId is required")
     mobile = _mobile(request.query.get("msisdn"), "msisdn")
@@ -513,7 +513,7 @@ async def whatsapp_prices(request: web.Request) -> web.Response:
 
 
 async def rcs_agent_save(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     body = _object(await read_json(request, _bad))
     for name in ("agentName", "displayName", "brandName"):
         if not isinstance(body.get(name), str) or not body[name].strip():
@@ -535,14 +535,14 @@ def _known_agent(state: SandboxState, value: Any) -> int:
 
 
 async def rcs_agent_submit(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     agent_id = _known_agent(state, _object(await read_json(request, _bad)).get("agentId"))
     state.agents[agent_id]["status"] = "SUBMITTED"
     return json_response({"status": "success", "message": "Agent submitted for review", "agentId": agent_id})
 
 
 async def rcs_agent_launch(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     body = _object(await read_json(request, _bad))
     agent_id = _known_agent(state, body.get("agentId"))
     carriers = body.get("carriers")
@@ -554,18 +554,18 @@ async def rcs_agent_launch(request: web.Request) -> web.Response:
 
 
 async def rcs_agent_get(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     agent_id = _known_agent(state, request.match_info["id"])
     return json_response({"status": "success", "data": state.agents[agent_id]})
 
 
 async def rcs_agents(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     return json_response({"status": "success", "data": list(state.agents.values())})
 
 
 async def rcs_testdevice(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     body = _object(await read_json(request, _bad))
     agent_id = _agent_id(body.get("agentId"), required=True)
     phone = body.get("phoneNumber")
@@ -583,7 +583,7 @@ async def rcs_testdevice(request: web.Request) -> web.Response:
 
 
 async def rcs_testdevices(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     agent_id = _agent_id(request.query.get("agentId"), required=True)
     assert agent_id is not None
     devices = sorted(state.test_devices.get(agent_id, set()))
@@ -591,7 +591,7 @@ async def rcs_testdevices(request: web.Request) -> web.Response:
 
 
 async def rcs_conversation(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     agent_id = _agent_id(request.query.get("agentId"), required=True)
     mobile = _mobile(request.query.get("mobile"), "mobile")
     if not whatsapp_window_open(state.config, mobile):
@@ -609,12 +609,12 @@ async def rcs_conversation(request: web.Request) -> web.Response:
 
 
 async def otp_send(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     body = _object(await read_json(request, _bad))
     mobile = _mobile(body.get("mobile"), "mobile")
     if not isinstance(body.get("channel"), int):
         raise _fail("channel is required: the OTP channel id")
-    _charge(state, request["account"], 1.0)
+    _charge(state, request[ACCOUNT], 1.0)
     reference = state.new_token("").upper()[:10]
     state.otps[reference] = f"{int(fraction(state.config.seed, 'otp', reference) * 1_000_000):06d}"
     accept(request, ["+" + mobile])
@@ -622,7 +622,7 @@ async def otp_send(request: web.Request) -> web.Response:
 
 
 async def otp_verify(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     reference, otp = request.query.get("reference"), request.query.get("otp")
     if not reference or not otp:
         raise _fail("reference and otp are required")

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.gsm import segments
-from engine.sandbox.http import Reject, accept, json_response, read_json
+from engine.sandbox.http import ACCOUNT, PUSHER, STATE, Reject, accept, json_response, read_json
 from engine.sandbox.outcomes import rcs_capable
 from engine.sandbox.state import Account, SandboxState, Send
 
@@ -95,12 +95,12 @@ def charge(state: SandboxState, account: Account, count: int, cost: float) -> No
 
 
 def _store(request: web.Request, channel: str, addresses: list[str], prefix: str, **extra: Any) -> Send:
-    state: SandboxState = request.app["state"]
-    account: Account = request["account"]
+    state: SandboxState = request.app[STATE]
+    account: Account = request[ACCOUNT]
     send = state.record(
         Send(state.new_token(prefix), PROVIDER, channel, account.key, addresses, state.clock.time(), **extra)
     )
-    request.app["pusher"].schedule(send)
+    request.app[PUSHER].schedule(send)
     accept(request, addresses)
     return send
 
@@ -121,13 +121,13 @@ async def sms_send(request: web.Request) -> web.Response:
     if errors:
         raise _invalid(errors)
     cost = PRICE["sms"] * segments(body["body"])
-    charge(request.app["state"], request["account"], 1, cost)
+    charge(request.app[STATE], request[ACCOUNT], 1, cost)
     send = _store(request, "sms", [body["to"]], "msg_", dlt_missing=_india_without_dlt(body, [body["to"]]))
     return json_response({"message_id": send.message_id(0), "status": "queued", "credits_used": round(cost, 4)})
 
 
 async def sms_bulk(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     body = _object(await read_json(request, _bad))
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -154,7 +154,7 @@ async def sms_bulk(request: web.Request) -> web.Response:
         errors.append({"field": "messages", "message": "the same number appears more than once in one batch"})
     if errors:
         raise _invalid(errors)
-    charge(state, request["account"], len(numbers), PRICE["sms"] * total_segments)
+    charge(state, request[ACCOUNT], len(numbers), PRICE["sms"] * total_segments)
     send = _store(request, "sms", numbers, "msg_", dlt_missing=_india_without_dlt(body, numbers))
     send.batch_id = "batch_" + send.token.removeprefix("msg_")
     state.by_batch[send.batch_id] = send
@@ -168,7 +168,7 @@ async def email_send(request: web.Request) -> web.Response:
         errors.append({"field": "from", "message": "must be an email address"})
     if errors:
         raise _invalid(errors)
-    charge(request.app["state"], request["account"], 1, PRICE["email"])
+    charge(request.app[STATE], request[ACCOUNT], 1, PRICE["email"])
     send = _store(request, "email", [body["to"].lower()], "email_")
     return json_response({"message_id": send.message_id(0), "status": "queued"})
 
@@ -184,7 +184,7 @@ def _email_errors(message: dict[str, Any], where: str) -> list[dict[str, str]]:
 
 
 async def email_bulk(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     body = _object(await read_json(request, _bad))
     messages = body.get("messages")
     errors: list[dict[str, str]] = []
@@ -204,7 +204,7 @@ async def email_bulk(request: web.Request) -> web.Response:
     addresses = [m["to"].lower() for m in messages]
     if len(set(addresses)) != len(addresses):
         raise _invalid([{"field": "messages", "message": "the same address appears more than once in one batch"}])
-    charge(state, request["account"], len(addresses), PRICE["email"] * len(addresses))
+    charge(state, request[ACCOUNT], len(addresses), PRICE["email"] * len(addresses))
     send = _store(request, "email", addresses, "email_")
     send.batch_id = "batch_" + send.token.removeprefix("email_")
     state.by_batch[send.batch_id] = send
@@ -221,8 +221,8 @@ async def rcs_send(request: web.Request) -> web.Response:
         errors.append({"field": "suggestions", "message": "must be an array"})
     if errors:
         raise _invalid(errors)
-    charge(request.app["state"], request["account"], 1, PRICE["rcs"])
-    state: SandboxState = request.app["state"]
+    charge(request.app[STATE], request[ACCOUNT], 1, PRICE["rcs"])
+    state: SandboxState = request.app[STATE]
     send = _store(request, "rcs", [body["to"]], "rcs_", fallback=state.config.pixabits_rcs_fallback)
     if send.fallback and not rcs_capable(state.config, body["to"][1:]):
         stats = state.endpoint("SMS-FALLBACK /v1/rcs/send")
@@ -245,7 +245,7 @@ async def wa_message(request: web.Request) -> web.Response:
         errors.append({"field": kind, "message": "is required for this type"})
     if errors:
         raise _invalid(errors)
-    charge(request.app["state"], request["account"], 1, PRICE["whatsapp"])
+    charge(request.app[STATE], request[ACCOUNT], 1, PRICE["whatsapp"])
     send = _store(request, "whatsapp", [body["to"]], "wamid_")
     return json_response({"message_id": send.message_id(0), "status": "sent"})
 
@@ -261,14 +261,14 @@ async def wa_template(request: web.Request) -> web.Response:
         errors.append({"field": "parameters", "message": "must be an object with a body array"})
     if errors:
         raise _invalid(errors)
-    charge(request.app["state"], request["account"], 1, PRICE["whatsapp"])
+    charge(request.app[STATE], request[ACCOUNT], 1, PRICE["whatsapp"])
     send = _store(request, "whatsapp", [body["to"]], "wamid_")
     return json_response({"message_id": send.message_id(0), "status": "sent"})
 
 
 async def wallet(request: web.Request) -> web.Response:
     """Shape unpublished; read as balance, currency, credits and plan details."""
-    account: Account = request["account"]
+    account: Account = request[ACCOUNT]
     plan = account.plan
     return json_response({
         "balance": round(account.credits, 2),

@@ -28,7 +28,18 @@ from engine.plans import PIXABITS_PLANS
 from engine.redact import mask_secret
 from engine.sandbox import noxitel_api, pixabits_api
 from engine.sandbox.config import SandboxConfig
-from engine.sandbox.http import Reject, json_response, read_json
+from engine.sandbox.http import (
+    ACCEPTED,
+    ACCOUNT,
+    ENDPOINT,
+    FAULTS,
+    INITIAL_CONFIG,
+    PUSHER,
+    STATE,
+    Reject,
+    json_response,
+    read_json,
+)
 from engine.sandbox.state import Account, RateWindow, SandboxState
 from engine.sandbox.webhooks import Pusher
 
@@ -91,8 +102,8 @@ def _authenticate(request: web.Request, state: SandboxState, provider: str) -> A
 async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/_sandbox"):
         return await handler(request)
-    state: SandboxState = request.app["state"]
-    faults: Faults = request.app["faults"]
+    state: SandboxState = request.app[STATE]
+    faults: Faults = request.app[FAULTS]
     config = state.config
     provider = _provider_of(request.path)
     resource = request.match_info.route.resource
@@ -126,15 +137,15 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
             after = scripted
         elif config.fault_drop_share and faults.rng.random() < config.fault_drop_share:
             after = "drop"
-        request["account"] = account
-        request["endpoint"] = name
+        request[ACCOUNT] = account
+        request[ENDPOINT] = name
         response = await handler(request)
     except Reject as reject:
         response = json_response(reject.body, reject.status, reject.headers)
     except web.HTTPException as exc:
         response = json_response(_error_body(provider, exc.status, exc.reason), exc.status)
     stats.statuses[response.status] += 1
-    accepted = request.get("accepted")
+    accepted = request.get(ACCEPTED)
     if accepted is not None and response.status < 300:
         stats.accepted_requests += 1
         stats.messages += len(accepted)
@@ -150,19 +161,19 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _stats(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     return json_response(state.stats(with_recipients=request.query.get("recipients", "1") != "0"))
 
 
 async def _reset(request: web.Request) -> web.Response:
     """Forget everything and return to the configuration the sandbox started with."""
-    state: SandboxState = request.app["state"]
-    state.config = request.app["initial_config"]
+    state: SandboxState = request.app[STATE]
+    state.config = request.app[INITIAL_CONFIG]
     state.clock.offset = 0.0
     state.reset()
-    request.app["faults"].rng.seed(state.config.seed)
-    request.app["pusher"].clear()
-    request.app["faults"].scripted.clear()
+    request.app[FAULTS].rng.seed(state.config.seed)
+    request.app[PUSHER].clear()
+    request.app[FAULTS].scripted.clear()
     return json_response({"status": "reset"})
 
 
@@ -179,7 +190,7 @@ ACCOUNT_TERMS = {"plan", "noxitel_rate", "credits", "key_plans"}
 
 
 async def _config(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     if request.method == "POST":
         changes = await read_json(request, lambda m: {"error": m})
         try:
@@ -188,22 +199,22 @@ async def _config(request: web.Request) -> web.Response:
             return json_response({"error": str(exc)}, 400)
         if ACCOUNT_TERMS & set(changes):
             state.accounts.clear()
-        request.app["faults"].rng.seed(state.config.seed)
+        request.app[FAULTS].rng.seed(state.config.seed)
     return json_response(_config_view(state.config))
 
 
 async def _faults(request: web.Request) -> web.Response:
     body = await read_json(request, lambda m: {"error": m})
     try:
-        request.app["faults"].add(str(body.get("path", "*")), list(body.get("actions", [])))
+        request.app[FAULTS].add(str(body.get("path", "*")), list(body.get("actions", [])))
     except ConfigurationError as exc:
         return json_response({"error": str(exc)}, 400)
-    return json_response({k: list(v) for k, v in request.app["faults"].scripted.items()})
+    return json_response({k: list(v) for k, v in request.app[FAULTS].scripted.items()})
 
 
 async def _accounts(request: web.Request) -> web.Response:
     """Add an account, or reset one to fresh terms: `{"api_key", "plan"?, "credits"?}`, for both providers."""
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     body = await read_json(request, lambda m: {"error": m})
     key = body.get("api_key")
     if not isinstance(key, str) or not key:
@@ -223,7 +234,7 @@ async def _accounts(request: web.Request) -> web.Response:
 
 async def _clock(request: web.Request) -> web.Response:
     """Move the sandbox's wall clock: `{"advance": seconds}` or `{"offset": seconds}`."""
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     body = await read_json(request, lambda m: {"error": m})
     if "offset" in body:
         state.clock.offset = float(body["offset"])
@@ -233,12 +244,12 @@ async def _clock(request: web.Request) -> web.Response:
 
 async def _requests(request: web.Request) -> web.Response:
     """The last request bodies of one endpoint (`?endpoint=POST /api/v2/sms`)."""
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     return json_response(list(state.bodies.get(request.query.get("endpoint", ""), ())))
 
 
 async def _otp(request: web.Request) -> web.Response:
-    state: SandboxState = request.app["state"]
+    state: SandboxState = request.app[STATE]
     code = state.otps.get(request.match_info["reference"])
     return json_response({"otp": code}, 200 if code else 404)
 
@@ -250,10 +261,10 @@ async def _health(request: web.Request) -> web.Response:
 def build_app(config: SandboxConfig) -> web.Application:
     app = web.Application(middlewares=[gate], client_max_size=MAX_BODY)
     state = SandboxState(config)
-    app["state"] = state
-    app["initial_config"] = config
-    app["pusher"] = Pusher(state)
-    app["faults"] = Faults(config.seed)
+    app[STATE] = state
+    app[INITIAL_CONFIG] = config
+    app[PUSHER] = Pusher(state)
+    app[FAULTS] = Faults(config.seed)
     app.add_routes(pixabits_api.routes())
     app.add_routes(noxitel_api.routes(NOXITEL_PREFIX))
     app.add_routes([
@@ -270,10 +281,10 @@ def build_app(config: SandboxConfig) -> web.Application:
     ])
 
     async def start_pusher(app: web.Application) -> None:
-        await app["pusher"].start()
+        await app[PUSHER].start()
 
     async def stop_pusher(app: web.Application) -> None:
-        await app["pusher"].stop()
+        await app[PUSHER].stop()
 
     app.on_startup.append(start_pusher)
     app.on_cleanup.append(stop_pusher)

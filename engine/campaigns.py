@@ -1,0 +1,137 @@
+"""A campaign's life as the marketer steers it: pause, resume, cancel, and how far it has got.
+
+These only change rows; whoever sends (local mode or the workers) reads the
+campaign's state before claiming each batch, so a pause takes effect at the
+next batch and a resume continues from the recorded state, never from a
+counter: the batches still `planned` are exactly what is left to send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+
+from engine import models
+from engine.errors import CampaignError
+from engine.store import mark_campaign
+
+C, B, M = models.Campaign.__table__, models.Batch.__table__, models.Message.__table__
+State = models.CampaignState
+
+#: States from which a campaign may be (re)started.
+STARTABLE = (State.DRAFT.value, State.SCHEDULED.value, State.PAUSED.value, State.WAITING.value, State.FAILED.value)
+
+
+@dataclass
+class Status:
+    campaign_id: int
+    name: str
+    channel: str
+    provider: str
+    state: str
+    reason: str | None
+    messages: int
+    counts: dict[str, int]
+    batches: dict[str, int]
+    estimated_cost: float
+    currency: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "campaign_id": self.campaign_id,
+            "name": self.name,
+            "channel": self.channel,
+            "provider": self.provider,
+            "state": self.state,
+            "reason": self.reason,
+            "messages": self.messages,
+            "counts": self.counts,
+            "batches": self.batches,
+            "estimated_cost": self.estimated_cost,
+            "currency": self.currency,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+def _campaign(engine: Engine, campaign_id: int) -> Any:
+    with engine.connect() as connection:
+        row = connection.execute(select(C).where(C.c.id == campaign_id)).one_or_none()
+    if row is None:
+        raise CampaignError(f"no campaign {campaign_id}")
+    return row
+
+
+def status(engine: Engine, campaign_id: int) -> Status:
+    campaign = _campaign(engine, campaign_id)
+    with engine.connect() as connection:
+        counts = dict(connection.execute(
+            select(M.c.status, func.count()).where(M.c.campaign_id == campaign_id).group_by(M.c.status)
+        ).all())
+        batches = dict(connection.execute(
+            select(B.c.state, func.count()).where(B.c.campaign_id == campaign_id).group_by(B.c.state)
+        ).all())
+    return Status(
+        campaign_id=campaign_id,
+        name=campaign.name,
+        channel=campaign.channel,
+        provider=campaign.provider,
+        state=campaign.state,
+        reason=campaign.state_reason,
+        messages=sum(counts.values()),
+        counts=counts,
+        batches=batches,
+        estimated_cost=campaign.estimated_cost,
+        currency=campaign.currency,
+        started_at=campaign.started_at,
+        finished_at=campaign.finished_at,
+    )
+
+
+def start(engine: Engine, campaign_id: int) -> Any:
+    """Mark a campaign running (from draft, scheduled, paused, waiting or failed); returns its row."""
+    campaign = _campaign(engine, campaign_id)
+    if campaign.state == State.RUNNING.value:
+        return campaign
+    if campaign.state not in STARTABLE:
+        raise CampaignError(f"campaign {campaign_id} is {campaign.state}; it cannot be sent")
+    with engine.begin() as connection:
+        connection.execute(
+            update(C)
+            .where(C.c.id == campaign_id)
+            .values(state=State.RUNNING.value, state_reason=None, started_at=func.coalesce(C.c.started_at, func.now()))
+        )
+    return campaign
+
+
+def pause(engine: Engine, campaign_id: int, reason: str = "paused by the user") -> None:
+    campaign = _campaign(engine, campaign_id)
+    if campaign.state not in (State.RUNNING.value, State.SCHEDULED.value, State.WAITING.value):
+        raise CampaignError(f"campaign {campaign_id} is {campaign.state}; only a running or scheduled one can pause")
+    mark_campaign(engine, campaign_id, State.PAUSED, reason)
+
+
+def cancel(engine: Engine, campaign_id: int) -> int:
+    """Cancel what has not been sent; returns how many messages will now never go."""
+    campaign = _campaign(engine, campaign_id)
+    if campaign.state in (State.COMPLETED.value, State.CANCELLED.value):
+        raise CampaignError(f"campaign {campaign_id} is already {campaign.state}")
+    with engine.begin() as connection:
+        connection.execute(
+            update(C).where(C.c.id == campaign_id)
+            .values(state=State.CANCELLED.value, state_reason="cancelled by the user", finished_at=func.now())
+        )
+        connection.execute(
+            update(B).where(B.c.campaign_id == campaign_id, B.c.state == models.BatchState.PLANNED.value)
+            .values(state=models.BatchState.CANCELLED.value)
+        )
+        return connection.execute(
+            update(M).where(M.c.campaign_id == campaign_id, M.c.status == models.MessageStatus.PLANNED.value)
+            .values(status=models.MessageStatus.CANCELLED.value)
+        ).rowcount

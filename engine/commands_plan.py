@@ -1,0 +1,390 @@
+"""`campaign plan` and the commands that manage what planning reads: `db`, `dlt`, `suppress`.
+
+Every engine error becomes one red line and exit status 1 (see `engine.cli`);
+`--json` output is one object on stdout so scripts can read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from engine.cli import console, err_console, fail
+from engine.db import current_revision, head_revision, make_engine, open_database, upgrade
+from engine.dlt import (
+    VAR_MAX,
+    default_registry,
+    find_template,
+    import_templates,
+    read_registry,
+    stored_templates,
+)
+from engine.errors import CampaignError
+from engine.planner import PlanContext, PlanRequest, build_plan, check_funds, save_plan
+from engine.plans import PIXABITS_PLANS
+from engine.pricing import PriceTable
+from engine.providers.base import Balance
+from engine.settings import Settings, get_settings
+from engine.suppressions import add as add_suppressions
+from engine.suppressions import import_file, list_suppressions, suppressed_addresses
+
+#: Files at least this large get a progress bar.
+PROGRESS_BYTES = 4 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except CampaignError as exc:
+        raise fail(str(exc)) from None
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
+
+
+def fetch_balance(provider: str, settings: Settings) -> Balance:
+    """The provider's balance, read through its client (the embedded sandbox when so configured)."""
+    from engine.providers import open_provider
+
+    async def read() -> Balance:
+        async with open_provider(provider, settings) as client:
+            return await client.balance()
+
+    return asyncio.run(read())
+
+
+def plan(
+    contacts: Annotated[Path, typer.Argument(help="Contact CSV (UTF-8, UTF-16 or Windows-1252; , ; or tab).")],
+    channel: Annotated[str, typer.Option(help="sms, email, rcs or whatsapp.")] = "sms",
+    provider: Annotated[str, typer.Option(help="pixabits or noxitel.")] = "pixabits",
+    message: Annotated[
+        str | None, typer.Option(help="Text with #column# placeholders (#column|default# for a default).")
+    ] = None,
+    sender: Annotated[str | None, typer.Option(help="Sender id / DLT header (SMS), or from address (email).")] = None,
+    dlt_template_id: Annotated[str | None, typer.Option(help="Registered DLT template the SMS must match.")] = None,
+    subject: Annotated[str | None, typer.Option(help="Email subject (placeholders allowed).")] = None,
+    html: Annotated[Path | None, typer.Option(help="Email body from an HTML file (placeholders allowed).")] = None,
+    agent_id: Annotated[str | None, typer.Option(help="RCS agent id.")] = None,
+    fallback_message: Annotated[str | None, typer.Option(help="SMS sent when a device cannot take RCS.")] = None,
+    to_column: Annotated[
+        str | None, typer.Option(help="Column holding the addresses (found by name if not given).")
+    ] = None,
+    smart_encoding: Annotated[
+        bool, typer.Option(help="Replace curly quotes, long dashes and odd spaces so SMS stay GSM-7.")
+    ] = False,
+    max_cost: Annotated[float | None, typer.Option(help="Refuse the plan if it would cost more than this.")] = None,
+    spread: Annotated[
+        bool, typer.Option("--spread/--no-spread", help="Spread over days when over the daily quota, or refuse.")
+    ] = True,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Recipients per provider call (at most the provider's limit).")
+    ] = None,
+    dlt_var_max: Annotated[int, typer.Option(help="Characters a DLT {#var#} may stand for.")] = VAR_MAX,
+    rejects: Annotated[
+        Path | None, typer.Option(help="Where to write rejected rows (default: beside the file).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Campaign name (default: file name and time).")] = None,
+    check_balance: Annotated[
+        bool, typer.Option("--check-balance/--skip-balance", help="Hold the estimate against the provider balance.")
+    ] = True,
+    save: Annotated[bool, typer.Option(help="Store the campaign, its batches and messages in the database.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the summary.")] = False,
+) -> None:
+    """Check, cost and batch a campaign before any money is spent; --save stores it for sending."""
+    settings = get_settings()
+    with _user_errors():
+        if html is not None and message:
+            raise CampaignError("give the body with --message or with --html, not both")
+        if html is not None:
+            try:
+                message = html.read_text(encoding="utf-8-sig")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CampaignError(
+                    f"cannot read the HTML body {html}: {getattr(exc, 'strerror', None) or exc}"
+                ) from None
+        if not message:
+            raise CampaignError("give the message with --message (or --html for email)")
+        channel, provider = channel.lower(), provider.lower()
+        engine = open_database(settings.database_url)
+        try:
+            request = PlanRequest(
+                contacts=contacts,
+                channel=channel,
+                provider=provider,
+                message=message,
+                sender=sender,
+                subject=subject,
+                agent_id=agent_id,
+                fallback_message=fallback_message,
+                dlt_template=find_template(dlt_template_id, engine) if dlt_template_id else None,
+                to_column=to_column,
+                smart_encoding=smart_encoding,
+                max_cost=max_cost,
+                spread=spread,
+                batch_size=batch_size,
+                dlt_var_max=dlt_var_max,
+                rejects=rejects,
+                name=name,
+            )
+            quota = PIXABITS_PLANS[settings.pixabits_plan].daily_messages if provider == "pixabits" else None
+            context = PlanContext(
+                prices=PriceTable.load(),
+                region=settings.default_region,
+                require_dlt=settings.require_dlt,
+                suppressed=suppressed_addresses(engine),
+                daily_quota=quota,
+                plan_name=settings.pixabits_plan if provider == "pixabits" else None,
+            )
+            show_progress = not json_output and contacts.is_file() and contacts.stat().st_size >= PROGRESS_BYTES
+            planning_share = 0.8 if save else 1.0
+            with _progress(show_progress) as report:
+                result = build_plan(request, context, lambda stage, done: report(stage, done * planning_share))
+                if check_balance:
+                    report("reading the balance", planning_share)
+                    try:
+                        balance = fetch_balance(provider, settings)
+                    except (CampaignError, OSError) as exc:
+                        result.summary["warnings"].append(
+                            f"the {provider} balance could not be read ({exc}): not checked"
+                        )
+                    else:
+                        check_funds(result, balance)
+                if save:
+                    report("saving", planning_share)
+                    save_plan(engine, result)
+        finally:
+            engine.dispose()
+    if json_output:
+        _print_json(result.summary)
+    else:
+        _print_summary(result.summary)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield lambda stage, fraction: None
+        return
+    with Progress(
+        TextColumn("{task.description:<24}"), BarColumn(), TimeElapsedColumn(), console=err_console, transient=True
+    ) as bar:
+        task = bar.add_task("reading", total=1.0)
+        yield lambda stage, fraction: bar.update(task, description=stage, completed=fraction)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("file", f"{summary['file']} ({summary['encoding']}, column {summary['address_column']!r})")
+    table.add_row("channel", f"{summary['channel']} via {summary['provider']}")
+    table.add_row("rows read", f"{summary['rows']:,}")
+    table.add_row("valid", f"{summary['valid']:,}")
+    table.add_row("rejected", f"{summary['rejected']:,}")
+    for reason, count in summary["rejected_by_reason"].items():
+        table.add_row("", f"{count:,}  {reason}")
+    table.add_row("duplicates", f"{summary['duplicates']:,}")
+    table.add_row("suppressed", f"{summary['suppressed']:,}")
+    table.add_row("messages", f"{summary['messages']:,}")
+    table.add_row("segments", f"{summary['segments']:,}")
+    for encoding, detail in summary["encodings"].items():
+        because = detail.get("because_of")
+        why = f" (because of {', '.join(repr(c) for c in because)})" if because else ""
+        table.add_row("", f"{detail['messages']:,} {encoding.upper()}{why}")
+    if summary["smart_encoding_replacements"]:
+        table.add_row("", f"{summary['smart_encoding_replacements']:,} made GSM-7 by smart encoding")
+    if "fallback" in summary:
+        fallback = summary["fallback"]
+        kinds = ", ".join(f"{d['messages']:,} {e.upper()}" for e, d in fallback["encodings"].items())
+        table.add_row(
+            "SMS fallback",
+            f"{fallback['segments']:,} segments ({kinds}), at most {fallback['max_cost']:,.2f} {summary['currency']}",
+        )
+    table.add_row("batches", f"{summary['batches']:,} (largest {summary['largest_batch']:,})")
+    if len(summary["days"]) > 1:
+        for day in summary["days"][:7]:
+            table.add_row("", f"day {day['day']}: {day['messages']:,} messages in {day['batches']:,} batches")
+        if len(summary["days"]) > 7:
+            table.add_row("", f"... {len(summary['days'])} days in all")
+    table.add_row(
+        "estimated cost",
+        f"{summary['estimated_cost']:,.2f} {summary['currency']} ({', '.join(summary['prices'])})",
+    )
+    if summary.get("balance"):
+        balance = summary["balance"]
+        table.add_row("balance", f"{balance['amount']:,.2f} {balance['currency']}")
+    if summary["rejects_file"]:
+        table.add_row("rejects", summary["rejects_file"])
+    if summary["campaign_id"] is not None:
+        table.add_row("saved", f"campaign {summary['campaign_id']}")
+    console.print(table)
+    for preview in summary["previews"]:
+        console.print(
+            f"[dim]line {preview['line']} to {preview['to']}:[/] {preview['text']}", highlight=False, markup=True
+        )
+    for warning in summary["warnings"]:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+
+
+db_app = typer.Typer(help="The campaign database.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database at CAMPAIGN_DATABASE_URL to the current schema."""
+    with _user_errors():
+        engine = make_engine(get_settings().database_url)
+        try:
+            upgrade(engine)
+            console.print(f"database at schema {current_revision(engine)}")
+        except CampaignError:
+            raise
+        except Exception as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise CampaignError(f"cannot upgrade the database: {reason}") from None
+        finally:
+            engine.dispose()
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's schema revision and the newest one."""
+    with _user_errors():
+        engine = make_engine(get_settings().database_url)
+        try:
+            console.print(f"database at schema {current_revision(engine) or 'none'}; newest is {head_revision()}")
+        finally:
+            engine.dispose()
+
+
+dlt_app = typer.Typer(help="The registry of India DLT templates.", no_args_is_help=True)
+
+
+@dlt_app.command("import")
+def dlt_import(
+    file: Annotated[Path, typer.Argument(help="CSV: template_id, entity_id, header, category, text.")],
+) -> None:
+    """Add (or replace, by id) DLT templates from a CSV."""
+    with _user_errors():
+        templates = read_registry(file)
+        engine = open_database(get_settings().database_url)
+        try:
+            count = import_templates(engine, templates)
+        finally:
+            engine.dispose()
+    console.print(f"imported {count} DLT templates")
+
+
+@dlt_app.command("list")
+def dlt_list(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show the DLT templates a plan can use: imported ones, then those shipped in config/."""
+    with _user_errors():
+        engine = open_database(get_settings().database_url)
+        try:
+            imported = stored_templates(engine)
+        finally:
+            engine.dispose()
+        known = {t.template_id for t in imported}
+        listed = [(t, "imported") for t in imported]
+        listed += [(t, "shipped") for t in default_registry() if t.template_id not in known]
+    if json_output:
+        _print_json([{**_template_dict(t), "source": source} for t, source in listed])
+        return
+    table = Table("template id", "entity id", "header", "category", "text", "source")
+    for t, source in listed:
+        table.add_row(t.template_id, t.entity_id, t.header, t.category or "", t.text, source)
+    console.print(table)
+
+
+def _template_dict(template: Any) -> dict[str, Any]:
+    return {f: getattr(template, f) for f in ("template_id", "entity_id", "header", "category", "text")}
+
+
+suppress_app = typer.Typer(help="Addresses that must never be messaged.", no_args_is_help=True)
+
+
+@suppress_app.command("add")
+def suppress_add(
+    addresses: Annotated[list[str], typer.Argument(help="Phone numbers or email addresses.")],
+    reason: Annotated[str, typer.Option(help="Why: opt-out, hard bounce, complaint...")] = "opt-out",
+) -> None:
+    """Suppress addresses typed on the command line."""
+    settings = get_settings()
+    with _user_errors():
+        engine = open_database(settings.database_url)
+        try:
+            added, refused = add_suppressions(
+                engine, addresses, reason=reason, source="cli", region=settings.default_region
+            )
+        finally:
+            engine.dispose()
+        if refused:
+            value, why = refused[0]
+            raise CampaignError(f"{value!r}: {why}" + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""))
+    console.print(f"suppressed {added} new addresses")
+
+
+@suppress_app.command("import")
+def suppress_import(
+    file: Annotated[Path, typer.Argument(help="CSV with a phone or email column.")],
+    reason: Annotated[str, typer.Option(help="Why these addresses are suppressed.")] = "opt-out",
+    to_column: Annotated[str | None, typer.Option(help="Column holding the addresses.")] = None,
+) -> None:
+    """Suppress every address in a CSV (unusable rows are reported, not imported)."""
+    settings = get_settings()
+    with _user_errors():
+        engine = open_database(settings.database_url)
+        try:
+            rows, added, refused = import_file(
+                engine, file, reason=reason, region=settings.default_region, to_column=to_column
+            )
+        finally:
+            engine.dispose()
+    console.print(f"read {rows:,} rows: {added:,} newly suppressed, {len(refused):,} unusable")
+    for line, value, why in refused[:20]:
+        err_console.print(f"  line {line}: {value!r}: {why}", highlight=False)
+
+
+@suppress_app.command("list")
+def suppress_list(
+    limit: Annotated[int | None, typer.Option(help="Show at most this many.")] = None,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the suppression list, oldest first."""
+    with _user_errors():
+        engine = open_database(get_settings().database_url)
+        try:
+            rows = list_suppressions(engine, limit)
+        finally:
+            engine.dispose()
+    if json_output:
+        _print_json(
+            [
+                {"address": r.address, "reason": r.reason, "source": r.source, "created_at": r.created_at.isoformat()}
+                for r in rows
+            ]
+        )
+        return
+    table = Table("address", "reason", "source", "since")
+    for r in rows:
+        table.add_row(r.address, r.reason, r.source or "", f"{r.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach these commands to the `campaign` app."""
+    app.command("plan")(plan)
+    app.add_typer(db_app, name="db")
+    app.add_typer(dlt_app, name="dlt")
+    app.add_typer(suppress_app, name="suppress")

@@ -1,0 +1,468 @@
+"""Sending one batch: claim it, throttle, call the provider, record what it said, and decide what next.
+
+The batch row is the unit of work and the database the source of truth:
+
+    planned --claim--> sending --answer--> submitted
+                          |--------------> failed      (the provider refused it, or retries ran out)
+                          |--------------> ambiguous   (sent, but the answer was lost)
+                          '--------------> planned     (402 / 401: nothing was sent; the campaign stops)
+
+A claim is one conditional UPDATE (`state = 'planned'` and the campaign running),
+so a batch delivered twice by the broker or raced by two workers is sent once.
+The claim carries a lease; a worker that dies mid-call leaves the batch in
+`sending`, and the recovery sweep marks it `ambiguous` once the lease runs out,
+because the provider may have accepted it. Nothing here ever re-sends an
+ambiguous batch: that is how campaigns send twice.
+
+Endpoints that take one recipient per call (Pixabits RCS and WhatsApp) claim
+each message the same way (`planned -> queued`) before calling, so a crash
+leaves at most the calls in flight uncertain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, exists, select, update
+
+from engine import models
+from engine.clock import now
+from engine.errors import InvalidRequest
+from engine.personalize import for_provider
+from engine.providers.base import (
+    Channel,
+    EmailBatch,
+    OutboundMessage,
+    Provider,
+    RcsBatch,
+    SmsBatch,
+    SmsFallback,
+    Submission,
+    WhatsAppBatch,
+)
+from engine.providers.errors import (
+    AuthenticationFailed,
+    InsufficientCredits,
+    OutcomeUnknown,
+    ProviderError,
+    RateLimited,
+    RequestRejected,
+    TransientError,
+)
+from engine.quota import DailyQuota, next_day
+from engine.rcs import CapabilityCache, MemoryCapabilityCache, capabilities
+from engine.store import complete_if_done, mark_campaign, mark_submitted, set_provider_ids
+from engine.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
+BatchState, MessageStatus, CampaignState = models.BatchState, models.MessageStatus, models.CampaignState
+UNSENT = (MessageStatus.PLANNED.value, MessageStatus.QUEUED.value)
+#: `_attempt`'s answer when only the one message of a per-recipient call was refused.
+MESSAGE_FAILED = "message-failed"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter for failures that are safe to retry."""
+
+    attempts: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+@dataclass
+class Sender:
+    """What a worker (or local mode) needs to send: the database, the provider clients and their throttles."""
+
+    engine: Engine
+    providers: Mapping[str, Provider]
+    throttles: Mapping[str, Throttle]
+    worker: str
+    lease_seconds: float = 300.0
+    retry: RetryPolicy = RetryPolicy()
+    notify_url: str | None = None
+    quotas: Mapping[str, DailyQuota] = field(default_factory=dict)
+    capability_cache: CapabilityCache = field(default_factory=MemoryCapabilityCache)
+    #: Who sends the SMS fallback of an RCS campaign: the provider (`smsFallback`) or the engine.
+    rcs_fallback: str = "provider"
+    #: Longest provider `Retry-After` waited out in place; a longer one defers the batch.
+    max_hold: float = 60.0
+
+    async def send_batch(self, batch_id: int) -> str:
+        """Send one batch if it is still due and unclaimed; returns the state it ends in (or `skipped`)."""
+        if not self._claim(batch_id):
+            log.debug("batch %s is not due or already claimed", batch_id)
+            return "skipped"
+        with self.engine.connect() as connection:
+            batch = connection.execute(select(B).where(B.c.id == batch_id)).one()
+            campaign = connection.execute(select(C).where(C.c.id == batch.campaign_id)).one()
+            rows = connection.execute(
+                select(M.c.id, M.c.address, M.c.body, M.c.subject, M.c.fallback_body)
+                .where(M.c.batch_id == batch_id, M.c.status == MessageStatus.PLANNED.value)
+                .order_by(M.c.id)
+            ).all()
+        if not rows:
+            self._finish(batch_id, BatchState.SUBMITTED, None)
+            return BatchState.SUBMITTED.value
+        provider = self.providers[batch.provider]
+        channel = Channel(batch.channel)
+        if provider.max_batch(channel) == 1:
+            return await self._send_each(batch, campaign, rows, provider)
+        return await self._send_whole(batch, campaign, rows, provider)
+
+    # claims -------------------------------------------------------------------
+
+    def _claim(self, batch_id: int) -> bool:
+        moment = now()
+        running = exists().where(C.c.id == B.c.campaign_id, C.c.state == CampaignState.RUNNING.value)
+        with self.engine.begin() as connection:
+            claimed = connection.execute(
+                update(B)
+                .where(
+                    B.c.id == batch_id,
+                    B.c.state == BatchState.PLANNED.value,
+                    (B.c.not_before.is_(None)) | (B.c.not_before <= moment),
+                    running,
+                )
+                .values(
+                    state=BatchState.SENDING.value,
+                    claimed_by=self.worker,
+                    claim_expires_at=moment + timedelta(seconds=self.lease_seconds),
+                    attempts=B.c.attempts + 1,
+                    updated_at=moment,
+                )
+            ).rowcount
+        return claimed == 1
+
+    def _extend_lease(self, batch_id: int) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(B)
+                .where(B.c.id == batch_id, B.c.claimed_by == self.worker, B.c.state == BatchState.SENDING.value)
+                .values(claim_expires_at=now() + timedelta(seconds=self.lease_seconds))
+            )
+
+    # the call -------------------------------------------------------------------
+
+    async def _call(self, batch_id: int, provider: Provider, send: Any, payload: Any) -> Submission:
+        """One provider call under the account's throttle; 429s wait, transient failures back off and retry.
+
+        A `Retry-After` longer than `max_hold` (a daily quota, say) is not waited
+        out here: the error goes up and the batch is deferred instead of holding
+        a worker for hours.
+        """
+        throttle = self.throttles[provider.name]
+        failures = 0
+        while True:
+            await throttle.acquire()
+            try:
+                return await send(payload)
+            except RateLimited as exc:
+                log.info("%s asked to wait %.1f s; every sender of the account holds", provider.name, exc.retry_after)
+                await throttle.hold(exc.retry_after)
+                if exc.retry_after > self.max_hold:
+                    raise
+            except TransientError as exc:
+                failures += 1
+                if failures >= self.retry.attempts:
+                    raise
+                delay = self.retry.delay(failures)
+                log.warning("batch %s: %s; retry %d in %.1f s", batch_id, exc, failures, delay)
+                await asyncio.sleep(delay)
+            self._extend_lease(batch_id)
+
+    async def _attempt(
+        self,
+        batch: Any,
+        campaign: Any,
+        rows: Sequence[Any],
+        provider: Provider,
+        message_id: int | None = None,
+        channel: Channel | None = None,
+    ) -> Submission | str:
+        """Reserve the daily quota, call the provider, and return its submission, or the state the error led to."""
+        quota = self.quotas.get(provider.name)
+        moment = now()
+        if quota is not None and len(rows) > quota.limit:
+            reason = f"{len(rows):,} messages never fit the daily quota of {quota.limit:,}: plan the campaign again"
+            return self._failed_call(batch, RequestRejected(provider.name, reason), message_id)
+        if quota is not None and not await quota.reserve(len(rows), moment):
+            self._release(batch.id, message_id, not_before=next_day(moment))
+            log.info("batch %s waits for tomorrow's %s quota", batch.id, provider.name)
+            return BatchState.PLANNED.value
+        sent = False
+        try:
+            use = channel or Channel(batch.channel)
+            fallback = use is Channel.SMS and batch.channel == Channel.RCS.value
+            payload, send = self._payload(use, campaign, rows, provider, fallback=fallback)
+            submission = await self._call(batch.id, provider, send, payload)
+            sent = True
+            return submission
+        except OutcomeUnknown as exc:
+            sent = True  # it may count against the quota: assume it does
+            return self._failed_call(batch, exc, message_id)
+        except ProviderError as exc:
+            return self._failed_call(batch, exc, message_id)
+        except InvalidRequest as exc:
+            return self._failed_call(batch, RequestRejected(provider.name, str(exc)), message_id)
+        finally:
+            if quota is not None:
+                await quota.finish(len(rows), moment, sent)
+
+    async def _send_whole(self, batch: Any, campaign: Any, rows: Sequence[Any], provider: Provider) -> str:
+        if batch.channel == Channel.RCS.value and self._engine_fallback(campaign, rows, provider):
+            return await self._send_rcs_routed(batch, campaign, rows, provider)
+        submission = await self._attempt(batch, campaign, rows, provider)
+        if isinstance(submission, str):
+            return submission
+        ids = {row.address: row.id for row in rows}
+        with self.engine.begin() as connection:
+            self._record(connection, batch.id, submission, batch.channel)
+            set_provider_ids(connection, [(ids[a], pid) for a, pid in submission.message_ids.items() if a in ids])
+            complete_if_done(connection, batch.campaign_id)
+        return BatchState.SUBMITTED.value
+
+    async def _send_each(self, batch: Any, campaign: Any, rows: Sequence[Any], provider: Provider) -> str:
+        """One call per recipient, each message claimed (`planned -> queued`) before its call."""
+        for row in rows:
+            with self.engine.begin() as connection:
+                claimed = connection.execute(
+                    update(M)
+                    .where(M.c.id == row.id, M.c.status == MessageStatus.PLANNED.value)
+                    .values(status=MessageStatus.QUEUED.value)
+                ).rowcount
+            if not claimed:
+                continue
+            submission = await self._attempt(batch, campaign, [row], provider, message_id=row.id)
+            if submission == MESSAGE_FAILED:
+                continue
+            if isinstance(submission, str):
+                return submission
+            with self.engine.begin() as connection:
+                connection.execute(
+                    update(M)
+                    .where(M.c.id == row.id)
+                    .values(
+                        status=MessageStatus.SUBMITTED.value,
+                        submitted_at=now(),
+                        channel_used=batch.channel,
+                        provider_message_id=submission.message_ids.get(row.address),
+                    )
+                )
+        with self.engine.begin() as connection:
+            self._record(connection, batch.id, None, batch.channel)
+            complete_if_done(connection, batch.campaign_id)
+        return BatchState.SUBMITTED.value
+
+    def _payload(
+        self, channel: Channel, campaign: Any, rows: Sequence[Any], provider: Provider, fallback: bool = False
+    ) -> tuple[Any, Any]:
+        """The provider-neutral batch for these rows, and the client method that sends it.
+
+        `fallback` sends the rows' SMS fallback text instead of their message. In
+        an RCS batch, the provider's own `smsFallback` is asked for only when
+        every recipient's fallback text is the same (it takes one text per call);
+        otherwise the engine routes the fallback itself (`_send_rcs_routed`).
+        """
+        bodies = [r.fallback_body if fallback else r.body for r in rows]
+        source = campaign.fallback_template if fallback else campaign.message_template
+        template: str | None = None
+        params: list[dict[str, str]] | None = None
+        if provider.name == "noxitel" and channel in (Channel.SMS, Channel.RCS):
+            rendered = for_provider(source, bodies)
+            template, params = rendered.text, rendered.params
+        messages = [
+            OutboundMessage(r.address, bodies[i], params[i] if params else None, r.subject) for i, r in enumerate(rows)
+        ]
+        notify = self.notify_url if provider.name == "noxitel" else None
+        if channel is Channel.SMS:
+            batch = SmsBatch(
+                sender=campaign.sender or "",
+                messages=messages,
+                template=template,
+                dlt_entity_id=campaign.dlt_entity_id,
+                dlt_template_id=campaign.dlt_template_id,
+                notify_url=notify,
+            )
+            return batch, provider.send_sms
+        if channel is Channel.EMAIL:
+            return EmailBatch(campaign.sender or "", messages), provider.send_email
+        if channel is Channel.WHATSAPP:
+            return WhatsAppBatch(messages), provider.send_whatsapp
+        provider_fallback = None
+        if self._provider_fallback(campaign, rows, provider):
+            provider_fallback = SmsFallback(campaign.sender or "", rows[0].fallback_body)
+        rcs = RcsBatch(
+            messages,
+            agent_id=int(campaign.agent_id) if campaign.agent_id else None,
+            template=template,
+            content={"text": template or bodies[0]},
+            fallback=provider_fallback,
+            notify_url=notify,
+        )
+        return rcs, provider.send_rcs
+
+    def _provider_fallback(self, campaign: Any, rows: Sequence[Any], provider: Provider) -> bool:
+        """Whether this RCS batch asks the provider for its SMS fallback (else the engine routes it, or none)."""
+        return (
+            provider.name == "noxitel"
+            and bool(campaign.fallback_template)
+            and self.rcs_fallback == "provider"
+            and len({r.fallback_body for r in rows}) == 1
+        )
+
+    def _engine_fallback(self, campaign: Any, rows: Sequence[Any], provider: Provider) -> bool:
+        return (
+            provider.name == "noxitel"
+            and bool(campaign.fallback_template)
+            and not self._provider_fallback(campaign, rows, provider)
+        )
+
+    async def _send_rcs_routed(self, batch: Any, campaign: Any, rows: Sequence[Any], provider: Provider) -> str:
+        """RCS to the devices that take it, the campaign's SMS fallback to the others: never both, never twice."""
+        agent = int(campaign.agent_id) if campaign.agent_id else None
+        try:
+            capable = await capabilities(
+                provider, self.throttles[provider.name], self.capability_cache, [r.address for r in rows], agent
+            )
+        except ProviderError as exc:
+            return self._failed_call(batch, exc)
+        parts = ((Channel.SMS, [r for r in rows if not capable[r.address]]),
+                 (Channel.RCS, [r for r in rows if capable[r.address]]))
+        for channel, part in parts:
+            if not part:
+                continue
+            submission = await self._attempt(batch, campaign, part, provider, channel=channel)
+            if isinstance(submission, str):
+                return submission
+            ids = {row.address: row.id for row in part}
+            with self.engine.begin() as connection:
+                mark_submitted(connection, list(ids.values()), channel.value, now())
+                set_provider_ids(connection, [(ids[a], pid) for a, pid in submission.message_ids.items() if a in ids])
+        with self.engine.begin() as connection:
+            self._record(connection, batch.id, None, batch.channel)
+            complete_if_done(connection, batch.campaign_id)
+        return BatchState.SUBMITTED.value
+
+    # outcomes -------------------------------------------------------------------
+
+    def _record(self, connection: Connection, batch_id: int, submission: Submission | None, channel: str) -> None:
+        """Mark the batch submitted with the provider's ids, in the caller's transaction.
+
+        A batch the recovery sweep already called ambiguous becomes submitted too:
+        the provider's answer is the evidence the sweep did not have.
+        """
+        moment = now()
+        connection.execute(
+            update(B)
+            .where(B.c.id == batch_id, B.c.state.in_([BatchState.SENDING.value, BatchState.AMBIGUOUS.value]))
+            .values(
+                state=BatchState.SUBMITTED.value,
+                provider_batch_id=submission.batch_id if submission else None,
+                submitted_at=moment,
+                claimed_by=None,
+                claim_expires_at=None,
+                error=None,
+                updated_at=moment,
+            )
+        )
+        if submission is not None:
+            connection.execute(
+                update(M)
+                .where(
+                    M.c.batch_id == batch_id,
+                    M.c.status.in_([MessageStatus.PLANNED.value, MessageStatus.AMBIGUOUS.value]),
+                )
+                .values(status=MessageStatus.SUBMITTED.value, submitted_at=moment, channel_used=channel)
+            )
+
+    def _failed_call(self, batch: Any, exc: ProviderError, message_id: int | None = None) -> str:
+        """Act on a provider error: the answer says whether to stop the campaign, the batch or one message."""
+        if isinstance(exc, RateLimited):
+            self._release(batch.id, message_id, not_before=now() + timedelta(seconds=exc.retry_after))
+            return BatchState.PLANNED.value
+        if isinstance(exc, InsufficientCredits):
+            self._release(batch.id, message_id)
+            mark_campaign(self.engine, batch.campaign_id, CampaignState.PAUSED,
+                          f"paused: {exc}. Top up, then `campaign resume {batch.campaign_id}`")
+            return BatchState.PLANNED.value
+        if isinstance(exc, AuthenticationFailed):
+            self._release(batch.id, message_id)
+            mark_campaign(self.engine, batch.campaign_id, CampaignState.FAILED, f"failed: {exc}")
+            return BatchState.PLANNED.value
+        if isinstance(exc, OutcomeUnknown):
+            self._ambiguous(batch.id, str(exc), message_id)
+            return BatchState.AMBIGUOUS.value
+        if message_id is not None and isinstance(exc, RequestRejected):
+            with self.engine.begin() as connection:
+                connection.execute(
+                    update(M).where(M.c.id == message_id).values(status=MessageStatus.FAILED.value, error=str(exc))
+                )
+            return MESSAGE_FAILED
+        self._fail_batch(batch.id, str(exc))
+        return BatchState.FAILED.value
+
+    def _release(self, batch_id: int, message_id: int | None, not_before: datetime | None = None) -> None:
+        """Nothing was sent: give the batch (and a claimed message) back to `planned`, due again at `not_before`."""
+        with self.engine.begin() as connection:
+            if message_id is not None:
+                connection.execute(
+                    update(M).where(M.c.id == message_id).values(status=MessageStatus.PLANNED.value)
+                )
+            connection.execute(
+                update(B)
+                .where(B.c.id == batch_id, B.c.claimed_by == self.worker)
+                .values(state=BatchState.PLANNED.value, claimed_by=None, claim_expires_at=None,
+                        not_before=not_before or B.c.not_before)
+            )
+
+    def _ambiguous(self, batch_id: int, reason: str, message_id: int | None) -> None:
+        with self.engine.begin() as connection:
+            if message_id is not None:
+                connection.execute(
+                    update(M).where(M.c.id == message_id).values(status=MessageStatus.AMBIGUOUS.value, error=reason)
+                )
+            else:
+                connection.execute(
+                    update(M)
+                    .where(M.c.batch_id == batch_id, M.c.status == MessageStatus.PLANNED.value)
+                    .values(status=MessageStatus.AMBIGUOUS.value, error=reason)
+                )
+            connection.execute(
+                update(B)
+                .where(B.c.id == batch_id)
+                .values(state=BatchState.AMBIGUOUS.value, error=reason, claimed_by=None, claim_expires_at=None)
+            )
+            complete_if_done(connection, select(B.c.campaign_id).where(B.c.id == batch_id).scalar_subquery())
+
+    def _fail_batch(self, batch_id: int, reason: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(M)
+                .where(M.c.batch_id == batch_id, M.c.status.in_(UNSENT))
+                .values(status=MessageStatus.FAILED.value, error=reason)
+            )
+            connection.execute(
+                update(B)
+                .where(B.c.id == batch_id)
+                .values(state=BatchState.FAILED.value, error=reason, claimed_by=None, claim_expires_at=None)
+            )
+            complete_if_done(connection, select(B.c.campaign_id).where(B.c.id == batch_id).scalar_subquery())
+
+    def _finish(self, batch_id: int, state: BatchState, reason: str | None) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(B).where(B.c.id == batch_id).values(state=state.value, error=reason, claimed_by=None,
+                                                           claim_expires_at=None)
+            )

@@ -1,0 +1,1 @@
+"""Alembic migrations, shipped inside the package so `campaign db upgrade` works from any install."""

@@ -1,0 +1,252 @@
+"""The tables that hold the work: campaigns, their batches and one message row per recipient.
+
+The database, not the broker, is the source of truth for what has been sent,
+so every state a later step needs is a column here: a batch carries its lease
+(`claimed_by`, `claim_expires_at`) so one worker at a time can own it, and the
+provider's batch id so a lost answer can be reconciled instead of re-sent; a
+message carries the provider's id, the channel actually used (RCS may fall back
+to SMS) and its error. The states are CHECK-constrained so a typo in a later
+UPDATE fails loudly instead of stranding rows (messages excepted, see `Message`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: Row ids: BIGINT on PostgreSQL, and SQLite's INTEGER PRIMARY KEY (the rowid) there.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class CampaignState(StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    WAITING = "waiting"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class BatchState(StrEnum):
+    PLANNED = "planned"
+    SENDING = "sending"
+    SUBMITTED = "submitted"
+    SETTLED = "settled"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    AMBIGUOUS = "ambiguous"
+
+
+class MessageStatus(StrEnum):
+    PLANNED = "planned"
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    UNDELIVERABLE = "undeliverable"
+    FALLBACK = "fallback"
+    SUPPRESSED = "suppressed"
+    INVALID = "invalid"
+    EXPIRED = "expired"
+    AMBIGUOUS = "ambiguous"
+    CANCELLED = "cancelled"
+
+
+def _one_of(column: str, values: type[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# Constraint names are fixed so migrations can refer to them on every backend.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    __table_args__ = (CheckConstraint(_one_of("state", CampaignState), name="state"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(32))
+    sender: Mapped[str | None] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16), default=CampaignState.DRAFT.value)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    message_template: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    fallback_template: Mapped[str | None] = mapped_column(Text)
+    agent_id: Mapped[str | None] = mapped_column(String(64))
+    dlt_template_id: Mapped[str | None] = mapped_column(String(19))
+    dlt_entity_id: Mapped[str | None] = mapped_column(String(19))
+    contacts_file: Mapped[str | None] = mapped_column(Text)
+    rejects_file: Mapped[str | None] = mapped_column(Text)
+    total_messages: Mapped[int] = mapped_column(Integer, default=0)
+    total_segments: Mapped[int] = mapped_column(Integer, default=0)
+    estimated_cost: Mapped[float] = mapped_column(Float, default=0.0)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    summary: Mapped[str | None] = mapped_column(Text)
+    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=utcnow)
+
+
+class Batch(Base):
+    """One provider call's worth of messages; `send_day` spreads a campaign over a daily quota."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", BatchState), name="state"),
+        UniqueConstraint("campaign_id", "seq"),
+        Index(None, "state", "not_before"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(Integer)
+    segments: Mapped[int] = mapped_column(Integer)
+    estimated_cost: Mapped[float] = mapped_column(Float)
+    send_day: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16), default=BatchState.PLANNED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    provider_batch_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Message(Base):
+    """One recipient of a campaign; `line` is the contact's line in the uploaded CSV.
+
+    Rows are written a million at a time by `engine.db.bulk_insert`, so the
+    table carries only what that insert can afford: one secondary index (a
+    batch's messages), no CHECK on `status` (1-2 s per million rows on SQLite;
+    statuses are written only through `MessageStatus`) and no foreign keys
+    (PostgreSQL checks each with a per-row trigger: 5.5 s per million rows).
+    Messages are written only with their campaign and batches, in one
+    transaction, and must be deleted with them. The
+    indexes delivery-report matching needs (provider message id, address) are
+    left to that code, which can weigh them against these figures
+    (tests/benchmarks/RESULTS.md).
+    `cost` is what the provider reports, where it does; the estimate is per batch.
+    """
+
+    __tablename__ = "messages"
+    __table_args__ = (Index(None, "batch_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(Id)
+    batch_id: Mapped[int] = mapped_column(Id)
+    line: Mapped[int] = mapped_column(Integer)
+    address: Mapped[str] = mapped_column(String(320))
+    body: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    fallback_body: Mapped[str | None] = mapped_column(Text)
+    segments: Mapped[int] = mapped_column(SmallInteger)
+    encoding: Mapped[str | None] = mapped_column(String(4))
+    cost: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), server_default=MessageStatus.PLANNED.value)
+    channel_used: Mapped[str | None] = mapped_column(String(16))
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Suppression(Base):
+    """An address that must never be messaged again (opt-out, hard bounce), in canonical form."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[str] = mapped_column(String(200), default="opt-out")
+    source: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DltTemplate(Base):
+    """A template registered on India's DLT platform; `text` keeps the registered `{#var#}` form."""
+
+    __tablename__ = "dlt_templates"
+
+    template_id: Mapped[str] = mapped_column(String(19), primary_key=True)
+    entity_id: Mapped[str] = mapped_column(String(19))
+    header: Mapped[str] = mapped_column(String(11))
+    category: Mapped[str | None] = mapped_column(String(40))
+    text: Mapped[str] = mapped_column(Text)
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeliveryEvent(Base):
+    """One delivery report as received; kept raw, and parked (`message_id` NULL) until it can be matched."""
+
+    __tablename__ = "delivery_events"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", MessageStatus), name="status"),
+        Index(None, "provider", "provider_message_id"),
+        Index(None, "provider", "address"),
+        Index(None, "message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    provider: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(320))
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    provider_batch_id: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    provider_status: Mapped[str] = mapped_column(String(100))
+    detail: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    processed: Mapped[bool] = mapped_column(Boolean, default=False)
+    raw: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,70 @@
+"""Small, set-based writes shared by sending and its recovery."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, exists, func, text, update
+
+from engine import models
+from engine.db import bulk_insert
+
+
+def mark_campaign(engine: Engine, campaign_id: int, state: models.CampaignState, reason: str | None) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            update(models.Campaign)
+            .where(models.Campaign.id == campaign_id)
+            .values(state=state.value, state_reason=reason)
+        )
+
+
+def complete_if_done(connection: Connection, campaign_id: Any = None) -> None:
+    """Running campaigns (one, or all) with no batch left to send are complete; their reports may still come."""
+    batch, campaign = models.Batch.__table__, models.Campaign.__table__
+    pending = exists().where(
+        batch.c.campaign_id == campaign.c.id,
+        batch.c.state.in_([models.BatchState.PLANNED.value, models.BatchState.SENDING.value]),
+    )
+    statement = update(campaign).where(campaign.c.state == models.CampaignState.RUNNING.value, ~pending)
+    if campaign_id is not None:
+        statement = statement.where(campaign.c.id == campaign_id)
+    connection.execute(statement.values(state=models.CampaignState.COMPLETED.value, finished_at=func.now()))
+
+
+def mark_submitted(connection: Connection, message_ids: Sequence[int], channel: str, when: datetime) -> None:
+    """Mark these messages submitted through `channel`, a few thousand ids per statement."""
+    message = models.Message.__table__
+    for start in range(0, len(message_ids), 5_000):
+        connection.execute(
+            update(message)
+            .where(message.c.id.in_(message_ids[start : start + 5_000]))
+            .values(status=models.MessageStatus.SUBMITTED.value, submitted_at=when, channel_used=channel)
+        )
+
+
+def set_provider_ids(connection: Connection, pairs: Sequence[tuple[int, str]]) -> None:
+    """Store provider message ids by message id in one pass: `executemany` on SQLite, COPY + one UPDATE on PostgreSQL.
+
+    A loop of single-row UPDATEs costs minutes per million rows on PostgreSQL;
+    a temporary table filled by COPY and joined once costs seconds.
+    """
+    if not pairs:
+        return
+    if connection.dialect.name == "sqlite":
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            cursor.executemany("UPDATE messages SET provider_message_id = ? WHERE id = ?", [(p, i) for i, p in pairs])
+        finally:
+            cursor.close()
+        return
+    connection.execute(text("CREATE TEMP TABLE IF NOT EXISTS provider_ids (id BIGINT, pid TEXT) ON COMMIT DELETE ROWS"))
+    bulk_insert(connection, "provider_ids", {"id": [i for i, _ in pairs], "pid": [p for _, p in pairs]})
+    connection.execute(
+        text(
+            "UPDATE messages SET provider_message_id = provider_ids.pid"
+            " FROM provider_ids WHERE messages.id = provider_ids.id"
+        )
+    )

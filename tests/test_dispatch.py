@@ -1,0 +1,260 @@
+"""Sending planned campaigns in local mode: each recipient exactly once, whatever the provider does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pytest
+from sqlalchemy import Engine, select, update
+
+from engine import clock, models
+from engine.campaigns import start
+from engine.dispatch import RetryPolicy, Sender
+from engine.dlt import DltTemplate
+from engine.local import local_sender, send_campaign
+from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.pricing import PriceTable
+from engine.recovery import sweep
+from engine.sandbox.config import SandboxConfig
+from engine.sandbox.outcomes import rcs_capable
+from engine.settings import Settings
+from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
+
+SANDBOX = SandboxConfig(seed=SANDBOX_SEED)
+
+DLT = DltTemplate("1207161234567890123", "1201159876543210987", "ACMEIN", None,
+                  "Hi {#var#}, your order {#var#} has shipped. -ACME")
+MESSAGE = "Hi #name#, your order #order# has shipped. -ACME"
+B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
+
+
+def phones(count: int, start: int = 9_000_000_000) -> list[str]:
+    return [f"+91{start + i}" for i in range(count)]
+
+
+def plan_campaign(engine: Engine, tmp_path: Path, count: int, provider: str = "noxitel", channel: str = "sms",
+                  batch_size: int | None = None, message: str = MESSAGE, daily_quota: int | None = None,
+                  **options: object) -> int:
+    path = tmp_path / f"contacts-{count}.csv"
+    numbers = (9_000_000_000 + np.arange(count)).astype(str)
+    pa_csv.write_csv(pa.table({"name": [f"Asha{i}" for i in range(count)], "mobile": numbers,
+                               "order": np.char.add("A", np.arange(count).astype(str))}), str(path))
+    request = PlanRequest(contacts=path, channel=channel, provider=provider, message=message, sender="ACMEIN",
+                          dlt_template=DLT if channel == "sms" else None, batch_size=batch_size,
+                          **options)  # type: ignore[arg-type]
+    context = PlanContext(prices=PriceTable.load(), daily_quota=daily_quota)
+    campaign_id = save_plan(engine, build_plan(request, context))
+    start(engine, campaign_id)
+    return campaign_id
+
+
+@pytest.fixture
+def settings(sandbox: Sandbox) -> Settings:
+    key = sandbox.account()
+    return Settings(pixabits_base_url=sandbox.pixabits_url, pixabits_api_key=key,
+                    noxitel_base_url=sandbox.noxitel_url, noxitel_api_key=key, noxitel_rate=1000)
+
+
+@pytest.fixture
+async def noxitel(database: Engine, settings: Settings) -> AsyncIterator[Sender]:
+    async with local_sender(database, settings, "noxitel") as sender:
+        sender.retry = RetryPolicy(attempts=3, base=0.01)
+        yield sender
+
+
+def statuses(engine: Engine, campaign_id: int) -> dict[str, int]:
+    with engine.connect() as connection:
+        rows = connection.execute(select(M.c.status).where(M.c.campaign_id == campaign_id)).scalars().all()
+    return {s: rows.count(s) for s in set(rows)}
+
+
+async def test_every_recipient_is_sent_once_with_provider_ids(
+    database: Engine, noxitel: Sender, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 1_000, batch_size=300)
+    outcome = await send_campaign(database, noxitel, campaign_id)
+    assert outcome.state == "completed"
+    assert outcome.counts == {"submitted": 1_000}
+    stats = sandbox.endpoint("POST /api/v2/sms")
+    assert stats["accepted_requests"] == 4
+    assert stats["recipients"] == {n: 1 for n in phones(1_000)}
+    body = sandbox.last_body("POST /api/v2/sms")
+    assert body["message"] == "Hi #v1#, your order #v2# has shipped. -ACME"
+    assert body["contacts"][0]["parameters"] == {"v1": "Asha900", "v2": "A900"}
+    with database.connect() as connection:
+        rows = connection.execute(select(M.c.address, M.c.provider_message_id, M.c.channel_used)).all()
+        batches = connection.execute(select(B.c.state, B.c.provider_batch_id)).all()
+    assert all(r.provider_message_id and r.channel_used == "sms" for r in rows)
+    assert len({r.provider_message_id for r in rows}) == 1_000
+    assert {b.state for b in batches} == {"submitted"} and all(b.provider_batch_id for b in batches)
+
+
+async def test_a_batch_delivered_twice_or_raced_is_sent_once(
+    database: Engine, noxitel: Sender, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 50)
+    with database.connect() as connection:
+        batch_id = connection.execute(select(B.c.id).where(B.c.campaign_id == campaign_id)).scalar_one()
+    results = await asyncio.gather(noxitel.send_batch(batch_id), noxitel.send_batch(batch_id))
+    assert sorted(results) == ["skipped", "submitted"]
+    assert await noxitel.send_batch(batch_id) == "skipped"
+    assert sandbox.endpoint("POST /api/v2/sms")["accepted_requests"] == 1
+
+
+async def test_transient_failures_are_retried_and_nothing_is_sent_twice(
+    database: Engine, noxitel: Sender, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 100, batch_size=50)
+    sandbox.faults("/api/v2/sms", "500", "500", "429")
+    outcome = await send_campaign(database, noxitel, campaign_id, concurrency=1)
+    assert outcome.counts == {"submitted": 100}
+    assert sandbox.endpoint("POST /api/v2/sms")["recipients"] == {n: 1 for n in phones(100)}
+
+
+async def test_retries_run_out_into_a_failed_batch_with_the_reason(
+    database: Engine, noxitel: Sender, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 10)
+    sandbox.faults("/api/v2/sms", "500", "500", "500")
+    outcome = await send_campaign(database, noxitel, campaign_id)
+    assert outcome.counts == {"failed": 10}
+    with database.connect() as connection:
+        batch = connection.execute(select(B.c.state, B.c.error)).one()
+    assert batch.state == "failed" and "HTTP 500" in batch.error
+
+
+async def test_a_lost_answer_makes_the_batch_ambiguous_not_resent(
+    database: Engine, noxitel: Sender, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 60, batch_size=20)
+    sandbox.faults("/api/v2/sms", "drop")
+    outcome = await send_campaign(database, noxitel, campaign_id, concurrency=1)
+    assert outcome.counts == {"ambiguous": 20, "submitted": 40}
+    assert sandbox.endpoint("POST /api/v2/sms")["recipients"] == {n: 1 for n in phones(60)}
+    assert (await send_campaign(database, noxitel, campaign_id)).counts == {"ambiguous": 20, "submitted": 40}
+
+
+async def test_no_credits_pauses_and_resume_continues_where_it_stopped(
+    database: Engine, noxitel: Sender, sandbox: Sandbox, settings: Settings, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 90, batch_size=30)
+    sandbox.admin("accounts", {"api_key": settings.noxitel_api_key.get_secret_value(), "credits": 45})
+    outcome = await send_campaign(database, noxitel, campaign_id, concurrency=1)
+    assert outcome.state == "paused" and "Insufficient credits" in (outcome.reason or "")
+    assert outcome.counts == {"submitted": 30, "planned": 60}
+    sandbox.admin("accounts", {"api_key": settings.noxitel_api_key.get_secret_value(), "credits": 1_000})
+    start(database, campaign_id)
+    resumed = await send_campaign(database, noxitel, campaign_id, concurrency=1)
+    assert resumed.state == "completed" and resumed.counts == {"submitted": 90}
+    assert sandbox.endpoint("POST /api/v2/sms")["recipients"] == {n: 1 for n in phones(90)}
+
+
+async def test_a_wrong_key_fails_the_campaign_naming_the_setting(
+    database: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    wrong = settings.model_copy(update={"noxitel_api_key": settings.noxitel_api_key.__class__("not-a-key-123")})
+    campaign_id = plan_campaign(database, tmp_path, 10)
+    async with local_sender(database, wrong, "noxitel") as sender:
+        outcome = await send_campaign(database, sender, campaign_id)
+    assert outcome.state == "failed"
+    assert "NOXITEL_API_KEY" in (outcome.reason or "") and "not-a-key-123" not in (outcome.reason or "")
+    assert outcome.counts == {"planned": 10}
+
+
+async def test_a_rejected_batch_fails_alone(
+    database: Engine, noxitel: Sender, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 30, batch_size=10)
+    sandbox.faults("/api/v2/sms", "429")  # first call waits, then goes through
+    with database.begin() as connection:  # a number the provider refuses, in the second batch
+        second = connection.execute(select(B.c.id).where(B.c.seq == 1)).scalar_one()
+        connection.execute(update(M).where(M.c.batch_id == second, M.c.line == 13).values(address="+12"))
+    outcome = await send_campaign(database, noxitel, campaign_id, concurrency=1)
+    assert outcome.state == "completed"
+    assert outcome.counts == {"submitted": 20, "failed": 10}
+    with database.connect() as connection:
+        error = connection.execute(select(B.c.error).where(B.c.id == second)).scalar_one()
+    assert "Invalid mobile number" in error
+
+
+async def test_a_dead_workers_batch_becomes_ambiguous_after_its_lease(
+    database: Engine, noxitel: Sender, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 20, batch_size=10)
+    with database.begin() as connection:  # a worker claimed the first batch, then died
+        connection.execute(update(B).where(B.c.seq == 0).values(
+            state="sending", claimed_by="dead-worker", claim_expires_at=models.utcnow()))
+    result = sweep(database)
+    assert len(result.ambiguous_batches) == 1 and len(result.due) == 1
+    outcome = await send_campaign(database, noxitel, campaign_id)
+    assert outcome.counts == {"ambiguous": 10, "submitted": 10}
+
+
+async def test_pixabits_rcs_claims_each_message_before_its_call(
+    database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 6, provider="pixabits", channel="rcs",
+                                message="Hi #name#, sale today")
+    async with local_sender(database, settings, "pixabits") as sender:
+        outcome = await send_campaign(database, sender, campaign_id)
+    assert outcome.counts == {"submitted": 6}
+    assert sandbox.endpoint("POST /v1/rcs/send")["recipients"] == {n: 1 for n in phones(6)}
+    with database.connect() as connection:
+        assert all(connection.execute(select(M.c.provider_message_id)).scalars())
+
+
+async def test_the_starter_daily_quota_defers_the_rest_to_tomorrow(
+    database: Engine, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    key = sandbox.account(plan="starter")
+    settings = Settings(pixabits_base_url=sandbox.pixabits_url, pixabits_api_key=key, pixabits_plan="starter")
+    campaign_id = plan_campaign(database, tmp_path, 1_500, provider="pixabits", daily_quota=1_000)
+    async with local_sender(database, settings, "pixabits") as sender:
+        first = await send_campaign(database, sender, campaign_id)
+        assert (first.state, first.counts) == ("running", {"submitted": 1_000, "planned": 500})
+        assert sandbox.endpoint("POST /v2/sms/bulk")["rate_limited"] == 0  # the quota was never overrun
+        with database.connect() as connection:
+            waiting = connection.execute(select(B.c.not_before).where(B.c.state == "planned")).scalar_one()
+        assert waiting is not None
+        clock.advance(24 * 3600)
+        sandbox.advance_clock(24 * 3600)
+        try:
+            second = await send_campaign(database, sender, campaign_id)
+        finally:
+            clock.reset()
+    assert (second.state, second.counts) == ("completed", {"submitted": 1_500})
+    assert sandbox.endpoint("POST /v2/sms/bulk")["recipients"] == {n: 1 for n in phones(1_500)}
+
+
+@pytest.mark.parametrize("fallback", ["Sale today at ACME", "Hi #name#, sale today at ACME"])
+async def test_rcs_goes_to_capable_devices_and_sms_to_the_rest_never_both(
+    fallback: str, database: Engine, noxitel: Sender, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A shared fallback text is left to the provider's smsFallback; a personal one is routed by the engine."""
+    campaign_id = plan_campaign(database, tmp_path, 40, channel="rcs", message="Hi #name#, our sale is on",
+                                agent_id="42", fallback_message=fallback)
+    outcome = await send_campaign(database, noxitel, campaign_id)
+    assert outcome.counts == {"submitted": 40}
+    capable = {n for n in phones(40) if rcs_capable(SANDBOX, n[1:])}
+    rcs = set(recipients(sandbox, "POST /api/v2/rcs/message"))
+    sms = set(recipients(sandbox, "POST /api/v2/sms")) | set(recipients(sandbox, "SMS-FALLBACK /api/v2/rcs/message"))
+    assert sms == set(phones(40)) - capable
+    assert rcs & set(recipients(sandbox, "POST /api/v2/sms")) == set()
+    assert rcs == (capable if "#" in fallback else set(phones(40)))
+    with database.connect() as connection:
+        used = dict(connection.execute(select(M.c.address, M.c.channel_used)).all())
+    if "#" in fallback:  # the engine knows which channel each recipient got
+        assert {a for a, c in used.items() if c == "sms"} == sms
+        assert sandbox.last_body("POST /api/v2/sms")["message"] == "Hi #v1#, sale today at ACME"
+        assert sandbox.endpoint("GET /api/v2/rcs/capability")["requests"] == 40
+    else:
+        assert sandbox.last_body("POST /api/v2/rcs/message")["smsFallback"]["message"] == fallback
+
+
+def recipients(sandbox: Sandbox, endpoint: str) -> dict[str, int]:
+    return sandbox.endpoint(endpoint).get("recipients", {})

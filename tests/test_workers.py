@@ -1,0 +1,173 @@
+"""Campaigns through real Celery workers on Redis: every recipient exactly once, whatever fails."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pytest
+from sqlalchemy import func, select
+
+from engine import models
+from engine.campaigns import start, status
+from engine.dlt import DltTemplate
+from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.pricing import PriceTable
+from tests.fixtures.celery import LEASE_SECONDS, Workers
+from tests.fixtures.sandbox import Sandbox
+
+DLT = DltTemplate("1207161234567890123", "1201159876543210987", "ACMEIN", None,
+                  "Hi {#var#}, your order {#var#} has shipped. -ACME")
+MESSAGE = "Hi #name#, your order #order# has shipped. -ACME"
+B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
+_first_number = iter(range(7_000_000_000, 8_000_000_000, 1_000_000))
+
+
+@pytest.fixture
+def fresh(sandbox: Sandbox) -> Sandbox:
+    """The sandbox reset for this test, its default account on the workers' plan."""
+    sandbox.admin("accounts", {"api_key": "sandbox", "plan": "starter"})
+    return sandbox
+
+
+def campaign(workers: Workers, tmp_path: Path, count: int, provider: str = "noxitel", channel: str = "sms",
+             batch_size: int | None = None) -> tuple[int, list[str]]:
+    """Plan a campaign to `count` numbers no other test of the session uses; returns its id and numbers."""
+    first = next(_first_number)
+    numbers = (first + np.arange(count)).astype(str)
+    path = tmp_path / "contacts.csv"
+    pa_csv.write_csv(pa.table({"name": np.full(count, "Asha"), "mobile": numbers,
+                               "order": np.char.add("A", np.arange(count).astype(str))}), str(path))
+    request = PlanRequest(contacts=path, channel=channel, provider=provider, message=MESSAGE, sender="ACMEIN",
+                          dlt_template=DLT if channel == "sms" else None, batch_size=batch_size, spread=False)
+    campaign_id = save_plan(workers.engine, build_plan(request, PlanContext(prices=PriceTable.load())))
+    return campaign_id, [f"+91{n}" for n in numbers]
+
+
+def launch(workers: Workers, campaign_id: int) -> None:
+    workers.run("campaign.start_campaign", campaign_id)
+
+
+def sent_all(workers: Workers, campaign_id: int) -> bool:
+    return status(workers.engine, campaign_id).state in ("completed", "paused", "failed")
+
+
+def recipients(sandbox: Sandbox, endpoint: str) -> dict[str, int]:
+    return sandbox.endpoint(endpoint).get("recipients", {})
+
+
+def test_a_100k_campaign_through_two_workers_reaches_everyone_once(
+    workers: Workers, fresh: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id, _ = campaign(workers, tmp_path, 100_000)
+    launch(workers, campaign_id)
+    workers.wait_for(lambda: sent_all(workers, campaign_id), what="the campaign to be sent")
+    final = status(workers.engine, campaign_id)
+    assert (final.state, final.counts) == ("completed", {"submitted": 100_000})
+    accepted = recipients(fresh, "POST /api/v2/sms")
+    assert len(accepted) == 100_000 and set(accepted.values()) == {1}
+    with workers.engine.connect() as connection:
+        missing_ids = connection.execute(select(func.count()).where(
+            M.c.campaign_id == campaign_id, M.c.provider_message_id.is_(None))).scalar_one()
+    assert missing_ids == 0
+
+
+def test_the_same_task_twice_and_raced_by_two_workers_sends_once(
+    workers: Workers, fresh: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id, numbers = campaign(workers, tmp_path, 500)
+    start(workers.engine, campaign_id)
+    with workers.engine.connect() as connection:
+        batch_id = connection.execute(select(B.c.id).where(B.c.campaign_id == campaign_id)).scalar_one()
+    results = [workers.app.send_task("campaign.send_batch", args=(batch_id,), queue="send.noxitel")
+               for _ in range(4)]
+    outcomes = sorted(result.get(timeout=60) for result in results)
+    assert outcomes == ["skipped", "skipped", "skipped", "submitted"]
+    assert recipients(fresh, "POST /api/v2/sms") == {n: 1 for n in numbers}
+
+
+def test_a_killed_worker_loses_nothing_and_sends_nothing_twice(
+    workers: Workers, fresh: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id, _ = campaign(workers, tmp_path, 3_000, batch_size=500)
+    fresh.configure(latency_ms=1_500)  # every call takes long enough to be caught in the middle
+    launch(workers, campaign_id)
+
+    def sending() -> bool:
+        with workers.engine.connect() as connection:
+            return bool(connection.execute(select(func.count()).where(
+                B.c.campaign_id == campaign_id, B.c.state == "sending")).scalar_one())
+
+    workers.wait_for(sending, what="a batch in flight")
+    victim = workers.processes[0]
+    for pid in victim.child_pids():
+        os.kill(pid, signal.SIGKILL)
+    fresh.configure(latency_ms=0)
+
+    def leases_expired_and_swept() -> bool:
+        workers.run("campaign.sweep")
+        return sent_all(workers, campaign_id)
+
+    workers.wait_for(leases_expired_and_swept, timeout=60 + LEASE_SECONDS, what="the campaign to finish")
+    final = status(workers.engine, campaign_id)
+    accepted = recipients(fresh, "POST /api/v2/sms")
+    assert set(accepted.values()) <= {1}
+    assert final.counts.get("planned", 0) == 0
+    assert sum(final.counts.values()) == 3_000
+    with workers.engine.connect() as connection:
+        rows = connection.execute(select(M.c.address, M.c.status).where(M.c.campaign_id == campaign_id)).all()
+    for address, state in rows:  # each recipient is either known to be sent or flagged as uncertain
+        assert state in ("submitted", "ambiguous")
+        if state == "submitted":
+            assert accepted.get(address) == 1
+
+
+def test_a_throttled_account_gets_no_429_across_two_workers(
+    workers: Workers, fresh: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id, numbers = campaign(workers, tmp_path, 90, provider="pixabits", channel="rcs")
+    launch(workers, campaign_id)
+    workers.wait_for(lambda: sent_all(workers, campaign_id), what="the campaign to be sent")
+    stats = fresh.endpoint("POST /v1/rcs/send")
+    assert stats["rate_limited"] == 0
+    assert stats["statuses"] == {"200": 90}
+    assert stats["max_rate_1s"] <= 10 + 50  # the Starter plan's rate plus its burst
+    assert recipients(fresh, "POST /v1/rcs/send") == {n: 1 for n in numbers}
+
+
+def test_a_storm_of_faults_and_a_402_pause_then_resume(
+    workers: Workers, fresh: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id, numbers = campaign(workers, tmp_path, 2_000, batch_size=200)
+    fresh.faults("/api/v2/sms", "429", "503", "drop", "500", "429")
+    fresh.admin("accounts", {"api_key": "sandbox", "plan": "starter", "credits": 1_000})
+    launch(workers, campaign_id)
+    workers.wait_for(lambda: sent_all(workers, campaign_id), what="the campaign to stop")
+    paused = status(workers.engine, campaign_id)
+    assert paused.state == "paused" and "Insufficient credits" in (paused.reason or "")
+    fresh.admin("accounts", {"api_key": "sandbox", "plan": "starter", "credits": 1_000_000})
+    launch(workers, campaign_id)
+    workers.wait_for(lambda: sent_all(workers, campaign_id), what="the resumed campaign")
+    final = status(workers.engine, campaign_id)
+    assert final.state == "completed"
+    # The provider took every recipient once; the batch whose answer was dropped is flagged, not re-sent.
+    assert recipients(fresh, "POST /api/v2/sms") == {n: 1 for n in numbers}
+    assert final.counts == {"submitted": 1_800, "ambiguous": 200}
+
+
+def test_a_flushed_broker_costs_nothing(workers: Workers, fresh: Sandbox, tmp_path: Path) -> None:
+    campaign_id, numbers = campaign(workers, tmp_path, 2_000, batch_size=100)
+    fresh.configure(latency_ms=300)
+    launch(workers, campaign_id)
+    workers.wait_for(lambda: status(workers.engine, campaign_id).counts.get("submitted", 0) >= 200,
+                     what="the first batches")
+    assert workers.flush_broker() > 0
+    fresh.configure(latency_ms=0)
+    workers.wait_for(lambda: (workers.run("campaign.sweep") is not None) and sent_all(workers, campaign_id),
+                     what="the sweep to finish the campaign")
+    assert status(workers.engine, campaign_id).counts == {"submitted": 2_000}
+    assert recipients(fresh, "POST /api/v2/sms") == {n: 1 for n in numbers}

@@ -1,0 +1,111 @@
+"""One event loop, one HTTP session and one database engine per worker process.
+
+Celery tasks are synchronous, and the provider clients are asyncio. Creating a
+loop per task (`asyncio.run`) would also need a new aiohttp session and Redis
+connection each time, and pooled objects bound to a closed loop fail with
+"attached to a different loop". So each worker process builds its loop and the
+objects bound to it once (at `worker_process_init`, or on first use in a solo
+worker) and runs every task's coroutine on it; `worker_process_shutdown` closes
+them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from celery import signals
+from redis.asyncio import Redis
+from sqlalchemy import Engine
+
+from engine.db import open_database
+from engine.dispatch import Sender
+from engine.errors import ConfigurationError
+from engine.local import api_key_of, notify_url, plan_of
+from engine.providers import PROVIDERS, make_provider, uses_sandbox
+from engine.providers.base import new_session
+from engine.quota import RedisQuota
+from engine.rcs import RedisCapabilityCache
+from engine.settings import Settings, get_settings
+from engine.throttle import RedisThrottle, account_id
+
+T = TypeVar("T")
+
+
+class Runtime:
+    """What a worker process keeps between tasks."""
+
+    current: Runtime | None = None
+
+    def __init__(self, settings: Settings) -> None:
+        for name in PROVIDERS:
+            if uses_sandbox(name, settings):
+                variable = f"{name.upper()}_BASE_URL"
+                raise ConfigurationError(
+                    f"{variable} is 'sandbox', which only works in local mode: with a broker, workers share one "
+                    f"provider, so run `campaign sandbox` and set {variable} to its URL"
+                )
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.engine: Engine = open_database(settings.database_url)
+        self.sender = self.loop.run_until_complete(self._sender())
+
+    async def _sender(self) -> Sender:
+        settings = self.settings
+        self.session = new_session(settings.http_connect_timeout, settings.http_total_timeout)
+        self.redis = Redis.from_url(settings.broker_url or "")
+        providers = {name: make_provider(name, settings, self.session) for name in PROVIDERS}
+        throttles = {
+            name: RedisThrottle(self.redis, account_id(name, api_key_of(name, settings)), plan_of(name, settings),
+                                prefix=settings.broker_prefix)
+            for name in PROVIDERS
+        }
+        quotas = {
+            name: RedisQuota(self.redis, account_id(name, api_key_of(name, settings)), limit, settings.broker_prefix)
+            for name in PROVIDERS
+            if (limit := plan_of(name, settings).daily_messages)
+        }
+        return Sender(
+            self.engine,
+            providers,
+            throttles,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+            lease_seconds=settings.lease_seconds,
+            notify_url=notify_url(settings),
+            quotas=quotas,
+            capability_cache=RedisCapabilityCache(self.redis, "noxitel", settings.broker_prefix),
+            rcs_fallback=settings.rcs_fallback,
+        )
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coroutine)
+
+    def close(self) -> None:
+        async def close_async() -> None:
+            await self.session.close()
+            await self.redis.aclose()
+
+        self.loop.run_until_complete(close_async())
+        self.loop.close()
+        self.engine.dispose()
+
+    @classmethod
+    def get(cls) -> Runtime:
+        if cls.current is None:
+            cls.current = Runtime(get_settings())
+        return cls.current
+
+
+@signals.worker_process_init.connect
+def _start_process(**_: Any) -> None:
+    Runtime.get()
+
+
+@signals.worker_process_shutdown.connect
+def _stop_process(**_: Any) -> None:
+    if Runtime.current is not None:
+        Runtime.current.close()
+        Runtime.current = None
