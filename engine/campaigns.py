@@ -68,6 +68,11 @@ def _campaign(engine: Engine, campaign_id: int) -> Any:
     return row
 
 
+def state_of(engine: Engine, campaign_id: int) -> str:
+    """Just the campaign's state: cheap enough to poll while a million messages are being sent."""
+    return _campaign(engine, campaign_id).state
+
+
 def status(engine: Engine, campaign_id: int) -> Status:
     campaign = _campaign(engine, campaign_id)
     with engine.connect() as connection:

@@ -51,9 +51,9 @@ def run() -> None:
 
 def _register_commands() -> None:
     """Each command group lives in its own module and adds itself to `app`."""
-    from engine import commands_plan, commands_sandbox
+    from engine import commands_plan, commands_sandbox, commands_send
 
-    for module in (commands_sandbox, commands_plan):
+    for module in (commands_plan, commands_send, commands_sandbox):
         module.register(app)
 
 

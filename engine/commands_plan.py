@@ -17,6 +17,7 @@ import orjson
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import Engine
 
 from engine.cli import console, err_console, fail
 from engine.db import current_revision, head_revision, make_engine, open_database, upgrade
@@ -29,7 +30,7 @@ from engine.dlt import (
     stored_templates,
 )
 from engine.errors import CampaignError
-from engine.planner import PlanContext, PlanRequest, build_plan, check_funds, save_plan
+from engine.planner import Plan, PlanContext, PlanRequest, build_plan, check_funds, save_plan
 from engine.plans import PIXABITS_PLANS
 from engine.pricing import PriceTable
 from engine.providers.base import Balance
@@ -102,73 +103,89 @@ def plan(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the summary.")] = False,
 ) -> None:
     """Check, cost and batch a campaign before any money is spent; --save stores it for sending."""
+    options = {key: value for key, value in locals().items() if key in PLAN_OPTIONS}
     settings = get_settings()
     with _user_errors():
-        if html is not None and message:
-            raise CampaignError("give the body with --message or with --html, not both")
-        if html is not None:
-            try:
-                message = html.read_text(encoding="utf-8-sig")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise CampaignError(
-                    f"cannot read the HTML body {html}: {getattr(exc, 'strerror', None) or exc}"
-                ) from None
-        if not message:
-            raise CampaignError("give the message with --message (or --html for email)")
-        channel, provider = channel.lower(), provider.lower()
         engine = open_database(settings.database_url)
         try:
-            request = PlanRequest(
-                contacts=contacts,
-                channel=channel,
-                provider=provider,
-                message=message,
-                sender=sender,
-                subject=subject,
-                agent_id=agent_id,
-                fallback_message=fallback_message,
-                dlt_template=find_template(dlt_template_id, engine) if dlt_template_id else None,
-                to_column=to_column,
-                smart_encoding=smart_encoding,
-                max_cost=max_cost,
-                spread=spread,
-                batch_size=batch_size,
-                dlt_var_max=dlt_var_max,
-                rejects=rejects,
-                name=name,
-            )
-            quota = PIXABITS_PLANS[settings.pixabits_plan].daily_messages if provider == "pixabits" else None
-            context = PlanContext(
-                prices=PriceTable.load(),
-                region=settings.default_region,
-                require_dlt=settings.require_dlt,
-                suppressed=suppressed_addresses(engine),
-                daily_quota=quota,
-                plan_name=settings.pixabits_plan if provider == "pixabits" else None,
-            )
-            show_progress = not json_output and contacts.is_file() and contacts.stat().st_size >= PROGRESS_BYTES
-            planning_share = 0.8 if save else 1.0
-            with _progress(show_progress) as report:
-                result = build_plan(request, context, lambda stage, done: report(stage, done * planning_share))
-                if check_balance:
-                    report("reading the balance", planning_share)
-                    try:
-                        balance = fetch_balance(provider, settings)
-                    except (CampaignError, OSError) as exc:
-                        result.summary["warnings"].append(
-                            f"the {provider} balance could not be read ({exc}): not checked"
-                        )
-                    else:
-                        check_funds(result, balance)
-                if save:
-                    report("saving", planning_share)
-                    save_plan(engine, result)
+            result = plan_campaign(settings, engine, options, save=save, show_progress=not json_output)
         finally:
             engine.dispose()
     if json_output:
         _print_json(result.summary)
     else:
-        _print_summary(result.summary)
+        print_summary(result.summary)
+
+
+#: The options of `campaign plan` that describe the campaign (`campaign send` takes them too).
+PLAN_OPTIONS = (
+    "contacts", "channel", "provider", "message", "sender", "dlt_template_id", "subject", "html", "agent_id",
+    "fallback_message", "to_column", "smart_encoding", "max_cost", "spread", "batch_size", "dlt_var_max",
+    "rejects", "name", "check_balance",
+)
+
+
+def plan_campaign(
+    settings: Settings, engine: Engine, options: dict[str, Any], save: bool = False, show_progress: bool = True
+) -> Plan:
+    """Build (and with `save`, store) the plan the options describe, refusing what must not be sent."""
+    contacts: Path = options["contacts"]
+    message, html = options["message"], options["html"]
+    if html is not None and message:
+        raise CampaignError("give the body with --message or with --html, not both")
+    if html is not None:
+        try:
+            message = html.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CampaignError(f"cannot read the HTML body {html}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not message:
+        raise CampaignError("give the message with --message (or --html for email)")
+    channel, provider = options["channel"].lower(), options["provider"].lower()
+    template_id = options["dlt_template_id"]
+    request = PlanRequest(
+        contacts=contacts,
+        channel=channel,
+        provider=provider,
+        message=message,
+        sender=options["sender"],
+        subject=options["subject"],
+        agent_id=options["agent_id"],
+        fallback_message=options["fallback_message"],
+        dlt_template=find_template(template_id, engine) if template_id else None,
+        to_column=options["to_column"],
+        smart_encoding=options["smart_encoding"],
+        max_cost=options["max_cost"],
+        spread=options["spread"],
+        batch_size=options["batch_size"],
+        dlt_var_max=options["dlt_var_max"],
+        rejects=options["rejects"],
+        name=options["name"],
+    )
+    quota = PIXABITS_PLANS[settings.pixabits_plan].daily_messages if provider == "pixabits" else None
+    context = PlanContext(
+        prices=PriceTable.load(),
+        region=settings.default_region,
+        require_dlt=settings.require_dlt,
+        suppressed=suppressed_addresses(engine),
+        daily_quota=quota,
+        plan_name=settings.pixabits_plan if provider == "pixabits" else None,
+    )
+    show_progress = show_progress and contacts.is_file() and contacts.stat().st_size >= PROGRESS_BYTES
+    planning_share = 0.8 if save else 1.0
+    with _progress(show_progress) as report:
+        result = build_plan(request, context, lambda stage, done: report(stage, done * planning_share))
+        if options["check_balance"]:
+            report("reading the balance", planning_share)
+            try:
+                balance = fetch_balance(provider, settings)
+            except (CampaignError, OSError) as exc:
+                result.summary["warnings"].append(f"the {provider} balance could not be read ({exc}): not checked")
+            else:
+                check_funds(result, balance)
+        if save:
+            report("saving", planning_share)
+            save_plan(engine, result)
+    return result
 
 
 @contextlib.contextmanager
@@ -183,7 +200,7 @@ def _progress(enabled: bool) -> Iterator[Any]:
         yield lambda stage, fraction: bar.update(task, description=stage, completed=fraction)
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def print_summary(summary: dict[str, Any]) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()

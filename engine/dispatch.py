@@ -27,7 +27,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, exists, select, update
 
@@ -69,6 +69,16 @@ UNSENT = (MessageStatus.PLANNED.value, MessageStatus.QUEUED.value)
 MESSAGE_FAILED = "message-failed"
 
 
+class MessageRow(NamedTuple):
+    """What sending reads of one planned message."""
+
+    id: int
+    address: str
+    body: str
+    subject: str | None
+    fallback_body: str | None
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded exponential backoff with full jitter for failures that are safe to retry."""
@@ -107,11 +117,14 @@ class Sender:
         with self.engine.connect() as connection:
             batch = connection.execute(select(B).where(B.c.id == batch_id)).one()
             campaign = connection.execute(select(C).where(C.c.id == batch.campaign_id)).one()
-            rows = connection.execute(
+            result = connection.execute(
                 select(M.c.id, M.c.address, M.c.body, M.c.subject, M.c.fallback_body)
                 .where(M.c.batch_id == batch_id, M.c.status == MessageStatus.PLANNED.value)
                 .order_by(M.c.id)
-            ).all()
+            )
+            # Plain tuples from the driver: these columns need no conversion, and a
+            # SQLAlchemy Row per message costs more than the query (50,000 per batch).
+            rows = [MessageRow(*values) for values in result.cursor.fetchall()]
         if not rows:
             self._finish(batch_id, BatchState.SUBMITTED, None)
             return BatchState.SUBMITTED.value
@@ -205,7 +218,7 @@ class Sender:
         try:
             use = channel or Channel(batch.channel)
             fallback = use is Channel.SMS and batch.channel == Channel.RCS.value
-            payload, send = self._payload(use, campaign, rows, provider, fallback=fallback)
+            payload, send = self.payload(use, campaign, rows, provider, fallback=fallback)
             submission = await self._call(batch.id, provider, send, payload)
             sent = True
             return submission
@@ -226,10 +239,12 @@ class Sender:
         submission = await self._attempt(batch, campaign, rows, provider)
         if isinstance(submission, str):
             return submission
-        ids = {row.address: row.id for row in rows}
         with self.engine.begin() as connection:
             self._record(connection, batch.id, submission, batch.channel)
-            set_provider_ids(connection, [(ids[a], pid) for a, pid in submission.message_ids.items() if a in ids])
+            if submission.message_ids:
+                ids = {row.address: row.id for row in rows}
+                pairs = [(ids[a], pid) for a, pid in submission.message_ids.items() if a in ids]
+                set_provider_ids(connection, pairs)
             complete_if_done(connection, batch.campaign_id)
         return BatchState.SUBMITTED.value
 
@@ -265,7 +280,7 @@ class Sender:
             complete_if_done(connection, batch.campaign_id)
         return BatchState.SUBMITTED.value
 
-    def _payload(
+    def payload(
         self, channel: Channel, campaign: Any, rows: Sequence[Any], provider: Provider, fallback: bool = False
     ) -> tuple[Any, Any]:
         """The provider-neutral batch for these rows, and the client method that sends it.

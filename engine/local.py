@@ -12,22 +12,29 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
+from engine import models
 from engine.campaigns import pause, status
 from engine.dispatch import Sender
+from engine.errors import CampaignError
+from engine.phones import normalize_one
+from engine.planner import Plan
 from engine.plans import PIXABITS_PLANS, RatePlan, noxitel_plan
 from engine.providers import open_provider
-from engine.providers.base import Provider
+from engine.providers.base import Channel, Provider
 from engine.quota import DatabaseQuota
 from engine.recovery import due_batches, sweep
 from engine.settings import Settings
 from engine.throttle import MemoryThrottle, account_id
 
-Progress = Callable[[dict[str, int]], None]
+#: Told how many messages are through (sent, failed or in doubt) after each batch.
+Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,7 @@ async def send_campaign(
                 return
             await sender.send_batch(batch_id)
             if progress is not None:
-                progress(status(engine, campaign_id).counts)
+                progress(messages_done(engine, campaign_id))
 
     sweep(engine)
     due = [batch_id for batch_id, _ in due_batches(engine, campaign_id=campaign_id)]
@@ -108,3 +115,56 @@ async def send_campaign(
         pause(engine, campaign_id, f"interrupted; `campaign resume {campaign_id}` continues where it stopped")
     final = status(engine, campaign_id)
     return Outcome(final.state, final.reason, final.counts)
+
+
+def messages_done(engine: Engine, campaign_id: int) -> int:
+    """Messages of batches that are through, read from the small batches table rather than every message."""
+    batches = models.Batch.__table__
+    through = ("submitted", "settled", "failed", "ambiguous", "cancelled")
+    with engine.connect() as connection:
+        return int(connection.execute(
+            select(func.coalesce(func.sum(batches.c.size), 0))
+            .where(batches.c.campaign_id == campaign_id, batches.c.state.in_(through))
+        ).scalar_one())
+
+
+async def send_test(engine: Engine, settings: Settings, plan: Plan, addresses: Sequence[str]) -> dict[str, Any]:
+    """Send the plan's first message, as planned, to a few test addresses; nothing is stored."""
+    request = plan.request
+    canonical = [_test_address(a, request.channel, settings.default_region) for a in addresses]
+    first = {
+        "body": plan.bodies[0].as_py(),
+        "subject": plan.subjects[0].as_py() if plan.subjects is not None else None,
+        "fallback_body": plan.fallbacks[0].as_py() if plan.fallbacks is not None else None,
+    }
+    campaign = SimpleNamespace(
+        message_template=request.message,
+        fallback_template=request.fallback_message,
+        sender=request.sender,
+        agent_id=request.agent_id,
+        dlt_entity_id=request.dlt_template.entity_id if request.dlt_template else None,
+        dlt_template_id=request.dlt_template.template_id if request.dlt_template else None,
+    )
+    sent: dict[str, str | None] = {}
+    async with local_sender(engine, settings, request.provider) as sender:
+        provider = sender.providers[request.provider]
+        channel = Channel(request.channel)
+        groups = [[a] for a in canonical] if provider.max_batch(channel) == 1 else [canonical]
+        for group in groups:
+            rows = [SimpleNamespace(address=a, **first) for a in group]
+            payload, call = sender.payload(channel, campaign, rows, provider)
+            await sender.throttles[provider.name].acquire()
+            submission = await call(payload)
+            sent.update({a: submission.message_ids.get(a) or submission.batch_id for a in group})
+    return {"sent": sent}
+
+
+def _test_address(raw: str, channel: str, region: str) -> str:
+    if channel == "email":
+        if "@" not in raw:
+            raise CampaignError(f"{raw!r} is not an email address")
+        return raw.strip().lower()
+    e164, _ = normalize_one(raw, region)
+    if e164 is None:
+        raise CampaignError(f"{raw!r} is not a mobile number that can receive messages")
+    return e164

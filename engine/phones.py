@@ -168,13 +168,3 @@ def _classify(national: pa.Array) -> np.ndarray:
     reason[general & (service | fixed)] = R_NOT_MOBILE
     reason[general & ~service & mobile] = OK
     return reason
-
-
-def mask(address: str) -> str:
-    """An address safe for logs: `+9198*****210`, `ja***@example.com`."""
-    if "@" in address:
-        local, _, domain = address.partition("@")
-        return f"{local[:2]}***@{domain}"
-    if len(address) <= 6:
-        return "*" * len(address)
-    return address[:5] + "*" * (len(address) - 8) + address[-3:]

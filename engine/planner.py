@@ -22,7 +22,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, select, text, update
 
 from engine import models
 from engine.contacts import (
@@ -38,10 +38,10 @@ from engine.contacts import (
 from engine.db import bulk_insert
 from engine.dlt import VAR_MAX, DltTemplate
 from engine.errors import CampaignError
-from engine.phones import mask
 from engine.plans import BATCH_LIMITS
 from engine.pricing import PriceTable
 from engine.providers.base import Balance
+from engine.redact import mask_address
 from engine.render import Encoded, Rendered, Template, encode
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ PROVIDERS = tuple(BATCH_LIMITS)
 #: Our bound on one request body: neither provider publishes one, and common
 #: API gateways accept 10 MiB; batches are cut before either limit is reached.
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
+#: Rows saved at once above which PostgreSQL's statistics are refreshed right away.
+ANALYZE_AFTER = 10_000
 #: JSON around one recipient in a bulk body (keys, quotes, separators).
 RECIPIENT_OVERHEAD_BYTES = 48
 
@@ -189,9 +191,9 @@ def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = 
     file = read_contacts(request.contacts)
     address_column(file.headers, channel, request.to_column)
     templates = {"message": request.message, "subject": request.subject, "fallback message": request.fallback_message}
-    for what, text in templates.items():
-        if text:
-            Template.parse(text).check_columns(file.headers, what)
+    for what, written in templates.items():
+        if written:
+            Template.parse(written).check_columns(file.headers, what)
 
     progress("checking addresses", 0.25)
     contacts = ingest(
@@ -364,7 +366,7 @@ def _summary(
     day_counts = np.bincount(plan.batch_days, weights=batch_sizes).astype(np.int64)
     batches_per_day = np.bincount(plan.batch_days)
     previews = [
-        {"line": int(contacts.file.lines[row]), "to": mask(address), "text": text}
+        {"line": int(contacts.file.lines[row]), "to": mask_address(address), "text": text}
         for row, address, text in zip(
             plan.rows[:3], plan.addresses[:3].to_pylist(), plan.bodies[:3].to_pylist(), strict=True
         )
@@ -518,4 +520,9 @@ def save_plan(engine: Engine, plan: Plan, name: str | None = None) -> int:
             .where(models.Campaign.id == campaign_id)
             .values(summary=orjson.dumps(summary).decode())
         )
+    if engine.dialect.name == "postgresql" and len(plan.rows) >= ANALYZE_AFTER:
+        # Fresh statistics, so that sending plans its per-batch statements on them
+        # rather than on the empty table autovacuum last saw.
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE messages"))
     return campaign_id

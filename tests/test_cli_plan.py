@@ -114,7 +114,7 @@ def test_plan_summary_is_readable(tmp_path: Path, db_url: str) -> None:
     assert code == 0
     for expected in ("rows read", "rejected", "duplicates", "suppressed", "segments", "batches", "estimated cost"):
         assert expected in out
-    assert "line 2 to +9198*****210: Hi Asha, your order A1 has shipped" in out
+    assert "line 2 to +91******3210: Hi Asha, your order A1 has shipped" in out
     assert "9876543210" not in out  # previews mask numbers
     assert "India-bound SMS have no DLT template" in err
 

@@ -222,7 +222,7 @@ def test_every_row_is_accounted_for_once(tmp_path: Path) -> None:
     rejects = Path(summary["rejects_file"]).read_text(encoding="utf-8-sig").splitlines()
     assert [line.split(",")[0] for line in rejects] == ['"line"', '"3"', '"4"', '"5"', '"6"', '"7"']
     assert summary["previews"] == [
-        {"line": 2, "to": "+9198*****210", "text": "Hi Asha, your order A1 has shipped. -ACME"}
+        {"line": 2, "to": "+91******3210", "text": "Hi Asha, your order A1 has shipped. -ACME"}
     ]
 
 

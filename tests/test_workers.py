@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from engine import models
-from engine.campaigns import start, status
+from engine.campaigns import start, state_of, status
 from engine.dlt import DltTemplate
 from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
 from engine.pricing import PriceTable
@@ -53,7 +53,7 @@ def launch(workers: Workers, campaign_id: int) -> None:
 
 
 def sent_all(workers: Workers, campaign_id: int) -> bool:
-    return status(workers.engine, campaign_id).state in ("completed", "paused", "failed")
+    return state_of(workers.engine, campaign_id) in ("completed", "paused", "failed")
 
 
 def recipients(sandbox: Sandbox, endpoint: str) -> dict[str, int]:

@@ -32,7 +32,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from engine import models
-from engine.campaigns import start, status
+from engine.campaigns import start, state_of, status
 from engine.db import open_database, upgrade
 from engine.local import local_sender, send_campaign
 from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
@@ -148,7 +148,7 @@ def bench_celery(sandbox_url: str, path: Path) -> float:
         app.send_task("campaign.sweep").get(timeout=120)  # both workers are up and connected
         began = time.perf_counter()
         app.send_task("campaign.start_campaign", args=(campaign_id,))
-        wait_until(lambda: status(engine, campaign_id).state == "completed")
+        wait_until(lambda: state_of(engine, campaign_id) == "completed")
         elapsed = time.perf_counter() - began
         engine.dispose()
         return elapsed

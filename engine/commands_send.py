@@ -1,0 +1,267 @@
+"""`campaign send`, and steering a campaign once it exists: `status`, `pause`, `resume`, `cancel`.
+
+`send` takes every option of `campaign plan`, shows the plan, asks before any
+money is spent (unless `--yes`), stores the campaign and sends it: in this
+process in local mode (no `CAMPAIGN_BROKER_URL`), with a progress bar, or
+through the Celery workers otherwise. Ctrl-C in local mode lets the batches in
+flight finish, sends nothing more, and pauses the campaign so that `campaign
+resume ID` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import Engine, func, select
+
+from engine import clock, models
+from engine.campaigns import Status, cancel, pause, start, state_of, status
+from engine.cli import console, err_console
+from engine.commands_plan import PLAN_OPTIONS, _print_json, _user_errors, plan, plan_campaign, print_summary
+from engine.db import open_database
+from engine.errors import CampaignError, ConfigurationError
+from engine.local import local_sender, send_campaign, send_test
+from engine.planner import Plan, save_plan
+from engine.providers import PROVIDERS, uses_sandbox
+from engine.settings import Settings, get_settings
+
+CampaignId = Annotated[int, typer.Argument(help="The campaign's id (see `campaign plan --save` or `campaign send`).")]
+
+
+def with_plan_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with the options of `campaign plan` before its own, so both read the same flags."""
+    shared = [
+        p
+        for p in inspect.signature(plan, eval_str=True).parameters.values()
+        if p.name in (*PLAN_OPTIONS, "json_output")
+    ]
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+
+    @functools.wraps(command)
+    def wrapper(**values: Any) -> None:
+        command(**values)
+
+    wrapper.__signature__ = inspect.Signature(shared + own)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in shared + own}
+    return wrapper
+
+
+@with_plan_options
+def send(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking for confirmation.")] = False,
+    test_to: Annotated[
+        str | None, typer.Option(help="Send the first message to these numbers (comma-separated) and stop.")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="With workers: wait until every batch is sent.")] = False,
+    **options: Any,
+) -> None:
+    """Plan, confirm and send a campaign (the options of `campaign plan`, then these)."""
+    json_output = options.pop("json_output")
+    settings = get_settings()
+    with _user_errors():
+        engine = open_database(settings.database_url)
+        try:
+            result = plan_campaign(settings, engine, options, show_progress=not json_output)
+            if not json_output:
+                print_summary(result.summary)
+            if test_to:
+                _send_test(settings, result, [n.strip() for n in test_to.split(",") if n.strip()], json_output)
+                return
+            if not settings.local_mode:
+                _check_worker_setup(settings)
+            _confirm(engine, result, yes)
+            campaign_id = save_plan(engine, result)
+            _run(engine, settings, campaign_id, json_output, wait)
+        finally:
+            engine.dispose()
+
+
+def _send_test(settings: Settings, result: Plan, numbers: list[str], json_output: bool) -> None:
+    engine = open_database(settings.database_url)
+    try:
+        outcome = asyncio.run(send_test(engine, settings, result, numbers))
+    finally:
+        engine.dispose()
+    if json_output:
+        _print_json(outcome)
+        return
+    for number, message_id in outcome["sent"].items():
+        console.print(f"test message sent to {number} ({message_id or 'no id given'})", highlight=False)
+
+
+def _confirm(engine: Engine, result: Plan, yes: bool) -> None:
+    """Ask before spending, and twice over when the same file and text went out in the last day."""
+    request = result.request
+    campaigns = models.Campaign.__table__
+    with engine.connect() as connection:
+        repeats = connection.execute(
+            select(func.count()).where(
+                campaigns.c.contacts_file == str(request.contacts),
+                campaigns.c.message_template == request.message,
+                campaigns.c.state != models.CampaignState.DRAFT.value,
+                campaigns.c.created_at >= clock.now() - timedelta(days=1),
+            )
+        ).scalar_one()
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CampaignError("nothing was sent: add --yes to send without a question")
+    summary = result.summary
+    if repeats:
+        err_console.print(f"[bold yellow]warning:[/] this file and text were already sent {repeats} time(s) today")
+    cost = f"{summary['estimated_cost']:,.2f} {summary['currency']}"
+    question = f"Send {summary['messages']:,} messages for about {cost}?"
+    if not typer.confirm(question, default=False, err=True):
+        raise CampaignError("nothing was sent")
+
+
+def _run(engine: Engine, settings: Settings, campaign_id: int, json_output: bool, wait: bool) -> None:
+    if settings.local_mode:
+        _send_locally(engine, settings, campaign_id, json_output)
+    else:
+        _enqueue(settings, campaign_id)
+        if wait:
+            _wait_for_workers(engine, campaign_id, json_output)
+    final = status(engine, campaign_id)
+    if json_output:
+        counts = final.counts
+        _print_json({"campaign_id": campaign_id, "state": final.state, "reason": final.reason,
+                     **{key: counts.get(key, 0) for key in ("submitted", "failed", "ambiguous")}, "counts": counts})
+    else:
+        print_status(final)
+
+
+def _send_locally(engine: Engine, settings: Settings, campaign_id: int, json_output: bool) -> None:
+    start(engine, campaign_id)
+    total = status(engine, campaign_id).messages
+
+    async def run(report: Callable[[int], None]) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        try:
+            async with local_sender(engine, settings, status(engine, campaign_id).provider) as sender:
+                await send_campaign(engine, sender, campaign_id, settings.send_concurrency, report, stop)
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+        if stop.is_set():
+            err_console.print(f"interrupted: campaign {campaign_id} is paused; `campaign resume {campaign_id}` "
+                              "sends the rest")
+
+    if json_output:
+        asyncio.run(run(lambda done: None))
+        return
+    with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("sending", total=total)
+        asyncio.run(run(lambda done: bar.update(task, completed=done)))
+
+
+def _check_worker_setup(settings: Settings) -> None:
+    for name in PROVIDERS:
+        if uses_sandbox(name, settings):
+            variable = f"{name.upper()}_BASE_URL"
+            raise ConfigurationError(
+                f"{variable} is 'sandbox', which only works in local mode: with CAMPAIGN_BROKER_URL set, "
+                f"run `campaign sandbox` and point {variable} at it"
+            )
+
+
+def _enqueue(settings: Settings, campaign_id: int) -> None:
+    _check_worker_setup(settings)
+    from workers.app import app
+
+    app.send_task("campaign.start_campaign", args=(campaign_id,))
+    err_console.print(f"campaign {campaign_id} queued for the workers")
+
+
+def _wait_for_workers(engine: Engine, campaign_id: int, json_output: bool) -> None:
+    """Poll the campaign's recorded state until no batch is left to send."""
+    while state_of(engine, campaign_id) in ("running", "draft"):
+        time.sleep(0.5)
+
+
+def print_status(current: Status) -> None:
+    table = Table(title=f"campaign {current.campaign_id}: {current.name}", show_header=True)
+    table.add_column("status")
+    table.add_column("messages", justify="right")
+    for name, count in sorted(current.counts.items(), key=lambda item: -item[1]):
+        table.add_row(name, f"{count:,}")
+    table.add_row("[bold]total[/]", f"[bold]{current.messages:,}[/]")
+    console.print(table)
+    reason = f" ({current.reason})" if current.reason else ""
+    console.print(f"{current.channel} via {current.provider}: {current.state}{reason}", highlight=False)
+
+
+def status_command(
+    campaign_id: CampaignId,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Where a campaign stands: its state and its messages per status."""
+    with _user_errors(), _database() as engine:
+        current = status(engine, campaign_id)
+    if json_output:
+        _print_json(current.as_dict())
+    else:
+        print_status(current)
+
+
+def pause_command(campaign_id: CampaignId) -> None:
+    """Stop sending after the batches in flight; `campaign resume` continues."""
+    with _user_errors(), _database() as engine:
+        pause(engine, campaign_id)
+    console.print(f"campaign {campaign_id} paused")
+
+
+def resume_command(
+    campaign_id: CampaignId,
+    wait: Annotated[bool, typer.Option(help="With workers: wait until every batch is sent.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
+) -> None:
+    """Send what is left of a paused (or stopped) campaign, from its recorded state."""
+    settings = get_settings()
+    with _user_errors(), _database() as engine:
+        start(engine, campaign_id)
+        _run(engine, settings, campaign_id, json_output, wait)
+
+
+def cancel_command(
+    campaign_id: CampaignId,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Cancel without asking.")] = False,
+) -> None:
+    """Never send what has not been sent yet."""
+    with _user_errors(), _database() as engine:
+        if not yes and not (sys.stdin.isatty() and typer.confirm(f"Cancel campaign {campaign_id}?", err=True)):
+            raise CampaignError("nothing was cancelled: add --yes to cancel without a question")
+        dropped = cancel(engine, campaign_id)
+    console.print(f"campaign {campaign_id} cancelled; {dropped:,} messages will not be sent")
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[Engine]:
+    """The configured database for the length of one command."""
+    engine = open_database(get_settings().database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("send")(send)
+    app.command("status")(status_command)
+    app.command("pause")(pause_command)
+    app.command("resume")(resume_command)
+    app.command("cancel")(cancel_command)

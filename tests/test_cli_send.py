@@ -1,0 +1,138 @@
+"""`campaign send`, `status`, `pause`, `resume` and `cancel` as a marketer runs them, against the sandbox."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import select
+
+from engine import models
+from engine.db import open_database
+from tests.fixtures.sandbox import Sandbox
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "examples" / "contacts.csv"
+SEND = ["--provider", "noxitel", "--sender", "ACMEIN", "--dlt-template-id", "1207161234567890123",
+        "--message", "Hi #name#, your order #order# has shipped and will reach you by Friday. -ACME"]
+
+
+@pytest.fixture
+def env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
+    key = sandbox.account()
+    return {**os.environ, "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
+            "NOXITEL_BASE_URL": sandbox.noxitel_url, "NOXITEL_API_KEY": key,
+            "PIXABITS_BASE_URL": sandbox.pixabits_url, "PIXABITS_API_KEY": key, "COLUMNS": "200"}
+
+
+def campaign(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "engine", *args], env=env, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+
+
+def contacts(tmp_path: Path, count: int) -> Path:
+    path = tmp_path / "contacts.csv"
+    path.write_text("name,mobile,order\n" + "".join(f"Asha{i},+91 90000 {i:05d},A{i}\n" for i in range(count)))
+    return path
+
+
+def test_send_runs_a_campaign_and_reports_it(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:
+    done = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--yes", "--json")
+    assert done.returncode == 0, done.stderr
+    result = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["state"], result["submitted"], result["failed"], result["ambiguous"]) == ("completed", 20, 0, 0)
+    accepted = sandbox.endpoint("POST /api/v2/sms")["recipients"]
+    assert len(accepted) == 20 and set(accepted.values()) == {1}
+    shown = campaign(env, "status", str(result["campaign_id"]), "--json")
+    assert orjson.loads(shown.stdout)["counts"] == {"submitted": 20}
+    table = campaign(env, "status", str(result["campaign_id"]))
+    assert "submitted" in table.stdout and "completed" in table.stdout
+
+
+def test_nothing_is_sent_without_a_yes(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:
+    done = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"))
+    assert done.returncode == 1
+    assert "add --yes" in done.stderr and "Traceback" not in done.stderr
+    assert sandbox.endpoint("POST /api/v2/sms") == {}
+    engine = open_database(env["CAMPAIGN_DATABASE_URL"])
+    with engine.connect() as connection:
+        assert connection.execute(select(models.Campaign.id)).all() == []
+    engine.dispose()
+
+
+def test_test_to_sends_the_first_message_to_test_numbers_only(
+    env: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> None:
+    done = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"),
+                    "--test-to", "98765 43210, +91 91234 56789")
+    assert done.returncode == 0, done.stderr
+    assert set(sandbox.endpoint("POST /api/v2/sms")["recipients"]) == {"+919876543210", "+919123456789"}
+    body = sandbox.last_body("POST /api/v2/sms")
+    assert body["contacts"][0]["parameters"] == {"v1": "Aarav", "v2": "ORD10234"}
+    assert "test message sent to +919876543210" in done.stdout
+
+
+def test_ctrl_c_pauses_and_resume_sends_exactly_the_rest(
+    env: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.configure(latency_ms=400)
+    path = contacts(tmp_path, 400)
+    env = {**env, "CAMPAIGN_SEND_CONCURRENCY": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "send", str(path), *SEND[:4], "--message", "Hi #name#, order #order#",
+         "--batch-size", "40", "--yes", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    engine = open_database(env["CAMPAIGN_DATABASE_URL"])
+    batches = models.Batch.__table__
+    deadline = time.monotonic() + 60
+    while True:  # interrupt once the first batches are through
+        with engine.connect() as connection:
+            sent = connection.execute(select(batches.c.id).where(batches.c.state == "submitted")).all()
+        if len(sent) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    paused = orjson.loads(out.strip().splitlines()[-1])
+    assert paused["state"] == "paused" and "campaign resume" in paused["reason"]
+    assert 0 < paused["submitted"] < 400
+    sandbox.configure(latency_ms=0)
+    resumed = campaign(env, "resume", str(paused["campaign_id"]), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    final = orjson.loads(resumed.stdout.strip().splitlines()[-1])
+    assert (final["state"], final["submitted"]) == ("completed", 400)
+    accepted = sandbox.endpoint("POST /api/v2/sms")["recipients"]
+    assert len(accepted) == 400 and set(accepted.values()) == {1}
+    engine.dispose()
+
+
+def test_pause_resume_and_cancel_of_a_saved_campaign(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:
+    saved = campaign(env, "plan", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--save", "--json")
+    campaign_id = str(orjson.loads(saved.stdout)["campaign_id"])
+    refused = campaign(env, "pause", campaign_id)
+    assert refused.returncode == 1 and "only a running or scheduled one can pause" in refused.stderr
+    cancelled = campaign(env, "cancel", campaign_id, "--yes")
+    assert cancelled.returncode == 0 and "20 messages will not be sent" in cancelled.stdout
+    assert orjson.loads(campaign(env, "status", campaign_id, "--json").stdout)["counts"] == {"cancelled": 20}
+    again = campaign(env, "resume", campaign_id)
+    assert again.returncode == 1 and "cancelled; it cannot be sent" in again.stderr
+    assert sandbox.endpoint("POST /api/v2/sms") == {}
+
+
+def test_a_broker_with_the_embedded_sandbox_is_refused_by_name(env: dict[str, str], tmp_path: Path) -> None:
+    env = {**env, "CAMPAIGN_BROKER_URL": "redis://127.0.0.1:6379/0", "NOXITEL_BASE_URL": "sandbox"}
+    done = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--yes",
+                    "--skip-balance")
+    assert done.returncode == 1
+    assert "NOXITEL_BASE_URL is 'sandbox'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_status_of_an_unknown_campaign_is_one_line(env: dict[str, str]) -> None:
+    done = campaign(env, "status", "999")
+    assert done.returncode == 1 and "no campaign 999" in done.stderr
