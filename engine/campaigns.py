@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, exists, func, select, update
 
 from engine import models
 from engine.errors import CampaignError
@@ -140,3 +140,40 @@ def cancel(engine: Engine, campaign_id: int) -> int:
             update(M).where(M.c.campaign_id == campaign_id, M.c.status == models.MessageStatus.PLANNED.value)
             .values(status=models.MessageStatus.CANCELLED.value)
         ).rowcount
+
+
+def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
+    """Give back to sending the `ambiguous` messages that have no evidence of having been sent.
+
+    Evidence is a delivery report matched to the message: a recipient the
+    provider reports on was sent, whatever our side lost, and is marked so. The others may or may
+    not have gone out, so this is only run when the user has accepted that risk.
+    Returns how many messages will be sent again.
+    """
+    campaign = _campaign(engine, campaign_id)
+    if campaign.state == State.CANCELLED.value:
+        raise CampaignError(f"campaign {campaign_id} is cancelled")
+    events = models.DeliveryEvent.__table__
+    reported = exists().where(events.c.message_id == M.c.id)
+    ambiguous = (M.c.campaign_id == campaign_id, M.c.status == models.MessageStatus.AMBIGUOUS.value)
+    with engine.begin() as connection:
+        connection.execute(  # a report proves the provider had it
+            update(M).where(*ambiguous, reported).values(status=models.MessageStatus.SUBMITTED.value, error=None)
+        )
+        count = connection.execute(
+            update(M)
+            .where(*ambiguous, ~reported)
+            .values(status=models.MessageStatus.PLANNED.value, error=None)
+        ).rowcount
+        if count:
+            pending = exists().where(M.c.batch_id == B.c.id, M.c.status == models.MessageStatus.PLANNED.value)
+            connection.execute(
+                update(B)
+                .where(B.c.campaign_id == campaign_id, B.c.state == models.BatchState.AMBIGUOUS.value, pending)
+                .values(state=models.BatchState.PLANNED.value, error=None, claimed_by=None, claim_expires_at=None)
+            )
+            connection.execute(
+                update(C).where(C.c.id == campaign_id)
+                .values(state=State.RUNNING.value, state_reason=None, finished_at=None)
+            )
+    return count

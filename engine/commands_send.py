@@ -27,7 +27,7 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from engine import clock, models
-from engine.campaigns import Status, cancel, pause, start, state_of, status
+from engine.campaigns import Status, cancel, pause, resend_ambiguous, start, state_of, status
 from engine.cli import console, err_console
 from engine.commands_plan import PLAN_OPTIONS, _print_json, _user_errors, plan, plan_campaign, print_summary
 from engine.db import open_database
@@ -237,6 +237,27 @@ def resume_command(
         _run(engine, settings, campaign_id, json_output, wait)
 
 
+def resend_ambiguous_command(
+    campaign_id: CampaignId,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Re-send without asking.")] = False,
+    wait: Annotated[bool, typer.Option(help="With workers: wait until every batch is sent.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
+) -> None:
+    """Send again the messages whose sending is uncertain and that no delivery report vouches for."""
+    settings = get_settings()
+    with _user_errors(), _database() as engine:
+        uncertain = status(engine, campaign_id).counts.get("ambiguous", 0)
+        if not uncertain:
+            raise CampaignError(f"campaign {campaign_id} has no ambiguous messages")
+        question = (f"{uncertain:,} messages of campaign {campaign_id} may have been sent already; "
+                    "send those without a delivery report again?")
+        if not yes and not (sys.stdin.isatty() and typer.confirm(question, err=True)):
+            raise CampaignError("nothing was re-sent: add --yes to re-send without a question")
+        count = resend_ambiguous(engine, campaign_id)
+        err_console.print(f"re-sending {count:,} messages of campaign {campaign_id}")
+        _run(engine, settings, campaign_id, json_output, wait)
+
+
 def cancel_command(
     campaign_id: CampaignId,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Cancel without asking.")] = False,
@@ -265,3 +286,4 @@ def register(app: typer.Typer) -> None:
     app.command("pause")(pause_command)
     app.command("resume")(resume_command)
     app.command("cancel")(cancel_command)
+    app.command("resend-ambiguous")(resend_ambiguous_command)

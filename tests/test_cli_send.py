@@ -136,3 +136,20 @@ def test_a_broker_with_the_embedded_sandbox_is_refused_by_name(env: dict[str, st
 def test_status_of_an_unknown_campaign_is_one_line(env: dict[str, str]) -> None:
     done = campaign(env, "status", "999")
     assert done.returncode == 1 and "no campaign 999" in done.stderr
+
+
+def test_resend_ambiguous_asks_then_sends_only_the_uncertain(
+    env: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.faults("/api/v2/sms", "drop")
+    sent = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--yes", "--json")
+    result = orjson.loads(sent.stdout.strip().splitlines()[-1])
+    assert (result["state"], result["ambiguous"]) == ("completed", 20)
+    campaign_id = str(result["campaign_id"])
+    refused = campaign(env, "resend-ambiguous", campaign_id)
+    assert refused.returncode == 1 and "add --yes" in refused.stderr
+    again = campaign(env, "resend-ambiguous", campaign_id, "--yes", "--json")
+    assert again.returncode == 0, again.stderr
+    assert orjson.loads(again.stdout.strip().splitlines()[-1])["counts"] == {"submitted": 20}
+    nothing = campaign(env, "resend-ambiguous", campaign_id, "--yes")
+    assert nothing.returncode == 1 and "no ambiguous messages" in nothing.stderr

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from engine import clock, models
-from engine.campaigns import start
+from engine.campaigns import resend_ambiguous, start
 from engine.dispatch import RetryPolicy, Sender
 from engine.dlt import DltTemplate
 from engine.local import local_sender, send_campaign
@@ -137,6 +137,12 @@ async def test_a_lost_answer_makes_the_batch_ambiguous_not_resent(
     assert outcome.counts == {"ambiguous": 20, "submitted": 40}
     assert sandbox.endpoint("POST /api/v2/sms")["recipients"] == {n: 1 for n in phones(60)}
     assert (await send_campaign(database, noxitel, campaign_id)).counts == {"ambiguous": 20, "submitted": 40}
+    # Asked to, the engine re-sends exactly the uncertain ones: the user accepts they may get it twice.
+    assert resend_ambiguous(database, campaign_id) == 20
+    again = await send_campaign(database, noxitel, campaign_id)
+    assert (again.state, again.counts) == ("completed", {"submitted": 60})
+    accepted = sandbox.endpoint("POST /api/v2/sms")["recipients"]
+    assert sorted(accepted.values()).count(2) == 20 and len(accepted) == 60
 
 
 async def test_no_credits_pauses_and_resume_continues_where_it_stopped(
@@ -258,3 +264,22 @@ async def test_rcs_goes_to_capable_devices_and_sms_to_the_rest_never_both(
 
 def recipients(sandbox: Sandbox, endpoint: str) -> dict[str, int]:
     return sandbox.endpoint(endpoint).get("recipients", {})
+
+
+async def test_resend_ambiguous_skips_messages_a_report_vouches_for(
+    database: Engine, noxitel: Sender, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 10)
+    sandbox.faults("/api/v2/sms", "drop")
+    assert (await send_campaign(database, noxitel, campaign_id)).counts == {"ambiguous": 10}
+    events = models.DeliveryEvent.__table__
+    with database.begin() as connection:
+        vouched = connection.execute(select(M.c.id).order_by(M.c.id).limit(3)).scalars().all()
+        connection.execute(events.insert(), [
+            {"message_id": m, "provider": "noxitel", "channel": "sms", "status": "delivered",
+             "provider_status": "Handset Delivered", "received_at": clock.now()} for m in vouched])
+    assert resend_ambiguous(database, campaign_id) == 7
+    again = await send_campaign(database, noxitel, campaign_id)
+    assert again.counts == {"submitted": 10}
+    accepted = sandbox.endpoint("POST /api/v2/sms")["recipients"]
+    assert sorted(accepted.values()) == [1, 1, 1] + [2] * 7
