@@ -31,10 +31,10 @@ from engine.campaigns import Status, cancel, pause, resend_ambiguous, start, sta
 from engine.cli import console, err_console
 from engine.commands_plan import PLAN_OPTIONS, _print_json, _user_errors, plan, plan_campaign, print_summary
 from engine.db import open_database
-from engine.errors import CampaignError, ConfigurationError
+from engine.errors import CampaignError
 from engine.local import local_sender, send_campaign, send_test
 from engine.planner import Plan, save_plan
-from engine.providers import PROVIDERS, uses_sandbox
+from engine.providers import require_services
 from engine.settings import Settings, get_settings
 
 CampaignId = Annotated[int, typer.Argument(help="The campaign's id (see `campaign plan --save` or `campaign send`).")]
@@ -80,7 +80,7 @@ def send(
                 _send_test(settings, result, [n.strip() for n in test_to.split(",") if n.strip()], json_output)
                 return
             if not settings.local_mode:
-                _check_worker_setup(settings)
+                require_services(settings)
             _confirm(engine, result, yes)
             campaign_id = save_plan(engine, result)
             _run(engine, settings, campaign_id, json_output, wait)
@@ -169,18 +169,8 @@ def _send_locally(engine: Engine, settings: Settings, campaign_id: int, json_out
         asyncio.run(run(lambda done: bar.update(task, completed=done)))
 
 
-def _check_worker_setup(settings: Settings) -> None:
-    for name in PROVIDERS:
-        if uses_sandbox(name, settings):
-            variable = f"{name.upper()}_BASE_URL"
-            raise ConfigurationError(
-                f"{variable} is 'sandbox', which only works in local mode: with CAMPAIGN_BROKER_URL set, "
-                f"run `campaign sandbox` and point {variable} at it"
-            )
-
-
 def _enqueue(settings: Settings, campaign_id: int) -> None:
-    _check_worker_setup(settings)
+    require_services(settings)
     from workers.app import app
 
     app.send_task("campaign.start_campaign", args=(campaign_id,))

@@ -15,7 +15,9 @@ about values the vectorized path does not recognise (see `engine.phones`).
 from __future__ import annotations
 
 import csv
+import io
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +50,7 @@ PHONE_COLUMNS = (
     "number",
     "contact",
     "contact_number",
+    "contact_no",
     "cell",
     "cell_phone",
     "whatsapp",
@@ -65,28 +68,56 @@ SUPPRESSED_REASON = "on the suppression list (opted out or bounced)"
 
 
 def column_key(name: str) -> str:
-    """The name a header is known by: `Mobile Number`, `mobile-number` and ` MOBILE_NUMBER` are one column."""
-    return re.sub(r"[\s_\-]+", "_", name.strip().strip('"').lower()).strip("_")
+    """The name a header (or a `#var#`) is known by: people write the same column as `Mobile Number`,
+    ` MOBILE_NUMBER`, `mobile-number`, `Mobile No.` or `Phone #`, so case, spaces and punctuation are folded."""
+    # Letters, digits and combining marks (the vowel signs of Indic scripts) are the name; the rest separates.
+    kept = (c if c.isalnum() or unicodedata.category(c).startswith("M") else " " for c in name.lower())
+    return "_".join("".join(kept).split())
 
 
-def _decode(data: bytes, path: Path) -> tuple[str, str]:
-    """Decode the bytes, telling the encodings spreadsheets write apart; returns (text, encoding)."""
+#: Valid multi-byte characters a UTF-8 file needs per invalid byte sequence to be read as UTF-8 anyway.
+#: A Windows-1252 file has almost no valid UTF-8 sequences (its accented letters are single bytes), so
+#: a file rich in them with a stray bad byte (a truncated export, one pasted cell) is UTF-8.
+UTF8_EVIDENCE = 10
+
+
+def _decode(data: bytes, path: Path) -> tuple[str, str, int]:
+    """Decode the bytes, telling the encodings spreadsheets write apart.
+
+    Returns (text, encoding, invalid byte sequences replaced with U+FFFD).
+    """
     if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors="replace"), "utf-8-sig"
+        text = data[3:].decode("utf-8", errors="replace")
+        return text, "utf-8-sig", text.count("\ufffd") - data.count("\ufffd".encode())
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16"), "utf-16"
-    head = data[:4096]
-    if head.count(b"\x00") > len(head) // 4:
+        encoding = "utf-16"
+    elif (head := data[:4096]).count(b"\x00") > len(head) // 4:
         # UTF-16 without a BOM: ASCII text has a zero byte beside every character.
         encoding = "utf-16-le" if head[1:2] == b"\x00" else "utf-16-be"
-        try:
-            return data.decode(encoding), encoding
-        except UnicodeDecodeError:
-            raise ContactsError(f"{path} is not a CSV file (it holds binary data)") from None
+    else:
+        return _decode_8bit(data)
     try:
-        return data.decode("utf-8"), "utf-8"
+        return data.decode(encoding), encoding, 0
+    except UnicodeDecodeError as exc:
+        raise ContactsError(
+            f"{path} is not a readable CSV file: it looks like UTF-16 but byte {exc.start:,} is not "
+            "(the file may be cut short or binary); export it again"
+        ) from None
+
+
+def _decode_8bit(data: bytes) -> tuple[str, str, int]:
+    """UTF-8 when the bytes are UTF-8 (even with a few bad bytes), else Windows-1252, Excel's "CSV"."""
+    try:
+        return data.decode("utf-8"), "utf-8", 0
     except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace"), "windows-1252"
+        text = data.decode("utf-8", errors="replace")
+    # The decoder never swallows an ASCII byte, so every other character came from a multi-byte sequence.
+    invalid = text.count("\ufffd") - data.count("\ufffd".encode())
+    ascii_bytes = int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) < 0x80))
+    multibyte = len(text) - ascii_bytes - invalid
+    if multibyte >= UTF8_EVIDENCE * invalid:
+        return text, "utf-8", invalid
+    return data.decode("cp1252", errors="replace"), "windows-1252", 0
 
 
 def _sniff_delimiter(header: str) -> str:
@@ -108,6 +139,7 @@ class ContactFile:
     table: pa.Table
     lines: np.ndarray
     malformed: list[tuple[int, str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -126,12 +158,12 @@ def read_contacts(path: Path) -> ContactFile:
         raise ContactsError(f"cannot read {path}: {exc.strerror or exc}") from None
     if data.startswith(b"PK\x03\x04") or data.startswith(b"\xd0\xcf\x11\xe0"):
         raise ContactsError(f"{path} is an Excel workbook, not a CSV: save it as CSV (comma delimited) first")
-    text, encoding = _decode(data, path)
-    if "\x00" in text[:65536]:
+    text, encoding, replaced = _decode(data, path)
+    if "\x00" in text:
         raise ContactsError(f"{path} is not a CSV file (it holds binary data)")
     if not text.strip():
         raise ContactsError(f"{path} is empty")
-    if encoding != "utf-8":
+    if encoding != "utf-8" or replaced:
         data = text.encode("utf-8")
     if b"\n" not in data and b"\r" in data:
         data = data.replace(b"\r", b"\n")
@@ -151,10 +183,11 @@ def read_contacts(path: Path) -> ContactFile:
             key, suffix = f"{base}_{suffix}", suffix + 1
         headers[key] = name.strip()
 
-    malformed_text: list[tuple[str, int]] = []
+    malformed_rows = 0
 
     def skip_malformed(row: pa_csv.InvalidRow) -> str:
-        malformed_text.append((row.text, row.actual_columns))
+        nonlocal malformed_rows
+        malformed_rows += 1
         return "skip"
 
     try:
@@ -174,55 +207,125 @@ def read_contacts(path: Path) -> ContactFile:
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise ContactsError(f"{path} is not a readable CSV file: {str(exc).splitlines()[0]}") from None
-    if table.num_rows == 0 and not malformed_text:
+    if table.num_rows == 0 and not malformed_rows:
         raise ContactsError(f"{path} has a header but no rows")
-    lines, malformed = _line_numbers(data, table, malformed_text, len(headers))
-    return ContactFile(path, encoding, delimiter, headers, table, lines, malformed)
+    # A line break inside quotes ends up in a value unless its row was skipped: without either, every
+    # line break ends a record and the quotes need no reading.
+    quoted_breaks = b'"' in data and (
+        malformed_rows > 0 or any(pc.any(pc.match_substring(column, "\n")).as_py() for column in table.columns)
+    )
+    placed = None
+    scanned = _scan_records(data, delimiter, quoted_breaks, count_fields=malformed_rows > 0)
+    if scanned is not None:
+        placed = scanned.place(data, table.num_rows, malformed_rows, len(headers))
+    if placed is None:
+        placed = _read_records(data, delimiter, path).place(data, table.num_rows, malformed_rows, len(headers))
+    if placed is None:
+        raise ContactsError(f"{path} is not a readable CSV file: its quotes do not pair up (check quoted cells)")
+    lines, malformed = placed
+    warnings = []
+    if replaced:
+        warnings.append(
+            f"{path} is UTF-8 apart from {replaced:,} invalid byte sequence{'s' if replaced > 1 else ''}, "
+            "shown as \ufffd in the messages and the rejects file: check those rows"
+        )
+    return ContactFile(path, encoding, delimiter, headers, table, lines, malformed, warnings)
 
 
-def _line_numbers(
-    data: bytes, table: pa.Table, malformed_text: list[tuple[str, int]], expected: int
-) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
-    """Physical line of each parsed row, and (line, raw text, reason) for each row that could not be parsed.
+@dataclass
+class _Records:
+    """The file's records after the header, blank ones left out: byte range, first physical line and,
+    when counted, fields."""
 
-    Without line breaks inside quoted cells, each non-blank line after the header
-    is one row, so the numbers are exact; with them, each row is placed after the
-    line breaks its predecessors hold.
+    starts: np.ndarray
+    ends: np.ndarray
+    lines: np.ndarray
+    fields: np.ndarray | None
+
+    def place(
+        self, data: bytes, rows: int, malformed_rows: int, expected: int
+    ) -> tuple[np.ndarray, list[tuple[int, str, str]]] | None:
+        """Line of each parsed row, and (line, raw text, reason) of each row with the wrong field count.
+
+        Arrow parsed the same records, keeping those with `expected` fields, in order; None when the
+        counts do not agree, since the two readings of the file then differ and no line can be trusted.
+        """
+        fields = np.full(len(self.lines), expected) if self.fields is None else self.fields
+        bad = fields != expected
+        if int((~bad).sum()) != rows or int(bad.sum()) != malformed_rows:
+            return None
+        malformed = [
+            (int(line), data[start:end].decode("utf-8").rstrip("\r"), _malformed_reason(int(count), expected))
+            for line, start, end, count in zip(
+                self.lines[bad], self.starts[bad], self.ends[bad], fields[bad], strict=True
+            )
+        ]
+        return self.lines[~bad].astype(np.int64), malformed
+
+
+def _scan_records(data: bytes, delimiter: str, quoted_breaks: bool, count_fields: bool) -> _Records | None:
+    """Records found over the bytes with numpy: when quotes matter, a line break or delimiter is inside
+    quotes when an odd number of quotes precede it.
+
+    That parity is the CSV reading only when every quote opens a field or closes one (a doubled quote
+    inside a cell closes and reopens); a quote inside an unquoted cell (`Rahul "Raju" Rao`) is text, so
+    such a file returns None and is read by the csv module instead.
     """
     buffer = np.frombuffer(data, dtype=np.uint8)
+    size = len(buffer)
+    separator = ord(delimiter)
     newlines = np.flatnonzero(buffer == 10)
-    starts = np.concatenate(([0], newlines + 1))
-    ends = np.concatenate((newlines, [len(buffer)]))
+    quotes = np.flatnonzero(buffer == 34) if quoted_breaks else np.zeros(0, dtype=np.int64)
+    if len(quotes):
+        edge = np.zeros(256, dtype=bool)
+        edge[[separator, 10, 13, 34]] = True
+        opening, closing = quotes[0::2], quotes[1::2]
+        if (
+            not (edge[buffer[np.maximum(opening - 1, 0)]] | (opening == 0)).all()
+            or not (edge[buffer[np.minimum(closing + 1, size - 1)]] | (closing == size - 1)).all()
+        ):
+            return None
+        breaks = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
+    else:
+        breaks = newlines
+    starts = np.concatenate(([0], breaks + 1))
+    ends = np.concatenate((breaks, [size]))
     lengths = ends - starts
-    carriage = np.zeros(len(starts), dtype=bool)
-    has_room = lengths > 0
-    carriage[has_room] = buffer[np.minimum(ends[has_room] - 1, len(buffer) - 1)] == 13
-    blank = (lengths == 0) | ((lengths == 1) & carriage)
-    content = np.flatnonzero(~blank)[1:] + 1  # 1-based lines after the header
+    blank = (lengths == 0) | ((lengths == 1) & (buffer[np.minimum(starts, size - 1)] == 13))
+    kept = np.flatnonzero(~blank)[1:]  # the header is the first record
+    # Record i starts on the line after the i-th line break; with no break inside quotes, that is line i + 1.
+    lines = kept + 1 if len(breaks) == len(newlines) else np.searchsorted(newlines, starts[kept]) + 1
+    fields = None
+    if count_fields:
+        separators = np.flatnonzero(buffer == separator)
+        if len(quotes):
+            separators = separators[np.searchsorted(quotes, separators) % 2 == 0]
+        per_record = np.bincount(np.searchsorted(ends, separators), minlength=len(starts))
+        fields = per_record[kept] + 1
+    return _Records(starts[kept], ends[kept], lines, fields)
 
-    malformed: list[tuple[int, str, str]] = []
-    embedded = any(pc.sum(pc.count_substring(col, "\n")).as_py() or 0 for col in table.columns)
-    if not embedded:
-        position = 0
-        taken = np.zeros(len(content), dtype=bool)
-        for text, actual in malformed_text:
-            found = data.find(b"\n" + text.encode("utf-8"), position)  # a row starts a line
-            line = int(np.searchsorted(newlines, found, side="right")) + 1 if found >= 0 else 0
-            position = max(position, found + 1)
-            slot = np.searchsorted(content, line)
-            if slot < len(content) and content[slot] == line:
-                taken[slot] = True
-            malformed.append((line, text, _malformed_reason(actual, expected)))
-        lines = content[~taken]
-        if len(lines) == table.num_rows:
-            return lines.astype(np.int64), malformed
-    breaks = np.zeros(table.num_rows, dtype=np.int64)
-    for column in table.columns:
-        breaks += pc.fill_null(pc.count_substring(column, "\n"), 0).to_numpy()
-    lines = 2 + np.arange(table.num_rows, dtype=np.int64) + np.concatenate(([0], np.cumsum(breaks)[:-1]))
-    if not malformed:
-        malformed = [(0, text, _malformed_reason(actual, expected)) for text, actual in malformed_text]
-    return lines, malformed
+
+def _read_records(data: bytes, delimiter: str, path: Path) -> _Records:
+    """Records as the csv module reads them (quotes open a cell only at its start, as in Arrow)."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""), delimiter=delimiter)
+    first_lines, last_lines, fields = [], [], []
+    previous = 0
+    try:
+        for record in reader:
+            if record:
+                first_lines.append(previous + 1)
+                last_lines.append(reader.line_num)
+                fields.append(len(record))
+            previous = reader.line_num
+    except csv.Error as exc:
+        raise ContactsError(f"{path} is not a readable CSV file: line {reader.line_num}: {exc}") from None
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buffer == 10)
+    line_starts = np.concatenate(([0], newlines + 1))
+    line_ends = np.concatenate((newlines, [len(buffer)]))
+    first = np.asarray(first_lines[1:], dtype=np.int64)
+    last = np.asarray(last_lines[1:], dtype=np.int64)
+    return _Records(line_starts[first - 1], line_ends[last - 1], first, np.asarray(fields[1:], dtype=np.int64))
 
 
 def _malformed_reason(actual: int, expected: int) -> str:
@@ -269,6 +372,29 @@ class Contacts:
         self.outcome[mask] = outcome
         return int(mask.sum())
 
+    def drop_duplicates(self) -> int:
+        """Refuse each row still OK whose address an earlier OK row has; returns how many.
+
+        Run after every other check, so that the first copy that can be sent is the one kept.
+        """
+        first = _first_rows(self.addresses, self.ok)
+        duplicated = first != np.arange(len(first))
+        if not duplicated.any():
+            return 0
+        first_line = pa.array(self.file.lines[first[duplicated]]).cast(pa.string())
+        texts = np.full(len(first), None, dtype=object)
+        texts[duplicated] = pc.binary_join_element_wise("duplicate of line ", first_line, "").to_numpy(
+            zero_copy_only=False
+        )
+        return self.reject(duplicated, texts, DUPLICATE)
+
+    def suppress(self, suppressed: pa.Array | None) -> int:
+        """Refuse each row still OK whose address is on the suppression list; returns how many."""
+        if suppressed is None or not len(suppressed):
+            return 0
+        hit = pc.fill_null(pc.is_in(self.addresses, value_set=suppressed), False).to_numpy(zero_copy_only=False)
+        return self.reject(hit, SUPPRESSED_REASON, SUPPRESSED)
+
     def count(self, outcome: int) -> int:
         return int((self.outcome == outcome).sum()) + (len(self.file.malformed) if outcome == REJECTED else 0)
 
@@ -310,15 +436,9 @@ def normalize_emails(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return pc.if_else(pa.array(valid), lowered, pa.scalar(None, pa.string())), reason
 
 
-def ingest(
-    file: ContactFile,
-    *,
-    channel: str,
-    region: str,
-    to_column: str | None = None,
-    suppressed: pa.Array | None = None,
-) -> Contacts:
-    """Normalize, de-duplicate and suppress: the contacts a campaign may reach, with every refusal explained."""
+def read_addresses(file: ContactFile, *, channel: str, region: str, to_column: str | None = None) -> Contacts:
+    """Every row with its normalized address, or the reason it has none; duplicates are left to
+    `drop_duplicates`, once the caller knows which rows can be messaged at all."""
     key = address_column(file.headers, channel, to_column)
     raw = file.table.column(key).combine_chunks()
     if channel == "email":
@@ -328,32 +448,36 @@ def ingest(
         addresses = normalized.e164
         reason = np.array(phones.REASONS, dtype=object)[normalized.reason]
     outcome = np.where(pd.isna(reason), OK, REJECTED).astype(np.int8)
-    contacts = Contacts(file, key, raw, addresses, outcome, reason)
+    return Contacts(file, key, raw, addresses, outcome, reason)
 
-    duplicated, first = _duplicates(addresses, contacts.ok)
-    if duplicated.any():
-        first_line = pa.array(file.lines[first[duplicated]]).cast(pa.string())
-        texts = np.full(len(outcome), None, dtype=object)
-        texts[duplicated] = pc.binary_join_element_wise("duplicate of line ", first_line, "").to_numpy(
-            zero_copy_only=False
-        )
-        contacts.reject(duplicated, texts, DUPLICATE)
-    if suppressed is not None and len(suppressed):
-        hit = pc.fill_null(pc.is_in(addresses, value_set=suppressed), False).to_numpy(zero_copy_only=False)
-        contacts.reject(hit, SUPPRESSED_REASON, SUPPRESSED)
+
+def ingest(
+    file: ContactFile,
+    *,
+    channel: str,
+    region: str,
+    to_column: str | None = None,
+    suppressed: pa.Array | None = None,
+) -> Contacts:
+    """Normalize, de-duplicate and suppress: the contacts a campaign may reach, with every refusal explained."""
+    contacts = read_addresses(file, channel=channel, region=region, to_column=to_column)
+    contacts.drop_duplicates()
+    contacts.suppress(suppressed)
     return contacts
 
 
-def _duplicates(addresses: pa.Array, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows whose address an earlier valid row already has, and for every row the row that has it first.
+def _first_rows(addresses: pa.Array, valid: np.ndarray) -> np.ndarray:
+    """For every row, the first valid row with its address (the row itself when it has none or is not valid).
 
-    Hash-based (Arrow's dictionary encoding), so a million addresses cost one pass, not a sort.
+    Hash-based (Arrow's dictionary encoding) to find equal addresses; `np.unique` then
+    picks each address's first row, since repeated fancy assignment has no defined winner.
     """
-    encoded = pc.dictionary_encode(addresses)
-    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = pc.fill_null(pc.dictionary_encode(addresses).indices, -1).to_numpy(zero_copy_only=False)
     usable = valid & (codes >= 0)
-    rows = np.flatnonzero(usable)[::-1]
-    first_of_code = np.full(len(encoded.dictionary) + 1, -1, dtype=np.int64)
-    first_of_code[codes[rows]] = rows  # written last to first, so the first row wins
-    first = np.where(usable, first_of_code[np.maximum(codes, 0)], np.arange(len(codes)))
-    return usable & (first != np.arange(len(codes))), first
+    rows = np.flatnonzero(usable)
+    distinct, first_index = np.unique(codes[rows], return_index=True)
+    first = np.arange(len(codes), dtype=np.int64)
+    first_of_code = np.zeros(int(codes.max(initial=0)) + 1, dtype=np.int64)
+    first_of_code[distinct] = rows[first_index]
+    first[rows] = first_of_code[codes[rows]]
+    return first

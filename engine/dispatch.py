@@ -65,8 +65,8 @@ log = logging.getLogger(__name__)
 B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
 BatchState, MessageStatus, CampaignState = models.BatchState, models.MessageStatus, models.CampaignState
 UNSENT = (MessageStatus.PLANNED.value, MessageStatus.QUEUED.value)
-#: `_attempt`'s answer when only the one message of a per-recipient call was refused.
-MESSAGE_FAILED = "message-failed"
+#: `_attempt`'s answer when only the one message of a per-recipient call was refused or left in doubt.
+MESSAGE_DONE = "message-done"
 
 
 class MessageRow(NamedTuple):
@@ -126,7 +126,7 @@ class Sender:
             # SQLAlchemy Row per message costs more than the query (50,000 per batch).
             rows = [MessageRow(*values) for values in result.cursor.fetchall()]
         if not rows:
-            self._finish(batch_id, BatchState.SUBMITTED, None)
+            self._close_batch(batch_id, BatchState.SUBMITTED, None)
             return BatchState.SUBMITTED.value
         provider = self.providers[batch.provider]
         channel = Channel(batch.channel)
@@ -260,7 +260,7 @@ class Sender:
             if not claimed:
                 continue
             submission = await self._attempt(batch, campaign, [row], provider, message_id=row.id)
-            if submission == MESSAGE_FAILED:
+            if submission == MESSAGE_DONE:
                 continue
             if isinstance(submission, str):
                 return submission
@@ -416,16 +416,17 @@ class Sender:
             self._release(batch.id, message_id)
             mark_campaign(self.engine, batch.campaign_id, CampaignState.FAILED, f"failed: {exc}")
             return BatchState.PLANNED.value
-        if isinstance(exc, OutcomeUnknown):
-            self._ambiguous(batch.id, str(exc), message_id)
-            return BatchState.AMBIGUOUS.value
-        if message_id is not None and isinstance(exc, RequestRejected):
+        if message_id is not None and isinstance(exc, RequestRejected | OutcomeUnknown):
+            # One recipient per call: only this message is refused or in doubt; the others go on.
+            outcome = MessageStatus.AMBIGUOUS if isinstance(exc, OutcomeUnknown) else MessageStatus.FAILED
             with self.engine.begin() as connection:
-                connection.execute(
-                    update(M).where(M.c.id == message_id).values(status=MessageStatus.FAILED.value, error=str(exc))
-                )
-            return MESSAGE_FAILED
-        self._fail_batch(batch.id, str(exc))
+                connection.execute(update(M).where(M.c.id == message_id).values(status=outcome.value, error=str(exc)))
+            return MESSAGE_DONE
+        if isinstance(exc, OutcomeUnknown):
+            in_doubt = ((MessageStatus.PLANNED.value,), MessageStatus.AMBIGUOUS)
+            self._close_batch(batch.id, BatchState.AMBIGUOUS, str(exc), in_doubt)
+            return BatchState.AMBIGUOUS.value
+        self._close_batch(batch.id, BatchState.FAILED, str(exc), (UNSENT, MessageStatus.FAILED))
         return BatchState.FAILED.value
 
     def _release(self, batch_id: int, message_id: int | None, not_before: datetime | None = None) -> None:
@@ -442,42 +443,25 @@ class Sender:
                         not_before=not_before or B.c.not_before)
             )
 
-    def _ambiguous(self, batch_id: int, reason: str, message_id: int | None) -> None:
+    def _close_batch(
+        self,
+        batch_id: int,
+        state: BatchState,
+        reason: str | None,
+        messages: tuple[Sequence[str], MessageStatus] | None = None,
+    ) -> None:
+        """Release the batch in `state`; `messages` moves its messages in the given statuses to another."""
         with self.engine.begin() as connection:
-            if message_id is not None:
-                connection.execute(
-                    update(M).where(M.c.id == message_id).values(status=MessageStatus.AMBIGUOUS.value, error=reason)
-                )
-            else:
+            if messages is not None:
+                statuses, to = messages
                 connection.execute(
                     update(M)
-                    .where(M.c.batch_id == batch_id, M.c.status == MessageStatus.PLANNED.value)
-                    .values(status=MessageStatus.AMBIGUOUS.value, error=reason)
+                    .where(M.c.batch_id == batch_id, M.c.status.in_(statuses))
+                    .values(status=to.value, error=reason)
                 )
             connection.execute(
                 update(B)
                 .where(B.c.id == batch_id)
-                .values(state=BatchState.AMBIGUOUS.value, error=reason, claimed_by=None, claim_expires_at=None)
+                .values(state=state.value, error=reason, claimed_by=None, claim_expires_at=None)
             )
             complete_if_done(connection, select(B.c.campaign_id).where(B.c.id == batch_id).scalar_subquery())
-
-    def _fail_batch(self, batch_id: int, reason: str) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(
-                update(M)
-                .where(M.c.batch_id == batch_id, M.c.status.in_(UNSENT))
-                .values(status=MessageStatus.FAILED.value, error=reason)
-            )
-            connection.execute(
-                update(B)
-                .where(B.c.id == batch_id)
-                .values(state=BatchState.FAILED.value, error=reason, claimed_by=None, claim_expires_at=None)
-            )
-            complete_if_done(connection, select(B.c.campaign_id).where(B.c.id == batch_id).scalar_subquery())
-
-    def _finish(self, batch_id: int, state: BatchState, reason: str | None) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(
-                update(B).where(B.c.id == batch_id).values(state=state.value, error=reason, claimed_by=None,
-                                                           claim_expires_at=None)
-            )

@@ -27,6 +27,11 @@ from engine.contacts import ContactsError, column_key, read_contacts
 from engine.errors import CampaignError
 
 VAR_MAX = 30
+#: The largest bound RE2 takes for a repetition, and far beyond any SMS variable.
+VAR_MAX_LIMIT = 1000
+#: What counts as whitespace on both sides of the match: ASCII's and Unicode's spaces (no-break,
+#: thin, ideographic...), which operators and copy-paste from portals and documents produce alike.
+WHITESPACE = "\t\n\v\f\r \x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _VAR = re.compile(r"\{#\s*var\s*#\}", re.IGNORECASE)
 _TEMPLATE_ID = re.compile(r"^[0-9]{12,19}$")
 _ENTITY_ID = re.compile(r"^[0-9]{1,19}$")
@@ -42,12 +47,27 @@ def _literal(text: str) -> str:
     return "".join(c if c.isalnum() else f"\\x{{{ord(c):04X}}}" for c in text)
 
 
+def _re2_class(chars: str) -> str:
+    """`chars` (with `a-b` ranges) as an RE2 class, each character by code point."""
+    return "[" + re.sub(r"[^-]", lambda m: f"\\x{{{ord(m.group()):04X}}}", chars) + "]"
+
+
+_SPACE_RE2 = _re2_class(WHITESPACE)
+_NOT_PLAIN_SPACE_RE2 = _re2_class(WHITESPACE.replace(" ", ""))
+_SPACES = re.compile(f"[{WHITESPACE}]+")
+
+
+def squash_text(text: str) -> str:
+    """One text as `squash_whitespace` makes it, by the same rule."""
+    return _SPACES.sub(" ", text).strip(" ")
+
+
 def squash_whitespace(texts: pa.Array) -> pa.Array:
     """Each whitespace run as one space, trimmed; only texts that need it pay for the rewrite."""
-    needs = pc.match_substring_regex(texts, r"\s\s|[\t\n\f\r]|^\s|\s$")
+    needs = pc.match_substring_regex(texts, f"  |{_NOT_PLAIN_SPACE_RE2}|^ | $")
     if not pc.any(needs).as_py():
         return texts
-    rewritten = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts.filter(needs), r"\s+", " "))
+    rewritten = pc.utf8_trim(pc.replace_substring_regex(texts.filter(needs), f"{_SPACE_RE2}+", " "), " ")
     return pc.replace_with_mask(texts, needs, rewritten)
 
 
@@ -75,7 +95,7 @@ class DltTemplate:
 
     def pattern(self, var_max: int | None = VAR_MAX) -> str:
         """An anchored RE2 pattern over whitespace-squashed text; `var_max=None` leaves variables unbounded."""
-        squashed = re.sub(r"\s+", " ", self.text).strip()
+        squashed = squash_text(self.text)
         run = f"[\\s\\S]{{0,{var_max}}}" if var_max is not None else "[\\s\\S]*"
         return "^" + run.join(_literal(piece) for piece in _VAR.split(squashed)) + "$"
 

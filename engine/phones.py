@@ -34,6 +34,9 @@ _INDIAN_INTERNATIONAL = r"^\+91(?P<n>[1-9][0-9]{9})$"
 #: What Excel writes for a long number in a General cell: 9.19877E+11, 9,19877E+11.
 _SCIENTIFIC = r"^\s*[0-9]+(?:[.,][0-9]+)?[eE]\+?[0-9]+\s*$"
 
+#: A number a spreadsheet or pandas exported as a float: 919876543210.0.
+_DECIMAL = r"^[0-9]+\.0+$"
+
 #: Reasons given for rejected numbers, worded for the person who fixes the spreadsheet.
 MISSING = "no phone number"
 SCIENTIFIC = (
@@ -117,6 +120,9 @@ def normalize(values: pa.Array, region: str = "IN") -> Normalized:
     """Normalize a column of raw strings (nulls allowed) to E.164 mobiles, aligned with `values`."""
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     values = pc.utf8_trim_whitespace(pc.fill_null(values.cast(pa.string()), ""))
+    decimal = pc.match_substring_regex(values, _DECIMAL)
+    if pc.any(decimal).as_py():
+        values = pc.if_else(decimal, pc.replace_substring_regex(values, r"\.0+$", ""), values)
     empty = _mask(pc.equal(values, ""))
     scientific = _mask(pc.match_substring_regex(values, _SCIENTIFIC))
     # Most files write numbers one way; only values holding a separator pay for removing it.

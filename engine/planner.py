@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Engine, insert, select, text, update
 
-from engine import models
+from engine import gsm, models
 from engine.contacts import (
     DUPLICATE,
     REJECTED,
@@ -32,11 +32,11 @@ from engine.contacts import (
     ContactFile,
     Contacts,
     address_column,
-    ingest,
+    read_addresses,
     read_contacts,
 )
 from engine.db import bulk_insert
-from engine.dlt import VAR_MAX, DltTemplate
+from engine.dlt import VAR_MAX, VAR_MAX_LIMIT, DltTemplate
 from engine.errors import CampaignError
 from engine.plans import BATCH_LIMITS
 from engine.pricing import PriceTable
@@ -125,7 +125,8 @@ def _noop(stage: str, fraction: float) -> None:
 
 
 def _batch_limit(request: PlanRequest) -> int:
-    """Recipients per provider call for this request; refuses what the provider or channel cannot do."""
+    """Recipients per provider call for this request; refuses what the provider or channel cannot do,
+    and options out of range."""
     channel, provider = request.channel, request.provider
     if channel not in CHANNELS:
         raise PlanRefused(f"unknown channel {channel!r}; choose one of {', '.join(CHANNELS)}")
@@ -138,6 +139,8 @@ def _batch_limit(request: PlanRequest) -> int:
         raise PlanRefused("an email campaign needs a --subject")
     if channel == "sms" and not request.sender:
         raise PlanRefused("an SMS campaign needs a --sender (the registered header)")
+    if not 1 <= request.dlt_var_max <= VAR_MAX_LIMIT:
+        raise PlanRefused(f"--dlt-var-max must be between 1 and {VAR_MAX_LIMIT} characters")
     if request.batch_size is None:
         return limit
     if request.batch_size < 1:
@@ -169,7 +172,7 @@ def _render(request: PlanRequest, file: ContactFile, rows: np.ndarray) -> _Texts
     table = file.table.take(pa.array(rows))
     bodies = message.render(table)
     reason = bodies.reason
-    subjects = subject.render(table) if subject and subject.placeholders else None
+    subjects = subject.render(table) if subject else None
     fallbacks = fallback.render(table) if fallback else None
     for extra in (subjects, fallbacks):
         if extra is not None:
@@ -196,20 +199,15 @@ def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = 
             Template.parse(written).check_columns(file.headers, what)
 
     progress("checking addresses", 0.25)
-    contacts = ingest(
-        file,
-        channel=channel,
-        region=context.region,
-        to_column=request.to_column,
-        suppressed=context.suppressed,
-    )
+    contacts = read_addresses(file, channel=channel, region=context.region, to_column=request.to_column)
 
     progress("rendering", 0.45)
     candidates = np.flatnonzero(contacts.ok)
     texts = _render(request, file, candidates)
     reason = texts.reason
 
-    warnings: list[str] = []
+    warnings = list(file.warnings)
+    sender = request.sender
     progress("checking DLT templates", 0.6)
     if channel == "sms" or (channel == "rcs" and texts.fallbacks is not None):
         india = pc.starts_with(contacts.addresses.take(pa.array(candidates)), "+91").to_numpy(zero_copy_only=False)
@@ -217,11 +215,17 @@ def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = 
         if india.any():
             sms_template = Template.parse(request.fallback_message or request.message)
             reason = _check_dlt(request, context, texts.sms.texts, india, reason, sms_template, warnings)
+            if request.dlt_template is not None:
+                # The header matched case-insensitively; operators expect it as registered.
+                sender = request.dlt_template.header
 
     full_reason = np.full(len(contacts.outcome), None, dtype=object)
     full_reason[candidates] = reason
     contacts.reject(~pd.isna(full_reason), full_reason)
-    keep = pd.isna(reason).astype(bool)
+    # Only now, so that a copy refused above does not shut out a later copy that can be sent.
+    contacts.drop_duplicates()
+    contacts.suppress(context.suppressed)
+    keep = contacts.ok[candidates]
     rows = candidates[keep]
     bodies = texts.bodies.filter(keep)
     subjects = texts.subjects.filter(keep) if texts.subjects is not None else None
@@ -266,7 +270,7 @@ def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = 
         batch_of,
         batch_days,
     )
-    plan.summary = _summary(plan, total_cost, texts.replaced, rejects_file, warnings)
+    plan.summary = _summary(plan, sender, total_cost, texts.replaced, rejects_file, warnings)
     plan.summary["prices"] = context.prices.describe(provider, channel)
     if fallbacks is not None:
         fallback_encoded = encode(fallbacks)
@@ -309,7 +313,11 @@ def _check_dlt(
         return reason
     dlt.validate()
     dlt.check_sender(request.sender)
-    dlt.check_static_text(template.skeleton(), request.dlt_var_max)
+    skeleton = template.skeleton()
+    if request.smart_encoding:
+        # The rendered texts are checked after the same replacement.
+        skeleton = gsm.replace_lookalikes(skeleton)
+    dlt.check_static_text(skeleton, request.dlt_var_max)
     indices = np.flatnonzero(india)
     ok, why = dlt.match(texts.take(pa.array(indices)), request.dlt_var_max)
     reason = reason.copy()
@@ -356,6 +364,7 @@ def cut_batches(payload: np.ndarray, days: np.ndarray, limit: int, max_bytes: in
 
 def _summary(
     plan: Plan,
+    sender: str | None,
     total_cost: float,
     replaced: int,
     rejects_file: Path,
@@ -378,7 +387,7 @@ def _summary(
         "address_column": contacts.file.headers[contacts.address_key],
         "channel": request.channel,
         "provider": request.provider,
-        "sender": request.sender,
+        "sender": sender,
         "rows": contacts.file.rows,
         "valid": len(plan.rows),
         "rejected": contacts.count(REJECTED),
@@ -446,7 +455,8 @@ def save_plan(engine: Engine, plan: Plan, name: str | None = None) -> int:
     request, summary = plan.request, plan.summary
     batch_sizes = np.bincount(plan.batch_of)
     batch_segments = np.bincount(plan.batch_of, weights=plan.encoded.segments).astype(np.int64)
-    batch_costs = np.bincount(plan.batch_of, weights=plan.costs)
+    # Summed prices carry binary noise (59.9999999999996); money is stored to the micro-unit.
+    batch_costs = np.round(np.bincount(plan.batch_of, weights=plan.costs), 6)
     batches = len(batch_sizes)
     encoding = None
     if request.channel == "sms":
@@ -458,7 +468,7 @@ def save_plan(engine: Engine, plan: Plan, name: str | None = None) -> int:
                 name=name or request.name or f"{request.contacts.stem} {datetime.now():%Y-%m-%d %H:%M}",
                 channel=request.channel,
                 provider=request.provider,
-                sender=request.sender,
+                sender=summary["sender"],
                 state=models.CampaignState.DRAFT.value,
                 message_template=request.message,
                 subject=request.subject,

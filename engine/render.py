@@ -27,8 +27,10 @@ class TemplateError(CampaignError):
     """The message template cannot be rendered from this file."""
 
 
-#: `#name#` or `#name|default#`; a name starts with a letter and may hold spaces (`#first name#`).
-_PLACEHOLDER = re.compile(r"#([A-Za-z_][A-Za-z0-9_ \-]*?)(?:\|([^#\r\n]*))?#")
+#: `#name#` or `#name|default#`. A name starts with a letter and may hold spaces, dots and dashes
+#: (`#first name#`, `#Contact No.#`) but neither starts nor ends with a space, so that `#` used as
+#: text, as in CSS colours (`border-color:#fff #eee`), is not read as a placeholder `#fff #`.
+_PLACEHOLDER = re.compile(r"#([A-Za-z_](?:[A-Za-z0-9_ .\-]*[A-Za-z0-9_.\-])?)(?:\|([^#\r\n]*))?#")
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from engine.contacts import (
     SUPPRESSED,
     SUPPRESSED_REASON,
     ContactsError,
+    column_key,
     ingest,
     read_contacts,
 )
@@ -75,10 +76,21 @@ def test_crlf_and_quoted_fields(tmp_path: Path) -> None:
     assert addresses(path) == EXPECTED[:2]
 
 
-@pytest.mark.parametrize("header", ["Mobile Number", "phone", "MSISDN", " MOBILE_NUMBER ", "Phone-No"])
+@pytest.mark.parametrize(
+    "header",
+    ["Mobile Number", "phone", "MSISDN", " MOBILE_NUMBER ", "Phone-No", "Mobile No.", "Phone #", "Contact No."],
+)
 def test_address_column_found_by_usual_names(tmp_path: Path, header: str) -> None:
     path = write(tmp_path / "contacts.csv", table_text(header=("Name", header)))
     assert addresses(path) == EXPECTED
+
+
+@pytest.mark.parametrize(
+    ("header", "key"),
+    [("Mobile No.", "mobile_no"), ("Phone #", "phone"), ("  E-Mail ID ", "e_mail_id"), ("मोबाइल नंबर", "मोबाइल_नंबर")],
+)
+def test_column_keys_fold_case_spaces_and_punctuation_but_keep_letters(header: str, key: str) -> None:
+    assert column_key(header) == key
 
 
 def test_to_column_names_the_address_column(tmp_path: Path) -> None:
@@ -183,3 +195,64 @@ def test_missing_file_and_missing_address_column(tmp_path: Path) -> None:
     path = write(tmp_path / "c.csv", "name,city\nAsha,Pune\n")
     with pytest.raises(ContactsError, match=r"no phone number column found.*--to-column"):
         ingest(read_contacts(path), channel="sms", region="IN")
+
+
+def test_multiline_cells_blank_lines_and_bad_rows_keep_their_physical_lines(tmp_path: Path) -> None:
+    text = 'name,phone,note\nAsha,9876543210,"line1\nline2"\n\nRavi,12345,x\nSita,9876543211,y\n'
+    contacts = ingest(read_contacts(write(tmp_path / "c.csv", text)), channel="sms", region="IN")
+    assert contacts.file.lines.tolist() == [2, 5, 6]
+    rejects = contacts.write_rejects(tmp_path / "r.csv").read_text(encoding="utf-8-sig").splitlines()
+    assert rejects[1:] == ['"5","12345","not a valid phone number"']
+
+
+def test_a_short_row_that_repeats_an_earlier_line_is_placed_at_its_own_line(tmp_path: Path) -> None:
+    parsed = read_contacts(write(tmp_path / "c.csv", "phone,name\n9876543210,Asha\n9876543210\n9876543212,Sita\n"))
+    assert parsed.lines.tolist() == [2, 4]
+    assert [(line, raw) for line, raw, _ in parsed.malformed] == [(3, "9876543210")]
+
+
+def test_quotes_inside_unquoted_cells_with_multiline_cells_and_bad_rows(tmp_path: Path) -> None:
+    text = 'name,mobile\nRahul "Raju" Rao,9876543210\n"A\nB",9123456789\n\nC,1,x\nD,9000000001\n'
+    parsed = read_contacts(write(tmp_path / "c.csv", text, newline="\r\n"))
+    assert parsed.table.column("name").to_pylist() == ['Rahul "Raju" Rao', "A\r\nB", "D"]
+    assert parsed.lines.tolist() == [2, 3, 7]
+    assert [(line, raw) for line, raw, _ in parsed.malformed] == [(6, "C,1,x")]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "name,mobile\nAsha,9876543210\n".encode("utf-16")[:-1],  # cut short mid-character
+        b"\xff\xfe" + "name,mobile\n".encode("utf-16-le") + b"\x00\xd8A\x00",  # a lone surrogate
+    ],
+)
+def test_broken_utf16_is_refused_with_one_reason(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "c.csv"
+    path.write_bytes(content)
+    with pytest.raises(ContactsError, match="looks like UTF-16"):
+        read_contacts(path)
+
+
+def test_a_zero_byte_anywhere_makes_it_binary(tmp_path: Path) -> None:
+    rows = "".join(f"Person {i},{9_000_000_000 + i}\n" for i in range(5_000))
+    path = write(tmp_path / "c.csv", "name,mobile\n" + rows + "Late,90000\x0000001\n")
+    assert path.stat().st_size > 65_536
+    with pytest.raises(ContactsError, match="not a CSV file"):
+        read_contacts(path)
+
+
+def test_utf8_with_a_stray_bad_byte_stays_utf8_and_says_so(tmp_path: Path) -> None:
+    names = ["Élodie", "Zoë", "अनन्या", "Chloé", "Renée", "Jürgen", "Siân", "François", "Nadège", "Ørjan", "Åsa"]
+    text = "name,mobile\n" + "".join(f"{n},{9_000_000_000 + i}\n" for i, n in enumerate(names))
+    data = text.encode("utf-8") + b"Bad\xff,9123456789\n"
+    path = tmp_path / "c.csv"
+    path.write_bytes(data)
+    parsed = read_contacts(path)
+    assert parsed.encoding == "utf-8"
+    assert parsed.table.column("name").to_pylist() == [*names, "Bad\ufffd"]
+    assert len(parsed.warnings) == 1 and "1 invalid byte sequence" in parsed.warnings[0]
+    # A Windows-1252 file is not mistaken for it: its accented letters are the invalid bytes.
+    write(path, text.replace("अनन्या", "Ananya"), "cp1252")
+    parsed = read_contacts(path)
+    assert parsed.encoding == "windows-1252" and parsed.table.column("name").to_pylist()[0] == "Élodie"
+    assert parsed.warnings == []

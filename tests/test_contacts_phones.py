@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import phonenumbers
 import pyarrow as pa
@@ -11,9 +13,14 @@ from engine import phones
 
 
 def oracle(raw: str, region: str) -> tuple[str | None, int]:
-    """phonenumbers on its own: E.164 for a mobile, else the reason code the engine should give."""
+    """phonenumbers on its own: E.164 for a mobile, else the reason code the engine should give.
+
+    A number exported as a float (`919876543210.0`) is asked without its `.0`.
+    """
     if not raw.strip():
         return None, phones.R_MISSING
+    if re.fullmatch(r"[0-9]+\.0+", raw.strip()):
+        raw = raw.strip().split(".")[0]
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:
@@ -56,6 +63,13 @@ TRICKY = [
     "9.19876E+11",
     "9,19877E+11",
     "919876543210.0",
+    "9876543210.0",
+    " 09876543210.000 ",
+    "02223456789.0",
+    "12.0",
+    "9876543210.5",
+    "9876543210.",
+    "+919876543210.0",
     "+44 7700 900123",
     "+1 212 555 0100",
     "+971 50 123 4567",
@@ -125,3 +139,11 @@ def test_usual_indian_forms_never_reach_phonenumbers(monkeypatch: pytest.MonkeyP
     result = phones.normalize(pa.array([*usual, "022 2345 6789", "1800 123 456"]), "IN")
     assert asked == []
     assert result.reason[-2:].tolist() == [phones.R_NOT_MOBILE, phones.R_NOT_MOBILE]
+
+
+def test_numbers_exported_as_decimals_are_read_without_the_decimal() -> None:
+    exported = ["919876543210.0", "9876543210.0", "09876543210.00", "02223456789.0", "98765.0"]
+    result = phones.normalize(pa.array(exported), "IN")
+    got = list(zip(result.e164.to_pylist(), result.reason.tolist(), strict=True))
+    assert got == [phones.normalize_one(raw.split(".")[0], "IN") for raw in exported]
+    assert got[:3] == [("+919876543210", phones.OK)] * 3

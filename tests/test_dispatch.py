@@ -283,3 +283,14 @@ async def test_resend_ambiguous_skips_messages_a_report_vouches_for(
     assert again.counts == {"submitted": 10}
     accepted = sandbox.endpoint("POST /api/v2/sms")["recipients"]
     assert sorted(accepted.values()) == [1, 1, 1] + [2] * 7
+
+
+async def test_one_lost_answer_in_a_per_recipient_batch_leaves_only_that_message_in_doubt(
+    database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 5, provider="pixabits", channel="rcs", message="Hi #name#")
+    sandbox.faults("/v1/rcs/send", "drop")  # the first call is accepted but its answer is lost
+    async with local_sender(database, settings, "pixabits") as sender:
+        outcome = await send_campaign(database, sender, campaign_id)
+    assert (outcome.state, outcome.counts) == ("completed", {"ambiguous": 1, "submitted": 4})
+    assert recipients(sandbox, "POST /v1/rcs/send") == {n: 1 for n in phones(5)}

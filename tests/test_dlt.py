@@ -43,6 +43,22 @@ def test_rendered_messages_match_with_operator_whitespace_rules() -> None:
     assert reason[3] == "text does not match DLT template 1207161234567890123"
 
 
+def test_unicode_spaces_count_as_whitespace_on_both_sides() -> None:
+    registered = DltTemplate(
+        "1207161234567890124", "1", "ACMEIN", None, "Hi\u00a0{#var#},\u2009your code is {#var#}.\u3000-ACME "
+    )
+    texts = pa.array(
+        [
+            "Hi Asha, your code is 1234. -ACME",
+            "Hi\u00a0Asha,\u00a0 your\u202fcode is 1234.\u2003-ACME\u00a0",
+            "\u00a0Hi Asha,\u205fyour code\u1680is 1234. -ACME",
+            "Hi Asha, your code was 1234. -ACME",
+        ]
+    )
+    assert registered.match(texts)[0].tolist() == [True, True, True, False]
+    registered.check_static_text("Hi x,\u00a0your code is x. -ACME")
+
+
 def test_variable_length_is_configurable() -> None:
     text = pa.array(
         ["Hi Asha Rao Bhagyalakshmi Venkataraman, your order A1 has shipped and will reach you by Friday. -ACME"]

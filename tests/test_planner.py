@@ -232,3 +232,71 @@ def test_no_valid_rows_is_refused_and_the_rejects_file_explains(tmp_path: Path) 
     with pytest.raises(PlanRefused, match=r"no valid rows: all 2 rows .* were refused; see .*c\.rejects\.csv"):
         build_plan(request(path), context())
     assert len(read_contacts(tmp_path / "c.rejects.csv").table) == 2
+
+
+def test_the_first_copy_that_can_be_sent_wins_over_an_earlier_refused_one(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("name,phone\n,9876543210\nAsha,+91 98765 43210\nRavi,098765 43210\n")
+    plan = build_plan(request(path, message="Hi #name#", dlt_template=None), context())
+    assert plan.bodies.to_pylist() == ["Hi Asha"]
+    assert plan.contacts.file.lines[plan.rows].tolist() == [3]
+    assert (plan.summary["rejected_by_reason"], plan.summary["duplicates"]) == ({"empty value for #name#": 1}, 1)
+    rejects = Path(plan.summary["rejects_file"]).read_text(encoding="utf-8-sig").splitlines()
+    assert rejects[1:] == [
+        '"2","9876543210","empty value for #name#"',
+        '"4","098765 43210","duplicate of line 3"',
+    ]
+
+
+def test_a_dlt_refused_copy_does_not_shut_out_a_later_matching_one(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("name,mobile,order\nBhagyalakshmi Venkataraman Iyer Rao,9876543210,A1\nAsha,9876543210,A2\n")
+    plan = build_plan(request(path), context())
+    assert plan.bodies.to_pylist() == ["Hi Asha, your order A2 has shipped. -ACME"]
+    assert plan.summary["duplicates"] == 0
+
+
+def test_smart_encoding_applies_to_the_static_dlt_check(tmp_path: Path) -> None:
+    path = contacts_file(tmp_path / "c.csv", 2)
+    straight = DltTemplate("1207161234567890125", "1", "ACMEIN", None, "Hi {#var#}, your order {#var#} isn't late.")
+    curly = "Hi #name#, your order #order# isn\u2019t late."
+    with pytest.raises(DltError, match="at all"):
+        build_plan(request(path, message=curly, dlt_template=straight), context())
+    plan = build_plan(request(path, message=curly, dlt_template=straight, smart_encoding=True), context())
+    assert plan.bodies.to_pylist() == ["Hi Asha, your order A0 isn't late.", "Hi Asha, your order A1 isn't late."]
+
+
+@pytest.mark.parametrize("var_max", [0, -5, 1001])
+def test_dlt_variable_length_is_bounded(tmp_path: Path, var_max: int) -> None:
+    path = contacts_file(tmp_path / "c.csv", 2)
+    with pytest.raises(PlanRefused, match="--dlt-var-max must be between 1 and 1000"):
+        build_plan(request(path, dlt_var_max=var_max), context())
+    assert build_plan(request(path, dlt_var_max=1000), context()).summary["valid"] == 2
+
+
+def test_the_sender_is_the_registered_header_as_registered(tmp_path: Path) -> None:
+    path = contacts_file(tmp_path / "c.csv", 2)
+    assert build_plan(request(path, sender=" acmein"), context()).summary["sender"] == "ACMEIN"
+    assert build_plan(request(path, sender="acmein", dlt_template=None), context()).summary["sender"] == "acmein"
+
+
+def test_a_plain_subject_is_carried_by_every_message(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("email,name\nasha@example.com,Asha\nravi@example.com,Ravi\n")
+    plan = build_plan(
+        request(path, channel="email", provider="pixabits", subject="Your Diwali offer", message="Hi #name#"),
+        context(),
+    )
+    assert plan.subjects is not None and plan.subjects.to_pylist() == ["Your Diwali offer"] * 2
+
+
+def test_a_stray_bad_byte_in_a_utf8_file_is_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    rows = "".join(f"Zoë Ångström,{9_000_000_000 + i},A{i}\n" for i in range(5))
+    path.write_bytes(("name,mobile,order\n" + rows).encode("utf-8") + b"Bad\xc3,9123456789,A9\n")
+    plan = build_plan(request(path, dlt_template=None), context())
+    assert plan.bodies.to_pylist()[0] == "Hi Zoë Ångström, your order A0 has shipped. -ACME"
+    assert [w for w in plan.summary["warnings"] if "invalid byte" in w] == [
+        f"{path} is UTF-8 apart from 1 invalid byte sequence, shown as \ufffd in the messages and the rejects file: "
+        "check those rows"
+    ]

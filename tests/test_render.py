@@ -33,6 +33,19 @@ def test_an_empty_value_without_default_refuses_the_row() -> None:
     assert list(rendered.reason) == [None, "empty value for #name#", "empty value for #code#"]
 
 
+def test_hashes_in_html_and_css_are_text_not_placeholders() -> None:
+    body = (
+        '<td style="border-color:#fff #eee #ccc #ddd;color: #333">Hi #first name#, see <a href="#top">#Offer No.#</a>'
+    )
+    template = Template.parse(body)
+    assert [p.key for p in template.placeholders] == ["first_name", "offer_no"]
+    rendered = template.render(frame(first_name=["Asha"], offer_no=["D-7"]))
+    assert rendered.texts.to_pylist() == [
+        '<td style="border-color:#fff #eee #ccc #ddd;color: #333">Hi Asha, see <a href="#top">D-7</a>'
+    ]
+    assert [p.written for p in Template.parse("# name# #name # #name|x y#").placeholders] == ["#name|x y#"]
+
+
 def test_text_without_placeholders_is_sent_as_written() -> None:
     rendered = Template.parse("Sale ends # tonight #1").render(frame(x=["a", "b"]))
     assert rendered.texts.to_pylist() == ["Sale ends # tonight #1"] * 2

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select, text
 
 from engine import models
 from engine.db import bulk_insert, current_revision, head_revision, make_engine, open_database, upgrade
+from engine.dlt import DltTemplate
 from engine.errors import ConfigurationError
 from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
 from engine.pricing import PriceTable
@@ -146,3 +147,32 @@ def test_states_are_constrained(database: Engine) -> None:
         sorted(s.value for s in models.BatchState),
         sorted(["planned", "sending", "submitted", "settled", "failed", "cancelled", "ambiguous"]),
     )
+
+
+def test_saved_messages_carry_a_plain_subject_the_registered_header_and_rounded_costs(
+    database: Engine, tmp_path: Path
+) -> None:
+    emails = tmp_path / "em.csv"
+    emails.write_text("email,name\nasha@example.com,Asha\nravi@example.com,Ravi\n")
+    plan = build_plan(
+        PlanRequest(emails, "email", "pixabits", "Hi #name#", sender="a@acme.in", subject="Your Diwali offer"),
+        PlanContext(prices=PriceTable.load()),
+    )
+    email_campaign = save_plan(database, plan)
+    phones = tmp_path / "sms.csv"
+    phones.write_text("name,mobile\n" + "".join(f"P{i},{9_000_000_000 + i}\n" for i in range(400)))
+    template = DltTemplate("1207161234567890126", "1", "ACMEIN", None, "Hello {#var#}")
+    plan = build_plan(
+        PlanRequest(phones, "sms", "pixabits", "Hello #name#", sender="acmein", dlt_template=template),
+        PlanContext(prices=PriceTable.load()),
+    )
+    sms_campaign = save_plan(database, plan)
+    with database.connect() as connection:
+        subjects = connection.execute(
+            select(models.Message.subject).where(models.Message.campaign_id == email_campaign)
+        ).scalars()
+        assert list(subjects) == ["Your Diwali offer"] * 2
+        sender = connection.execute(select(models.Campaign.sender).where(models.Campaign.id == sms_campaign))
+        assert sender.scalar_one() == "ACMEIN"
+        cost = connection.execute(select(models.Batch.estimated_cost).where(models.Batch.campaign_id == sms_campaign))
+        assert float(cost.scalar_one()) == 60.0  # 400 x 0.15 INR, which sums to 59.99999999999961

@@ -23,9 +23,8 @@ from sqlalchemy import Engine
 
 from engine.db import open_database
 from engine.dispatch import Sender
-from engine.errors import ConfigurationError
 from engine.local import api_key_of, notify_url, plan_of
-from engine.providers import PROVIDERS, make_provider, uses_sandbox
+from engine.providers import PROVIDERS, make_provider, require_services
 from engine.providers.base import new_session
 from engine.quota import RedisQuota
 from engine.rcs import RedisCapabilityCache
@@ -41,13 +40,7 @@ class Runtime:
     current: Runtime | None = None
 
     def __init__(self, settings: Settings) -> None:
-        for name in PROVIDERS:
-            if uses_sandbox(name, settings):
-                variable = f"{name.upper()}_BASE_URL"
-                raise ConfigurationError(
-                    f"{variable} is 'sandbox', which only works in local mode: with a broker, workers share one "
-                    f"provider, so run `campaign sandbox` and set {variable} to its URL"
-                )
+        require_services(settings)
         self.settings = settings
         self.loop = asyncio.new_event_loop()
         self.engine: Engine = open_database(settings.database_url)

@@ -39,6 +39,17 @@ def uses_sandbox(name: str, settings: Settings) -> bool:
     return (settings.pixabits_base_url if name == "pixabits" else settings.noxitel_base_url) == SANDBOX
 
 
+def require_services(settings: Settings) -> None:
+    """Refuse the embedded sandbox where workers must share one provider (it lives and dies with one process)."""
+    for name in PROVIDERS:
+        if uses_sandbox(name, settings):
+            variable = f"{name.upper()}_BASE_URL"
+            raise ConfigurationError(
+                f"{variable} is 'sandbox', which only works in local mode: with CAMPAIGN_BROKER_URL set, "
+                f"workers share one provider, so run `campaign sandbox` and point {variable} at it"
+            )
+
+
 @contextlib.asynccontextmanager
 async def open_provider(
     name: str, settings: Settings, session: aiohttp.ClientSession | None = None
