@@ -21,6 +21,8 @@ from engine.store import mark_campaign
 C, B, M = models.Campaign.__table__, models.Batch.__table__, models.Message.__table__
 State = models.CampaignState
 
+#: States from which a campaign may be paused.
+PAUSABLE = (State.RUNNING.value, State.SCHEDULED.value, State.WAITING.value)
 #: States from which a campaign may be (re)started.
 STARTABLE = (State.DRAFT.value, State.SCHEDULED.value, State.PAUSED.value, State.WAITING.value, State.FAILED.value)
 
@@ -117,9 +119,9 @@ def start(engine: Engine, campaign_id: int) -> Any:
 
 def pause(engine: Engine, campaign_id: int, reason: str = "paused by the user") -> None:
     campaign = _campaign(engine, campaign_id)
-    if campaign.state not in (State.RUNNING.value, State.SCHEDULED.value, State.WAITING.value):
+    if campaign.state not in PAUSABLE:
         raise CampaignError(f"campaign {campaign_id} is {campaign.state}; only a running or scheduled one can pause")
-    mark_campaign(engine, campaign_id, State.PAUSED, reason)
+    mark_campaign(engine, campaign_id, State.PAUSED, reason, PAUSABLE)
 
 
 def cancel(engine: Engine, campaign_id: int) -> int:
@@ -136,8 +138,10 @@ def cancel(engine: Engine, campaign_id: int) -> int:
             update(B).where(B.c.campaign_id == campaign_id, B.c.state == models.BatchState.PLANNED.value)
             .values(state=models.BatchState.CANCELLED.value)
         )
+        # Messages of a batch in flight are left alone: its worker records what the provider took.
+        cancelled = select(B.c.id).where(B.c.campaign_id == campaign_id, B.c.state == models.BatchState.CANCELLED.value)
         return connection.execute(
-            update(M).where(M.c.campaign_id == campaign_id, M.c.status == models.MessageStatus.PLANNED.value)
+            update(M).where(M.c.batch_id.in_(cancelled), M.c.status == models.MessageStatus.PLANNED.value)
             .values(status=models.MessageStatus.CANCELLED.value)
         ).rowcount
 
@@ -167,9 +171,10 @@ def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
         ).rowcount
         if count:
             pending = exists().where(M.c.batch_id == B.c.id, M.c.status == models.MessageStatus.PLANNED.value)
+            reopen = (models.BatchState.AMBIGUOUS.value, models.BatchState.SUBMITTED.value)
             connection.execute(
                 update(B)
-                .where(B.c.campaign_id == campaign_id, B.c.state == models.BatchState.AMBIGUOUS.value, pending)
+                .where(B.c.campaign_id == campaign_id, B.c.state.in_(reopen), pending)
                 .values(state=models.BatchState.PLANNED.value, error=None, claimed_by=None, claim_expires_at=None)
             )
             connection.execute(

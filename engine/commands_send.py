@@ -131,6 +131,8 @@ def _run(engine: Engine, settings: Settings, campaign_id: int, json_output: bool
     if settings.local_mode:
         _send_locally(engine, settings, campaign_id, json_output)
     else:
+        # Running in the database first: if the broker loses the task, the sweep still finds the work.
+        start(engine, campaign_id)
         _enqueue(settings, campaign_id)
         if wait:
             _wait_for_workers(engine, campaign_id, json_output)

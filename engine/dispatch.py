@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, exists, select, update
+from sqlalchemy import Connection, Engine, and_, exists, or_, select, update
 
 from engine import models
 from engine.clock import now
@@ -57,6 +57,7 @@ from engine.providers.errors import (
 )
 from engine.quota import DailyQuota, next_day
 from engine.rcs import CapabilityCache, MemoryCapabilityCache, capabilities
+from engine.recovery import LEASE_EXPIRED
 from engine.store import complete_if_done, mark_campaign, mark_submitted, set_provider_ids
 from engine.throttle import Throttle
 
@@ -65,8 +66,26 @@ log = logging.getLogger(__name__)
 B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
 BatchState, MessageStatus, CampaignState = models.BatchState, models.MessageStatus, models.CampaignState
 UNSENT = (MessageStatus.PLANNED.value, MessageStatus.QUEUED.value)
+#: Messages the recovery sweep marked ambiguous only because their worker's lease ran out.
+SWEPT = and_(M.c.status == MessageStatus.AMBIGUOUS.value, M.c.error == LEASE_EXPIRED)
+UNSENT_OR_SWEPT = or_(M.c.status.in_(UNSENT), SWEPT)
+#: How long a batch waits after its RCS capability lookups failed.
+CAPABILITY_RETRY_SECONDS = 60.0
 #: `_attempt`'s answer when only the one message of a per-recipient call was refused or left in doubt.
 MESSAGE_DONE = "message-done"
+
+
+class LeaseLost(Exception):
+    """The recovery sweep took the batch: this worker stops before another call."""
+
+
+class Lease:
+    """Whether this worker still holds its batch, as the heartbeat last found."""
+
+    __slots__ = ("lost",)
+
+    def __init__(self) -> None:
+        self.lost = False
 
 
 class MessageRow(NamedTuple):
@@ -108,12 +127,28 @@ class Sender:
     rcs_fallback: str = "provider"
     #: Longest provider `Retry-After` waited out in place; a longer one defers the batch.
     max_hold: float = 60.0
+    _leases: dict[int, Lease] = field(default_factory=dict, init=False, repr=False)
 
     async def send_batch(self, batch_id: int) -> str:
-        """Send one batch if it is still due and unclaimed; returns the state it ends in (or `skipped`)."""
+        """Send one batch if it is still due and unclaimed; returns the state it ends in (or `skipped`).
+
+        While the batch is in hand a heartbeat renews its lease, so only a worker
+        that died (or froze) loses it to the recovery sweep; a worker that finds
+        its lease gone stops before its next call.
+        """
         if not self._claim(batch_id):
             log.debug("batch %s is not due or already claimed", batch_id)
             return "skipped"
+        lease = Lease()
+        self._leases[batch_id] = lease
+        heartbeat = asyncio.create_task(self._keep_lease(batch_id, lease))
+        try:
+            return await self._send_claimed(batch_id)
+        finally:
+            heartbeat.cancel()
+            del self._leases[batch_id]
+
+    async def _send_claimed(self, batch_id: int) -> str:
         with self.engine.connect() as connection:
             batch = connection.execute(select(B).where(B.c.id == batch_id)).one()
             campaign = connection.execute(select(C).where(C.c.id == batch.campaign_id)).one()
@@ -158,13 +193,34 @@ class Sender:
             ).rowcount
         return claimed == 1
 
-    def _extend_lease(self, batch_id: int) -> None:
+    async def _keep_lease(self, batch_id: int, lease: Lease) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            if not self._extend_lease(batch_id):
+                lease.lost = True
+                return
+
+    def _extend_lease(self, batch_id: int) -> bool:
         with self.engine.begin() as connection:
-            connection.execute(
+            return connection.execute(
                 update(B)
                 .where(B.c.id == batch_id, B.c.claimed_by == self.worker, B.c.state == BatchState.SENDING.value)
                 .values(claim_expires_at=now() + timedelta(seconds=self.lease_seconds))
-            )
+            ).rowcount == 1
+
+    def _ours(self, batch_id: int) -> Any:
+        """The batch is still this worker's to write: claimed by it, or swept to ambiguous only for want of news.
+
+        What a worker learns after the sweep (the provider answered, or refused)
+        is evidence the sweep did not have, so it may still correct the batch.
+        """
+        return and_(
+            B.c.id == batch_id,
+            or_(
+                B.c.claimed_by == self.worker,
+                and_(B.c.state == BatchState.AMBIGUOUS.value, B.c.error == LEASE_EXPIRED),
+            ),
+        )
 
     # the call -------------------------------------------------------------------
 
@@ -176,9 +232,12 @@ class Sender:
         a worker for hours.
         """
         throttle = self.throttles[provider.name]
+        lease = self._leases[batch_id]
         failures = 0
         while True:
-            await throttle.acquire()
+            await throttle.acquire(max_wait=self.max_hold)
+            if lease.lost:
+                raise LeaseLost(f"batch {batch_id} was given up by the recovery sweep")
             try:
                 return await send(payload)
             except RateLimited as exc:
@@ -193,7 +252,6 @@ class Sender:
                 delay = self.retry.delay(failures)
                 log.warning("batch %s: %s; retry %d in %.1f s", batch_id, exc, failures, delay)
                 await asyncio.sleep(delay)
-            self._extend_lease(batch_id)
 
     async def _attempt(
         self,
@@ -201,17 +259,22 @@ class Sender:
         campaign: Any,
         rows: Sequence[Any],
         provider: Provider,
-        message_id: int | None = None,
+        part: Sequence[int] | None = None,
         channel: Channel | None = None,
     ) -> Submission | str:
-        """Reserve the daily quota, call the provider, and return its submission, or the state the error led to."""
+        """Reserve the daily quota, call the provider, and return its submission, or the state the error led to.
+
+        `part` names the messages of this call when it carries only some of the
+        batch (one recipient, or one side of an RCS/SMS split): a refusal or a
+        lost answer then concerns those messages alone.
+        """
         quota = self.quotas.get(provider.name)
         moment = now()
         if quota is not None and len(rows) > quota.limit:
             reason = f"{len(rows):,} messages never fit the daily quota of {quota.limit:,}: plan the campaign again"
-            return self._failed_call(batch, RequestRejected(provider.name, reason), message_id)
+            return self._failed_call(batch, RequestRejected(provider.name, reason), part)
         if quota is not None and not await quota.reserve(len(rows), moment):
-            self._release(batch.id, message_id, not_before=next_day(moment))
+            self._release(batch.id, part, not_before=next_day(moment))
             log.info("batch %s waits for tomorrow's %s quota", batch.id, provider.name)
             return BatchState.PLANNED.value
         sent = False
@@ -222,13 +285,16 @@ class Sender:
             submission = await self._call(batch.id, provider, send, payload)
             sent = True
             return submission
+        except LeaseLost:
+            log.warning("batch %s: lease lost; leaving it to the recovery sweep", batch.id)
+            return BatchState.AMBIGUOUS.value
         except OutcomeUnknown as exc:
             sent = True  # it may count against the quota: assume it does
-            return self._failed_call(batch, exc, message_id)
+            return self._failed_call(batch, exc, part)
         except ProviderError as exc:
-            return self._failed_call(batch, exc, message_id)
+            return self._failed_call(batch, exc, part)
         except InvalidRequest as exc:
-            return self._failed_call(batch, RequestRejected(provider.name, str(exc)), message_id)
+            return self._failed_call(batch, RequestRejected(provider.name, str(exc)), part)
         finally:
             if quota is not None:
                 await quota.finish(len(rows), moment, sent)
@@ -259,7 +325,7 @@ class Sender:
                 ).rowcount
             if not claimed:
                 continue
-            submission = await self._attempt(batch, campaign, [row], provider, message_id=row.id)
+            submission = await self._attempt(batch, campaign, [row], provider, part=[row.id])
             if submission == MESSAGE_DONE:
                 continue
             if isinstance(submission, str):
@@ -347,18 +413,25 @@ class Sender:
     async def _send_rcs_routed(self, batch: Any, campaign: Any, rows: Sequence[Any], provider: Provider) -> str:
         """RCS to the devices that take it, the campaign's SMS fallback to the others: never both, never twice."""
         agent = int(campaign.agent_id) if campaign.agent_id else None
+        numbers = [r.address for r in rows]
         try:
             capable = await capabilities(
-                provider, self.throttles[provider.name], self.capability_cache, [r.address for r in rows], agent
+                provider, self.throttles[provider.name], self.capability_cache, numbers, agent, self.max_hold
             )
         except ProviderError as exc:
-            return self._failed_call(batch, exc)
+            # Only lookups failed: nothing was sent, so the batch simply goes again later.
+            wait = exc.retry_after if isinstance(exc, RateLimited) else CAPABILITY_RETRY_SECONDS
+            log.warning("batch %s: capability lookups failed (%s); again in %.0f s", batch.id, exc, wait)
+            self._release(batch.id, None, not_before=now() + timedelta(seconds=wait))
+            return BatchState.PLANNED.value
         parts = ((Channel.SMS, [r for r in rows if not capable[r.address]]),
                  (Channel.RCS, [r for r in rows if capable[r.address]]))
         for channel, part in parts:
             if not part:
                 continue
-            submission = await self._attempt(batch, campaign, part, provider, channel=channel)
+            submission = await self._attempt(batch, campaign, part, provider, [r.id for r in part], channel)
+            if submission == MESSAGE_DONE:
+                continue
             if isinstance(submission, str):
                 return submission
             ids = {row.address: row.id for row in part}
@@ -381,7 +454,7 @@ class Sender:
         moment = now()
         connection.execute(
             update(B)
-            .where(B.c.id == batch_id, B.c.state.in_([BatchState.SENDING.value, BatchState.AMBIGUOUS.value]))
+            .where(self._ours(batch_id))
             .values(
                 state=BatchState.SUBMITTED.value,
                 provider_batch_id=submission.batch_id if submission else None,
@@ -395,73 +468,86 @@ class Sender:
         if submission is not None:
             connection.execute(
                 update(M)
-                .where(
-                    M.c.batch_id == batch_id,
-                    M.c.status.in_([MessageStatus.PLANNED.value, MessageStatus.AMBIGUOUS.value]),
-                )
-                .values(status=MessageStatus.SUBMITTED.value, submitted_at=moment, channel_used=channel)
+                .where(M.c.batch_id == batch_id, UNSENT_OR_SWEPT)
+                .values(status=MessageStatus.SUBMITTED.value, submitted_at=moment, channel_used=channel, error=None)
             )
 
-    def _failed_call(self, batch: Any, exc: ProviderError, message_id: int | None = None) -> str:
-        """Act on a provider error: the answer says whether to stop the campaign, the batch or one message."""
+    def _failed_call(self, batch: Any, exc: ProviderError, part: Sequence[int] | None = None) -> str:
+        """Act on a provider error: the answer says whether to stop the campaign, the batch or some messages."""
         if isinstance(exc, RateLimited):
-            self._release(batch.id, message_id, not_before=now() + timedelta(seconds=exc.retry_after))
+            self._release(batch.id, part, not_before=now() + timedelta(seconds=exc.retry_after))
             return BatchState.PLANNED.value
         if isinstance(exc, InsufficientCredits):
-            self._release(batch.id, message_id)
+            self._release(batch.id, part)
             mark_campaign(self.engine, batch.campaign_id, CampaignState.PAUSED,
                           f"paused: {exc}. Top up, then `campaign resume {batch.campaign_id}`")
             return BatchState.PLANNED.value
         if isinstance(exc, AuthenticationFailed):
-            self._release(batch.id, message_id)
+            self._release(batch.id, part)
             mark_campaign(self.engine, batch.campaign_id, CampaignState.FAILED, f"failed: {exc}")
             return BatchState.PLANNED.value
-        if message_id is not None and isinstance(exc, RequestRejected | OutcomeUnknown):
-            # One recipient per call: only this message is refused or in doubt; the others go on.
-            outcome = MessageStatus.AMBIGUOUS if isinstance(exc, OutcomeUnknown) else MessageStatus.FAILED
-            with self.engine.begin() as connection:
-                connection.execute(update(M).where(M.c.id == message_id).values(status=outcome.value, error=str(exc)))
+        doubt = isinstance(exc, OutcomeUnknown)
+        outcome = MessageStatus.AMBIGUOUS if doubt else MessageStatus.FAILED
+        if part is not None:
+            # Only these messages were in the call: they are refused or in doubt; the others go on.
+            self._mark(part, outcome, str(exc))
             return MESSAGE_DONE
-        if isinstance(exc, OutcomeUnknown):
-            in_doubt = ((MessageStatus.PLANNED.value,), MessageStatus.AMBIGUOUS)
-            self._close_batch(batch.id, BatchState.AMBIGUOUS, str(exc), in_doubt)
-            return BatchState.AMBIGUOUS.value
-        self._close_batch(batch.id, BatchState.FAILED, str(exc), (UNSENT, MessageStatus.FAILED))
-        return BatchState.FAILED.value
+        self._close_batch(batch.id, BatchState.AMBIGUOUS if doubt else BatchState.FAILED, str(exc), outcome)
+        return BatchState.AMBIGUOUS.value if doubt else BatchState.FAILED.value
 
-    def _release(self, batch_id: int, message_id: int | None, not_before: datetime | None = None) -> None:
-        """Nothing was sent: give the batch (and a claimed message) back to `planned`, due again at `not_before`."""
+    def _mark(self, message_ids: Sequence[int], status: MessageStatus, reason: str) -> None:
+        values: dict[str, Any] = {"status": status.value, "error": reason}
+        if status is MessageStatus.AMBIGUOUS:
+            values["submitted_at"] = now()  # it may have gone out, and counts against the quota
         with self.engine.begin() as connection:
-            if message_id is not None:
-                connection.execute(
-                    update(M).where(M.c.id == message_id).values(status=MessageStatus.PLANNED.value)
-                )
-            connection.execute(
+            for start in range(0, len(message_ids), 5_000):
+                connection.execute(update(M).where(M.c.id.in_(message_ids[start : start + 5_000])).values(**values))
+
+    def _release(self, batch_id: int, part: Sequence[int] | None, not_before: datetime | None = None) -> None:
+        """Nothing was sent: give the batch (and the messages of this call) back to `planned`, due at `not_before`.
+
+        Messages the sweep had marked ambiguous meanwhile go back too: no call of theirs left this worker.
+        """
+        with self.engine.begin() as connection:
+            owned = connection.execute(
                 update(B)
-                .where(B.c.id == batch_id, B.c.claimed_by == self.worker)
-                .values(state=BatchState.PLANNED.value, claimed_by=None, claim_expires_at=None,
+                .where(self._ours(batch_id))
+                .values(state=BatchState.PLANNED.value, claimed_by=None, claim_expires_at=None, error=None,
                         not_before=not_before or B.c.not_before)
+            ).rowcount
+            if not owned:
+                return
+            unsent = M.c.status == MessageStatus.QUEUED.value
+            if part is not None:
+                unsent = and_(unsent, M.c.id.in_(part))
+            connection.execute(
+                update(M)
+                .where(M.c.batch_id == batch_id, or_(unsent, SWEPT))
+                .values(status=MessageStatus.PLANNED.value, error=None, submitted_at=None)
+            )
+            # If the sweep had closed the campaign on this batch, there is work again.
+            connection.execute(
+                update(C)
+                .where(
+                    C.c.id == select(B.c.campaign_id).where(B.c.id == batch_id).scalar_subquery(),
+                    C.c.state == CampaignState.COMPLETED.value,
+                )
+                .values(state=CampaignState.RUNNING.value, finished_at=None)
             )
 
     def _close_batch(
-        self,
-        batch_id: int,
-        state: BatchState,
-        reason: str | None,
-        messages: tuple[Sequence[str], MessageStatus] | None = None,
+        self, batch_id: int, state: BatchState, reason: str | None, messages: MessageStatus | None = None
     ) -> None:
-        """Release the batch in `state`; `messages` moves its messages in the given statuses to another."""
+        """Release the batch in `state`; `messages` is what its unsent messages become."""
         with self.engine.begin() as connection:
-            if messages is not None:
-                statuses, to = messages
-                connection.execute(
-                    update(M)
-                    .where(M.c.batch_id == batch_id, M.c.status.in_(statuses))
-                    .values(status=to.value, error=reason)
-                )
-            connection.execute(
+            owned = connection.execute(
                 update(B)
-                .where(B.c.id == batch_id)
+                .where(self._ours(batch_id))
                 .values(state=state.value, error=reason, claimed_by=None, claim_expires_at=None)
-            )
+            ).rowcount
+            if owned and messages is not None:
+                values: dict[str, Any] = {"status": messages.value, "error": reason}
+                if messages is MessageStatus.AMBIGUOUS:
+                    values["submitted_at"] = now()
+                connection.execute(update(M).where(M.c.batch_id == batch_id, UNSENT_OR_SWEPT).values(**values))
             complete_if_done(connection, select(B.c.campaign_id).where(B.c.id == batch_id).scalar_subquery())

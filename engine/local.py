@@ -20,9 +20,10 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from engine import models
-from engine.campaigns import pause, status
+from engine.campaigns import status
 from engine.dispatch import Sender
 from engine.errors import CampaignError
+from engine.models import CampaignState
 from engine.phones import normalize_one
 from engine.planner import Plan
 from engine.plans import PIXABITS_PLANS, RatePlan, noxitel_plan
@@ -31,6 +32,7 @@ from engine.providers.base import Channel, Provider
 from engine.quota import DatabaseQuota
 from engine.recovery import due_batches, sweep
 from engine.settings import Settings
+from engine.store import mark_campaign
 from engine.throttle import MemoryThrottle, account_id
 
 #: Told how many messages are through (sent, failed or in doubt) after each batch.
@@ -42,6 +44,22 @@ class Outcome:
     state: str
     reason: str | None
     counts: dict[str, int]
+
+
+def _wait_for_deferred(engine: Engine, campaign_id: int) -> None:
+    """Batches put off (daily quota, a long `Retry-After`) have no one to send them once this process ends:
+    the campaign waits, saying until when and how to go on."""
+    batches = models.Batch.__table__
+    with engine.connect() as connection:
+        later = connection.execute(
+            select(func.min(batches.c.not_before), func.coalesce(func.sum(batches.c.size), 0)).where(
+                batches.c.campaign_id == campaign_id, batches.c.state == models.BatchState.PLANNED.value
+            )
+        ).one()
+    if later[1]:
+        when = f" until {later[0]:%Y-%m-%d %H:%M} UTC" if later[0] else ""
+        mark_campaign(engine, campaign_id, CampaignState.WAITING,
+                      f"{later[1]:,} messages wait{when}; then `campaign resume {campaign_id}` sends them")
 
 
 def plan_of(provider: str, settings: Settings) -> RatePlan:
@@ -112,7 +130,9 @@ async def send_campaign(
     due = [batch_id for batch_id, _ in due_batches(engine, campaign_id=campaign_id)]
     await asyncio.gather(*(one(batch_id) for batch_id in due))
     if stop is not None and stop.is_set():
-        pause(engine, campaign_id, f"interrupted; `campaign resume {campaign_id}` continues where it stopped")
+        mark_campaign(engine, campaign_id, CampaignState.PAUSED,
+                      f"interrupted; `campaign resume {campaign_id}` continues where it stopped")
+    _wait_for_deferred(engine, campaign_id)
     final = status(engine, campaign_id)
     return Outcome(final.state, final.reason, final.counts)
 

@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 from engine.providers.base import Provider
-from engine.providers.errors import RateLimited
+from engine.providers.errors import OutcomeUnknown, ProviderError, RateLimited, TransientError
 from engine.throttle import Throttle
 
 CAPABILITY_TTL = 24 * 3600
 #: Capability calls in flight at once for one batch (the throttle still sets the pace).
 LOOKUP_CONCURRENCY = 32
+LOOKUP_ATTEMPTS = 3
 
 
 class CapabilityCache(abc.ABC):
@@ -72,22 +73,43 @@ class RedisCapabilityCache(CapabilityCache):
 
 
 async def capabilities(
-    provider: Provider, throttle: Throttle, cache: CapabilityCache, numbers: Sequence[str], agent_id: int | None
+    provider: Provider,
+    throttle: Throttle,
+    cache: CapabilityCache,
+    numbers: Sequence[str],
+    agent_id: int | None,
+    max_wait: float | None = None,
 ) -> dict[str, bool]:
-    """Whether each number takes RCS: from the cache, else asked of the provider under its throttle."""
+    """Whether each number takes RCS: from the cache, else asked of the provider under its throttle.
+
+    A lookup only reads, so any failure (even a lost answer) is retried a few
+    times; if one still fails the others are stopped and the error goes up.
+    """
     known = await cache.get_many(numbers)
     missing = [n for n in numbers if n not in known]
     semaphore = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+    fresh: dict[str, bool] = {}
 
-    async def ask(number: str) -> tuple[str, bool]:
+    async def ask(number: str) -> None:
         async with semaphore:
-            while True:
-                await throttle.acquire()
+            for attempt in range(LOOKUP_ATTEMPTS):
+                await throttle.acquire(max_wait=max_wait)
                 try:
-                    return number, (await provider.rcs_capability(number, agent_id)).enabled
+                    fresh[number] = (await provider.rcs_capability(number, agent_id)).enabled
+                    return
                 except RateLimited as exc:
                     await throttle.hold(exc.retry_after)
+                except (TransientError, OutcomeUnknown):
+                    if attempt + 1 == LOOKUP_ATTEMPTS:
+                        raise
+                    await asyncio.sleep(0.5 * 2**attempt)
 
-    fresh = dict(await asyncio.gather(*(ask(n) for n in missing)))
-    await cache.put_many(fresh)
+    try:
+        async with asyncio.TaskGroup() as group:
+            for number in missing:
+                group.create_task(ask(number))
+    except* ProviderError as failures:
+        raise failures.exceptions[0] from None
+    finally:
+        await cache.put_many(fresh)
     return {**known, **fresh}

@@ -14,12 +14,12 @@ the extra doorbell harmless.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Engine, exists, select, update
 
 from engine import clock, models
-from engine.plans import BATCH_LIMITS
+from engine.plans import CALL_LIMITS
 from engine.store import complete_if_done
 
 B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
@@ -34,58 +34,40 @@ class Sweep:
     due: list[tuple[int, str]]
 
 
-def sweep(engine: Engine, now: datetime | None = None, stale_after: float = 0.0) -> Sweep:
-    """Recover expired leases; return due batches not rung for `stale_after` seconds (and note them rung now)."""
+def sweep(engine: Engine, now: datetime | None = None) -> Sweep:
+    """Recover expired leases; return the due batches of running campaigns."""
     moment = now or clock.now()
     with engine.begin() as connection:
+        # One statement takes the expired batches, so a worker that records its
+        # answer at the same moment either wins (state no longer `sending`) or loses whole.
         expired = connection.execute(
-            select(B.c.id, B.c.provider, B.c.channel).where(
-                B.c.state == BatchState.SENDING.value, B.c.claim_expires_at < moment
-            )
+            update(B)
+            .where(B.c.state == BatchState.SENDING.value, B.c.claim_expires_at < moment)
+            .values(state=BatchState.AMBIGUOUS.value, error=LEASE_EXPIRED, claimed_by=None, claim_expires_at=None)
+            .returning(B.c.id, B.c.provider, B.c.channel)
         ).all()
-        one_by_one = [b.id for b in expired if BATCH_LIMITS.get(b.provider, {}).get(b.channel) == 1]
+        one_by_one = [b.id for b in expired if CALL_LIMITS.get(b.provider, {}).get(b.channel) == 1]
         whole = [b.id for b in expired if b.id not in set(one_by_one)]
         if one_by_one:
             connection.execute(
                 update(M)
                 .where(M.c.batch_id.in_(one_by_one), M.c.status == MessageStatus.QUEUED.value)
-                .values(status=MessageStatus.AMBIGUOUS.value, error=LEASE_EXPIRED)
+                .values(status=MessageStatus.AMBIGUOUS.value, error=LEASE_EXPIRED, submitted_at=moment)
             )
             connection.execute(
-                update(B)
-                .where(B.c.id.in_(one_by_one))
-                .values(state=BatchState.PLANNED.value, claimed_by=None, claim_expires_at=None)
+                update(B).where(B.c.id.in_(one_by_one)).values(state=BatchState.PLANNED.value, error=None)
             )
         if whole:
             connection.execute(
                 update(M)
                 .where(M.c.batch_id.in_(whole), M.c.status == MessageStatus.PLANNED.value)
-                .values(status=MessageStatus.AMBIGUOUS.value, error=LEASE_EXPIRED)
-            )
-            connection.execute(
-                update(B)
-                .where(B.c.id.in_(whole))
-                .values(state=BatchState.AMBIGUOUS.value, error=LEASE_EXPIRED, claimed_by=None, claim_expires_at=None)
+                .values(status=MessageStatus.AMBIGUOUS.value, error=LEASE_EXPIRED, submitted_at=moment)
             )
         complete_if_done(connection)
-    due = due_batches(engine, moment, stale_before=moment - timedelta(seconds=stale_after))
-    mark_rung(engine, [batch_id for batch_id, _ in due], moment)
-    return Sweep(whole, one_by_one, due)
+    return Sweep(whole, one_by_one, due_batches(engine, moment))
 
 
-def mark_rung(engine: Engine, batch_ids: list[int], now: datetime | None = None) -> None:
-    """Remember when a batch's doorbell was last rung, so the sweep does not ring it again at once."""
-    if batch_ids:
-        with engine.begin() as connection:
-            connection.execute(update(B).where(B.c.id.in_(batch_ids)).values(updated_at=now or clock.now()))
-
-
-def due_batches(
-    engine: Engine,
-    now: datetime | None = None,
-    campaign_id: int | None = None,
-    stale_before: datetime | None = None,
-) -> list[tuple[int, str]]:
+def due_batches(engine: Engine, now: datetime | None = None, campaign_id: int | None = None) -> list[tuple[int, str]]:
     """(batch id, provider) of planned batches that may go now, of running campaigns, in campaign order."""
     moment = now or clock.now()
     running = exists().where(C.c.id == B.c.campaign_id, C.c.state == models.CampaignState.RUNNING.value)
@@ -96,8 +78,6 @@ def due_batches(
     )
     if campaign_id is not None:
         query = query.where(B.c.campaign_id == campaign_id)
-    if stale_before is not None:
-        query = query.where(B.c.updated_at < stale_before)
     with engine.connect() as connection:
         rows = connection.execute(query.order_by(B.c.campaign_id, B.c.seq)).all()
     return [(row.id, row.provider) for row in rows]

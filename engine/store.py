@@ -12,13 +12,20 @@ from engine import models
 from engine.db import bulk_insert
 
 
-def mark_campaign(engine: Engine, campaign_id: int, state: models.CampaignState, reason: str | None) -> None:
+def mark_campaign(
+    engine: Engine,
+    campaign_id: int,
+    state: models.CampaignState,
+    reason: str | None,
+    only_from: Sequence[str] = (models.CampaignState.RUNNING.value,),
+) -> bool:
+    """Move a campaign to `state` if it is in one of `only_from` (a cancelled campaign is not paused by a 402)."""
     with engine.begin() as connection:
-        connection.execute(
+        return connection.execute(
             update(models.Campaign)
-            .where(models.Campaign.id == campaign_id)
+            .where(models.Campaign.id == campaign_id, models.Campaign.state.in_(only_from))
             .values(state=state.value, state_reason=reason)
-        )
+        ).rowcount == 1
 
 
 def complete_if_done(connection: Connection, campaign_id: Any = None) -> None:

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from engine.errors import InvalidRequest
 from engine.plans import RatePlan
+from engine.providers.errors import RateLimited
 
 HEADROOM = 0.9
 
@@ -45,11 +46,18 @@ class Throttle(abc.ABC):
         self.burst = max(1, int(plan.burst * headroom))
         self.emission = 1.0 / self.rate
 
-    async def acquire(self, requests: int = 1) -> None:
-        """Wait until `requests` calls may be made now."""
+    async def acquire(self, requests: int = 1, max_wait: float | None = None) -> None:
+        """Wait until `requests` calls may be made now.
+
+        A wait longer than `max_wait` (a provider's long `Retry-After` holding
+        the account) raises `RateLimited` instead: the caller should put its work
+        aside rather than sit on it for that long.
+        """
         if requests > self.burst:
             raise InvalidRequest(f"{requests} calls at once can never fit a burst of {self.burst}")
         while (wait := await self.try_acquire(requests)) > 0:
+            if max_wait is not None and wait > max_wait:
+                raise RateLimited("throttle", f"the account is held for {wait:.0f} s", None, wait)
             await asyncio.sleep(wait)
 
     @abc.abstractmethod

@@ -13,12 +13,13 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from engine import clock, models
-from engine.campaigns import resend_ambiguous, start
+from engine.campaigns import cancel, resend_ambiguous, start, status
 from engine.dispatch import RetryPolicy, Sender
 from engine.dlt import DltTemplate
 from engine.local import local_sender, send_campaign
 from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
 from engine.pricing import PriceTable
+from engine.providers.errors import InsufficientCredits
 from engine.recovery import sweep
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.outcomes import rcs_capable
@@ -222,14 +223,14 @@ async def test_the_starter_daily_quota_defers_the_rest_to_tomorrow(
     campaign_id = plan_campaign(database, tmp_path, 1_500, provider="pixabits", daily_quota=1_000)
     async with local_sender(database, settings, "pixabits") as sender:
         first = await send_campaign(database, sender, campaign_id)
-        assert (first.state, first.counts) == ("running", {"submitted": 1_000, "planned": 500})
+        assert (first.state, first.counts) == ("waiting", {"submitted": 1_000, "planned": 500})
+        assert "500 messages wait until" in (first.reason or "") and f"campaign resume {campaign_id}" in first.reason
         assert sandbox.endpoint("POST /v2/sms/bulk")["rate_limited"] == 0  # the quota was never overrun
-        with database.connect() as connection:
-            waiting = connection.execute(select(B.c.not_before).where(B.c.state == "planned")).scalar_one()
-        assert waiting is not None
+        assert (await send_campaign(database, sender, campaign_id)).counts["planned"] == 500  # not before tomorrow
         clock.advance(24 * 3600)
         sandbox.advance_clock(24 * 3600)
         try:
+            start(database, campaign_id)
             second = await send_campaign(database, sender, campaign_id)
         finally:
             clock.reset()
@@ -294,3 +295,76 @@ async def test_one_lost_answer_in_a_per_recipient_batch_leaves_only_that_message
         outcome = await send_campaign(database, sender, campaign_id)
     assert (outcome.state, outcome.counts) == ("completed", {"ambiguous": 1, "submitted": 4})
     assert recipients(sandbox, "POST /v1/rcs/send") == {n: 1 for n in phones(5)}
+
+
+async def test_cancel_during_a_send_keeps_what_the_provider_took(
+    database: Engine, noxitel: Sender, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 60, batch_size=20)
+    sandbox.configure(latency_ms=800)
+    sending = asyncio.create_task(send_campaign(database, noxitel, campaign_id, concurrency=1))
+    while True:  # cancel while the first batch is with the provider
+        with database.connect() as connection:
+            if connection.execute(select(B.c.id).where(B.c.state == "sending")).first():
+                break
+        await asyncio.sleep(0.02)
+    cancel(database, campaign_id)
+    outcome = await sending
+    assert outcome.state == "cancelled"
+    assert outcome.counts == {"submitted": 20, "cancelled": 40}
+    assert sandbox.endpoint("POST /api/v2/sms")["recipients"] == {n: 1 for n in phones(20)}
+
+
+async def test_the_sweep_never_overwrites_a_batch_that_was_recorded(
+    database: Engine, noxitel: Sender, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 10)
+    assert (await send_campaign(database, noxitel, campaign_id)).counts == {"submitted": 10}
+    with database.begin() as connection:  # a stale lease left on a batch that is already submitted
+        connection.execute(update(B).values(claim_expires_at=clock.now()))
+    assert sweep(database).ambiguous_batches == []
+    with database.connect() as connection:
+        assert connection.execute(select(B.c.state)).scalar_one() == "submitted"
+
+
+async def test_news_after_the_sweep_corrects_the_batch(
+    database: Engine, noxitel: Sender, tmp_path: Path
+) -> None:
+    """A worker that froze past its lease and then hears 402 knows nothing was sent: the batch goes back."""
+    campaign_id = plan_campaign(database, tmp_path, 10)
+    with database.connect() as connection:
+        batch = connection.execute(select(B)).one()
+    assert noxitel._claim(batch.id)
+    with database.begin() as connection:
+        connection.execute(update(B).values(claim_expires_at=clock.now()))
+    assert sweep(database).ambiguous_batches == [batch.id]
+    noxitel._failed_call(batch, InsufficientCredits("noxitel", "Insufficient credits", 402))
+    current = status(database, campaign_id)
+    assert (current.state, current.counts, current.batches) == ("paused", {"planned": 10}, {"planned": 1})
+
+
+async def test_a_swept_recipient_of_a_per_call_batch_can_be_resent(
+    database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 4, provider="pixabits", channel="rcs", message="Hi #name#")
+    with database.begin() as connection:  # a worker claimed the batch and died during its first call
+        connection.execute(update(B).values(state="sending", claimed_by="dead", claim_expires_at=clock.now()))
+        first = connection.execute(select(M.c.id).order_by(M.c.id)).scalars().first()
+        connection.execute(update(M).where(M.c.id == first).values(status="queued"))
+    assert sweep(database).resumed_batches != []
+    async with local_sender(database, settings, "pixabits") as sender:
+        assert (await send_campaign(database, sender, campaign_id)).counts == {"ambiguous": 1, "submitted": 3}
+        assert resend_ambiguous(database, campaign_id) == 1
+        final = await send_campaign(database, sender, campaign_id)
+    assert (final.state, final.counts) == ("completed", {"submitted": 4})
+    assert recipients(sandbox, "POST /v1/rcs/send") == {n: 1 for n in phones(4)}
+
+
+async def test_a_long_hold_defers_the_batch_instead_of_parking_the_sender(
+    database: Engine, noxitel: Sender, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id = plan_campaign(database, tmp_path, 10)
+    await noxitel.throttles["noxitel"].hold(3_600)  # the provider asked every sender to wait an hour
+    outcome = await send_campaign(database, noxitel, campaign_id)
+    assert outcome.state == "waiting" and outcome.counts == {"planned": 10}
+    assert sandbox.endpoint("POST /api/v2/sms") == {}

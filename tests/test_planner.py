@@ -12,7 +12,7 @@ import pytest
 from engine.contacts import read_contacts
 from engine.dlt import DltError, DltTemplate
 from engine.planner import PlanContext, PlanRefused, PlanRequest, build_plan, cut_batches
-from engine.plans import BATCH_LIMITS
+from engine.plans import CALL_LIMITS
 from engine.pricing import PriceTable
 from engine.providers.base import Balance
 
@@ -86,10 +86,11 @@ def test_email_batches_stop_at_ten_thousand(tmp_path: Path) -> None:
     assert plan.summary["estimated_cost"] == pytest.approx(25_000 * 0.02)
 
 
-def test_pixabits_rcs_goes_one_recipient_per_call_and_noxitel_has_no_email(tmp_path: Path) -> None:
-    path = contacts_file(tmp_path / "c.csv", 5)
+def test_one_recipient_endpoints_still_get_batches_and_noxitel_has_no_email(tmp_path: Path) -> None:
+    """Pixabits RCS takes one recipient per call, but a batch (one task) holds many such calls."""
+    path = contacts_file(tmp_path / "c.csv", 2_500)
     plan = build_plan(request(path, channel="rcs", provider="pixabits", dlt_template=None), context())
-    assert batch_sizes(plan) == [1] * 5 and BATCH_LIMITS["pixabits"]["rcs"] == 1
+    assert batch_sizes(plan) == [1_000, 1_000, 500] and CALL_LIMITS["pixabits"]["rcs"] == 1
     with pytest.raises(PlanRefused, match="noxitel does not offer email"):
         build_plan(request(path, channel="email", subject="x"), context())
 

@@ -17,8 +17,12 @@ from engine.campaigns import start, state_of, status
 from engine.dlt import DltTemplate
 from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
 from engine.pricing import PriceTable
+from engine.sandbox.config import SandboxConfig
+from engine.sandbox.outcomes import rcs_capable
 from tests.fixtures.celery import LEASE_SECONDS, Workers
-from tests.fixtures.sandbox import Sandbox
+from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
+
+SANDBOX = SandboxConfig(seed=SANDBOX_SEED)
 
 DLT = DltTemplate("1207161234567890123", "1201159876543210987", "ACMEIN", None,
                   "Hi {#var#}, your order {#var#} has shipped. -ACME")
@@ -35,20 +39,23 @@ def fresh(sandbox: Sandbox) -> Sandbox:
 
 
 def campaign(workers: Workers, tmp_path: Path, count: int, provider: str = "noxitel", channel: str = "sms",
-             batch_size: int | None = None) -> tuple[int, list[str]]:
+             batch_size: int | None = None, message: str = MESSAGE, **options: object) -> tuple[int, list[str]]:
     """Plan a campaign to `count` numbers no other test of the session uses; returns its id and numbers."""
     first = next(_first_number)
     numbers = (first + np.arange(count)).astype(str)
     path = tmp_path / "contacts.csv"
     pa_csv.write_csv(pa.table({"name": np.full(count, "Asha"), "mobile": numbers,
                                "order": np.char.add("A", np.arange(count).astype(str))}), str(path))
-    request = PlanRequest(contacts=path, channel=channel, provider=provider, message=MESSAGE, sender="ACMEIN",
-                          dlt_template=DLT if channel == "sms" else None, batch_size=batch_size, spread=False)
+    request = PlanRequest(contacts=path, channel=channel, provider=provider, message=message, sender="ACMEIN",
+                          dlt_template=DLT if channel == "sms" else None, batch_size=batch_size, spread=False,
+                          **options)  # type: ignore[arg-type]
     campaign_id = save_plan(workers.engine, build_plan(request, PlanContext(prices=PriceTable.load())))
     return campaign_id, [f"+91{n}" for n in numbers]
 
 
 def launch(workers: Workers, campaign_id: int) -> None:
+    """What `campaign send` and `campaign resume` do with workers: running in the database, then the bells."""
+    start(workers.engine, campaign_id)
     workers.run("campaign.start_campaign", campaign_id)
 
 
@@ -103,9 +110,10 @@ def test_a_killed_worker_loses_nothing_and_sends_nothing_twice(
                 B.c.campaign_id == campaign_id, B.c.state == "sending")).scalar_one())
 
     workers.wait_for(sending, what="a batch in flight")
-    victim = workers.processes[0]
-    for pid in victim.child_pids():
-        os.kill(pid, signal.SIGKILL)
+    with workers.engine.connect() as connection:  # the pool process that holds it
+        holder = connection.execute(select(B.c.claimed_by).where(
+            B.c.campaign_id == campaign_id, B.c.state == "sending")).scalars().first()
+    os.kill(int(holder.rsplit(":", 1)[1]), signal.SIGKILL)
     fresh.configure(latency_ms=0)
 
     def leases_expired_and_swept() -> bool:
@@ -117,6 +125,7 @@ def test_a_killed_worker_loses_nothing_and_sends_nothing_twice(
     accepted = recipients(fresh, "POST /api/v2/sms")
     assert set(accepted.values()) <= {1}
     assert final.counts.get("planned", 0) == 0
+    assert final.counts.get("ambiguous", 0) >= 1  # the killed worker's batch is flagged, not lost or re-sent
     assert sum(final.counts.values()) == 3_000
     with workers.engine.connect() as connection:
         rows = connection.execute(select(M.c.address, M.c.status).where(M.c.campaign_id == campaign_id)).all()
@@ -171,3 +180,19 @@ def test_a_flushed_broker_costs_nothing(workers: Workers, fresh: Sandbox, tmp_pa
                      what="the sweep to finish the campaign")
     assert status(workers.engine, campaign_id).counts == {"submitted": 2_000}
     assert recipients(fresh, "POST /api/v2/sms") == {n: 1 for n in numbers}
+
+
+def test_rcs_with_a_personal_fallback_through_the_workers(workers: Workers, fresh: Sandbox, tmp_path: Path) -> None:
+    """Capability answers are cached in Redis; capable devices get RCS, the others the SMS, none both."""
+    campaign_id, numbers = campaign(workers, tmp_path, 60, channel="rcs", message="Hi #name#, sale on",
+                                    agent_id="42", fallback_message="Order #order#: sale on at ACME")
+    launch(workers, campaign_id)
+    workers.wait_for(lambda: sent_all(workers, campaign_id), what="the campaign to be sent")
+    assert status(workers.engine, campaign_id).counts == {"submitted": 60}
+    capable = {n for n in numbers if rcs_capable(SANDBOX, n[1:])}
+    assert set(recipients(fresh, "POST /api/v2/rcs/message")) == capable
+    assert set(recipients(fresh, "POST /api/v2/sms")) == set(numbers) - capable
+    with workers.engine.connect() as connection:
+        used = dict(connection.execute(
+            select(M.c.address, M.c.channel_used).where(M.c.campaign_id == campaign_id)).all())
+    assert {a for a, c in used.items() if c == "rcs"} == capable

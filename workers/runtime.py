@@ -12,12 +12,14 @@ them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from celery import signals
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from sqlalchemy import Engine
 
@@ -44,6 +46,7 @@ class Runtime:
         self.settings = settings
         self.loop = asyncio.new_event_loop()
         self.engine: Engine = open_database(settings.database_url)
+        self.bells = SyncRedis.from_url(settings.broker_url or "")
         self.sender = self.loop.run_until_complete(self._sender())
 
     async def _sender(self) -> Sender:
@@ -73,8 +76,19 @@ class Runtime:
             rcs_fallback=settings.rcs_fallback,
         )
 
+    def bell_key(self, batch_id: int) -> str:
+        return f"{self.settings.broker_prefix}doorbell:{batch_id}"
+
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coroutine)
+        """Run a task's coroutine to its end; if the task is interrupted (a time limit), stop it too."""
+        task = self.loop.create_task(coroutine)
+        try:
+            return self.loop.run_until_complete(task)
+        except BaseException:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                self.loop.run_until_complete(task)
+            raise
 
     def close(self) -> None:
         async def close_async() -> None:
@@ -83,6 +97,7 @@ class Runtime:
 
         self.loop.run_until_complete(close_async())
         self.loop.close()
+        self.bells.close()
         self.engine.dispose()
 
     @classmethod
@@ -98,6 +113,7 @@ def _start_process(**_: Any) -> None:
 
 
 @signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
 def _stop_process(**_: Any) -> None:
     if Runtime.current is not None:
         Runtime.current.close()

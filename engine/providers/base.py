@@ -28,7 +28,7 @@ import aiohttp
 import orjson
 
 from engine.errors import BatchTooLarge, InvalidRequest
-from engine.plans import BATCH_LIMITS
+from engine.plans import CALL_LIMITS
 from engine.providers.errors import OutcomeUnknown, ProviderError, TransientError
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,7 @@ class Provider(abc.ABC):
 
     def max_batch(self, channel: Channel) -> int:
         """Largest number of recipients one call may carry on this channel (0: channel not offered)."""
-        return BATCH_LIMITS[self.name].get(channel.value, 0)
+        return CALL_LIMITS[self.name].get(channel.value, 0)
 
     def check_size(self, channel: Channel, count: int) -> None:
         """Refuse an empty or over-size batch before any request is made."""
