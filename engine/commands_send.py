@@ -35,6 +35,7 @@ from engine.errors import CampaignError
 from engine.local import local_sender, send_campaign, send_test
 from engine.planner import Plan, save_plan
 from engine.providers import require_services
+from engine.recovery import due_batches
 from engine.settings import Settings, get_settings
 
 CampaignId = Annotated[int, typer.Argument(help="The campaign's id (see `campaign plan --save` or `campaign send`).")]
@@ -135,7 +136,7 @@ def _run(engine: Engine, settings: Settings, campaign_id: int, json_output: bool
         start(engine, campaign_id)
         _enqueue(settings, campaign_id)
         if wait:
-            _wait_for_workers(engine, campaign_id, json_output)
+            _wait_for_workers(engine, campaign_id)
     final = status(engine, campaign_id)
     if json_output:
         counts = final.counts
@@ -179,9 +180,17 @@ def _enqueue(settings: Settings, campaign_id: int) -> None:
     err_console.print(f"campaign {campaign_id} queued for the workers")
 
 
-def _wait_for_workers(engine: Engine, campaign_id: int, json_output: bool) -> None:
-    """Poll the campaign's recorded state until no batch is left to send."""
-    while state_of(engine, campaign_id) in ("running", "draft"):
+def _wait_for_workers(engine: Engine, campaign_id: int) -> None:
+    """Poll the recorded state until the workers have nothing left to do now (what waits for a later day,
+    the workers send then, with nobody waiting here)."""
+    batches = models.Batch.__table__
+    in_flight = select(func.count()).where(batches.c.campaign_id == campaign_id, batches.c.state == "sending")
+
+    def busy() -> bool:
+        with engine.connect() as connection:
+            return bool(connection.execute(in_flight).scalar_one())
+
+    while state_of(engine, campaign_id) == "running" and (due_batches(engine, campaign_id=campaign_id) or busy()):
         time.sleep(0.5)
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
@@ -196,3 +199,18 @@ def test_rcs_with_a_personal_fallback_through_the_workers(workers: Workers, fres
         used = dict(connection.execute(
             select(M.c.address, M.c.channel_used).where(M.c.campaign_id == campaign_id)).all())
     assert {a for a, c in used.items() if c == "rcs"} == capable
+
+
+def test_campaign_send_with_a_broker_queues_and_waits(workers: Workers, fresh: Sandbox, tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "config" / "examples" / "contacts.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "send", str(example), "--provider", "noxitel", "--sender", "ACMEIN",
+         "--dlt-template-id", "1207161234567890123", "--rejects", str(tmp_path / "r.csv"),
+         "--message", "Hi #name#, your order #order# has shipped and will reach you by Friday. -ACME",
+         "--yes", "--wait", "--json"],
+        env=workers.env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    result = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["state"], result["submitted"]) == ("completed", 20)
+    assert "queued for the workers" in done.stderr
+    assert len(recipients(fresh, "POST /api/v2/sms")) == 20
