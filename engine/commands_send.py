@@ -32,9 +32,10 @@ from engine.cli import console, err_console
 from engine.commands_plan import PLAN_OPTIONS, _print_json, _user_errors, plan, plan_campaign, print_summary
 from engine.db import open_database
 from engine.errors import CampaignError
-from engine.local import local_sender, send_campaign, send_test
+from engine.local import local_sender, send_campaign, send_test, wait_for_reports
 from engine.planner import Plan, save_plan
-from engine.providers import require_services
+from engine.providers import require_services, uses_sandbox
+from engine.providers.base import DeliveryReport
 from engine.recovery import due_batches
 from engine.settings import Settings, get_settings
 
@@ -65,7 +66,9 @@ def send(
     test_to: Annotated[
         str | None, typer.Option(help="Send the first message to these numbers (comma-separated) and stop.")
     ] = None,
-    wait: Annotated[bool, typer.Option(help="With workers: wait until every batch is sent.")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Wait until every batch is sent (with workers) or reported on (in local mode).")
+    ] = False,
     **options: Any,
 ) -> None:
     """Plan, confirm and send a campaign (the options of `campaign plan`, then these)."""
@@ -130,7 +133,7 @@ def _confirm(engine: Engine, result: Plan, yes: bool) -> None:
 
 def _run(engine: Engine, settings: Settings, campaign_id: int, json_output: bool, wait: bool) -> None:
     if settings.local_mode:
-        _send_locally(engine, settings, campaign_id, json_output)
+        _send_locally(engine, settings, campaign_id, json_output, wait)
     else:
         # Running in the database first: if the broker loses the task, the sweep still finds the work.
         start(engine, campaign_id)
@@ -146,17 +149,27 @@ def _run(engine: Engine, settings: Settings, campaign_id: int, json_output: bool
         print_status(final)
 
 
-def _send_locally(engine: Engine, settings: Settings, campaign_id: int, json_output: bool) -> None:
+def _send_locally(engine: Engine, settings: Settings, campaign_id: int, json_output: bool, wait: bool) -> None:
+    """Send in this process; with the embedded sandbox (which ends with this command) or `--wait`, stay for
+    the delivery reports too."""
     start(engine, campaign_id)
     total = status(engine, campaign_id).messages
+    provider_name = status(engine, campaign_id).provider
+    stay = wait or uses_sandbox(provider_name, settings)
 
     async def run(report: Callable[[int], None]) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, stop.set)
+        inbox: list[DeliveryReport] = []
         try:
-            async with local_sender(engine, settings, status(engine, campaign_id).provider) as sender:
+            async with local_sender(engine, settings, provider_name, inbox) as sender:
                 await send_campaign(engine, sender, campaign_id, settings.send_concurrency, report, stop)
+                if stay and not stop.is_set():
+                    if not json_output:
+                        err_console.print("waiting for delivery reports...")
+                    provider = sender.providers[provider_name]
+                    await wait_for_reports(engine, provider, campaign_id, inbox, settings.report_wait_seconds)
         finally:
             loop.remove_signal_handler(signal.SIGINT)
         if stop.is_set():

@@ -11,30 +11,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from aiohttp import web
 from sqlalchemy import Engine, func, select
 
-from engine import models
+from engine import dlr, models
 from engine.campaigns import status
 from engine.dispatch import Sender
 from engine.errors import CampaignError
-from engine.models import CampaignState
+from engine.models import CampaignState, MessageStatus
 from engine.phones import normalize_one
 from engine.planner import Plan
 from engine.plans import PIXABITS_PLANS, RatePlan, noxitel_plan
-from engine.providers import open_provider
-from engine.providers.base import Channel, Provider
+from engine.providers import make_provider, open_provider, uses_sandbox
+from engine.providers.base import Channel, DeliveryReport, Provider, WebhookEvent
 from engine.quota import DatabaseQuota
 from engine.recovery import due_batches, sweep
 from engine.settings import Settings
 from engine.store import mark_campaign
 from engine.throttle import MemoryThrottle, account_id
+from engine.web.webhooks import build_app
 
+#: How often reports are gathered while waiting for them.
+REPORT_POLL_SECONDS = 0.5
 #: Told how many messages are through (sent, failed or in doubt) after each batch.
 Progress = Callable[[int], None]
 
@@ -74,10 +79,102 @@ def api_key_of(provider: str, settings: Settings) -> str:
 
 
 @contextlib.asynccontextmanager
-async def local_sender(engine: Engine, settings: Settings, provider_name: str) -> AsyncIterator[Sender]:
-    """A `Sender` with this process's provider client (the embedded sandbox if so configured) and throttle."""
-    async with open_provider(provider_name, settings) as provider:
+async def local_sender(
+    engine: Engine, settings: Settings, provider_name: str, inbox: list[DeliveryReport] | None = None
+) -> AsyncIterator[Sender]:
+    """A `Sender` with this process's provider client (the embedded sandbox if so configured) and throttle.
+
+    With `inbox`, the embedded sandbox's pushed reports (Pixabits pushes, it is
+    never polled) are received in this process and collected there.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        webhooks = None
+        if inbox is not None and provider_name == "pixabits" and uses_sandbox(provider_name, settings):
+            webhooks = await stack.enter_async_context(_receiver(settings, inbox))
+        provider = await stack.enter_async_context(open_provider(provider_name, settings, sandbox_webhooks=webhooks))
         yield _sender(engine, settings, provider)
+
+
+@contextlib.asynccontextmanager
+async def _receiver(settings: Settings, inbox: list[DeliveryReport]) -> AsyncIterator[tuple[str, str]]:
+    """An in-process webhook receiver on loopback; yields its URL and the secret its pushes are signed with."""
+    secret = secrets.token_hex(16)
+
+    async def collect(provider: str, events: list[WebhookEvent]) -> None:
+        inbox.extend(e for e in events if isinstance(e, DeliveryReport))
+
+    parser = make_provider("pixabits", settings, base_url="http://127.0.0.1:9")
+    runner = web.AppRunner(build_app(secret, {"pixabits": parser}, collect), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/webhooks/pixabits", secret
+    finally:
+        await runner.cleanup()
+        await parser.aclose()
+
+
+async def wait_for_reports(
+    engine: Engine, provider: Provider, campaign_id: int, inbox: list[DeliveryReport], timeout: float
+) -> None:
+    """Gather delivery reports until every message is final (or handed to an SMS fallback), or `timeout` passes.
+
+    Noxitel is asked (its `/dlr`, `/rcs/dlr` and WhatsApp reports, per batch);
+    Pixabits reports arrive by push into `inbox`.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    with engine.connect() as connection:
+        fallback = connection.execute(
+            select(models.Campaign.fallback_template).where(models.Campaign.id == campaign_id)
+        ).scalar_one() is not None
+    while True:
+        if provider.name == "noxitel":
+            await poll_campaign(engine, provider, campaign_id, fallback)
+        else:
+            reports, inbox[:] = list(inbox), []
+            dlr.apply(engine, reports, campaign_id, provider_fallback=fallback)
+        if not _awaiting(engine, campaign_id) or loop.time() > deadline:
+            return
+        await asyncio.sleep(REPORT_POLL_SECONDS)
+
+
+async def poll_campaign(engine: Engine, provider: Provider, campaign_id: int, fallback: bool) -> None:
+    """Ask Noxitel for the reports of each submitted, unsettled batch and apply each page at once."""
+    batches, messages = models.Batch.__table__, models.Message.__table__
+    with engine.connect() as connection:
+        open_batches = connection.execute(
+            select(batches.c.id, batches.c.channel, batches.c.provider_batch_id).where(
+                batches.c.campaign_id == campaign_id,
+                batches.c.state == models.BatchState.SUBMITTED.value,
+            )
+        ).all()
+    for batch in open_batches:
+        if batch.channel == Channel.WHATSAPP.value:
+            with engine.connect() as connection:
+                ids = connection.execute(select(messages.c.provider_message_id).where(
+                    messages.c.batch_id == batch.id, messages.c.status.not_in(dlr.FINAL),
+                    messages.c.provider_message_id.is_not(None))).scalars().all()
+            reports = [await provider.whatsapp_report(i) for i in ids]  # type: ignore[attr-defined]
+        elif batch.provider_batch_id and batch.channel == Channel.RCS.value:
+            reports = await provider.rcs_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined]
+        elif batch.provider_batch_id:
+            reports = await provider.sms_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined]
+        else:
+            continue
+        dlr.apply(engine, reports, campaign_id, batch_id=batch.id, provider_fallback=fallback)
+
+
+def _awaiting(engine: Engine, campaign_id: int) -> bool:
+    """Whether a sent message still waits for its final report (one handed to a fallback does not)."""
+    messages = models.Message.__table__
+    waiting = (MessageStatus.SUBMITTED.value, MessageStatus.SENT.value, MessageStatus.AMBIGUOUS.value)
+    with engine.connect() as connection:
+        return connection.execute(
+            select(messages.c.id).where(messages.c.campaign_id == campaign_id, messages.c.status.in_(waiting)).limit(1)
+        ).first() is not None
 
 
 def _sender(engine: Engine, settings: Settings, provider: Provider) -> Sender:

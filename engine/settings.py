@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(300.0, gt=0, validation_alias=_env("CAMPAIGN_LEASE_SECONDS"))
     sweep_seconds: float = Field(15.0, gt=0, validation_alias=_env("CAMPAIGN_SWEEP_SECONDS"))
     rcs_fallback: Literal["provider", "engine"] = Field("provider", validation_alias=_env("CAMPAIGN_RCS_FALLBACK"))
+    report_wait_seconds: float = Field(120.0, gt=0, validation_alias=_env("CAMPAIGN_REPORT_WAIT_SECONDS"))
     send_concurrency: int = Field(4, ge=1, validation_alias=_env("CAMPAIGN_SEND_CONCURRENCY"))
 
     http_connect_timeout: float = Field(5.0, gt=0, validation_alias=_env("CAMPAIGN_HTTP_CONNECT_TIMEOUT"))

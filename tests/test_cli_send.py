@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -15,7 +16,9 @@ from sqlalchemy import select
 
 from engine import models
 from engine.db import open_database
-from tests.fixtures.sandbox import Sandbox
+from engine.sandbox.config import SandboxConfig
+from engine.sandbox.outcomes import fate
+from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "examples" / "contacts.csv"
 SEND = ["--provider", "noxitel", "--sender", "ACMEIN", "--dlt-template-id", "1207161234567890123",
@@ -153,3 +156,30 @@ def test_resend_ambiguous_asks_then_sends_only_the_uncertain(
     assert orjson.loads(again.stdout.strip().splitlines()[-1])["counts"] == {"submitted": 20}
     nothing = campaign(env, "resend-ambiguous", campaign_id, "--yes")
     assert nothing.returncode == 1 and "no ambiguous messages" in nothing.stderr
+
+
+def expected_counts(config: SandboxConfig, numbers: list[str]) -> dict[str, int]:
+    words = {"delivered": "delivered", "failed": "undeliverable", "expired": "expired"}
+    return dict(Counter(words[fate(config, n.lstrip("+"))] for n in numbers))
+
+
+def test_wait_gathers_noxitel_reports_by_polling(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:
+    path = contacts(tmp_path, 50)
+    done = campaign(env, "send", str(path), *SEND, "--yes", "--wait", "--json", "--skip-balance")
+    assert done.returncode == 0, done.stderr
+    counts = orjson.loads(done.stdout.strip().splitlines()[-1])["counts"]
+    assert counts == expected_counts(SandboxConfig(seed=SANDBOX_SEED), [f"+9190000{i:05d}" for i in range(50)])
+
+
+def test_the_embedded_sandbox_run_ends_with_pushed_pixabits_reports(env: dict[str, str], tmp_path: Path) -> None:
+    """No provider URL set: the sandbox runs in-process, pushes its reports, and the command stays for them."""
+    env = {**env, "PIXABITS_BASE_URL": "sandbox", "PIXABITS_API_KEY": "sandbox"}
+    done = campaign(env, "send", str(EXAMPLE), "--provider", "pixabits", *SEND[2:], "--rejects",
+                    str(tmp_path / "r.csv"), "--yes", "--json")
+    assert done.returncode == 0, done.stderr
+    result = orjson.loads(done.stdout.strip().splitlines()[-1])
+    engine = open_database(env["CAMPAIGN_DATABASE_URL"])
+    with engine.connect() as connection:
+        numbers = connection.execute(select(models.Message.address)).scalars().all()
+    engine.dispose()
+    assert result["counts"] == expected_counts(SandboxConfig(), numbers)

@@ -52,9 +52,17 @@ def require_services(settings: Settings) -> None:
 
 @contextlib.asynccontextmanager
 async def open_provider(
-    name: str, settings: Settings, session: aiohttp.ClientSession | None = None
+    name: str,
+    settings: Settings,
+    session: aiohttp.ClientSession | None = None,
+    sandbox_webhooks: tuple[str, str] | None = None,
 ) -> AsyncIterator[Provider]:
-    """A ready client for `name`, with the embedded sandbox running for as long as it is open if configured."""
+    """A ready client for `name`, with the embedded sandbox running for as long as it is open if configured.
+
+    `sandbox_webhooks` (url, secret) is where the embedded sandbox pushes its
+    Pixabits events, as the dashboard setting would; by default the webhook
+    receiver under `CAMPAIGN_PUBLIC_URL`, if set.
+    """
     async with contextlib.AsyncExitStack() as stack:
         base_url = None
         if uses_sandbox(name, settings):
@@ -64,12 +72,15 @@ async def open_provider(
             key = (settings.pixabits_api_key if name == "pixabits" else settings.noxitel_api_key).get_secret_value()
             secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
             public = settings.public_url.rstrip("/") if settings.public_url else None
+            webhook_url = f"{public}/webhooks/pixabits" if public else None
+            if sandbox_webhooks is not None:
+                webhook_url, secret = sandbox_webhooks
             config = SandboxConfig(
                 api_keys=(key,),
                 plan=settings.pixabits_plan,
                 noxitel_rate=settings.noxitel_rate,
                 webhook_secret=secret,
-                webhook_url=f"{public}/webhooks/pixabits" if public else None,
+                webhook_url=webhook_url,
             )
             url = await stack.enter_async_context(serve(config))
             base_url = url if name == "pixabits" else url + NOXITEL_PREFIX

@@ -1,0 +1,56 @@
+"""Receiving the providers' pushed events: signature first, then parsing, then whoever listens.
+
+Every body must carry `X-Signature`, the hex HMAC-SHA256 of the raw body under
+the shared secret (an optional `sha256=` prefix is accepted), compared in
+constant time; a missing or wrong signature is a 401 and nothing is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from engine.providers.base import Provider, WebhookEvent
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str, list[WebhookEvent]], Awaitable[None]]
+PROVIDERS: web.AppKey[dict[str, Provider]] = web.AppKey("providers")
+SECRET: web.AppKey[bytes] = web.AppKey("secret")
+LISTENER: web.AppKey[Listener] = web.AppKey("listener")
+#: Path of each receiver, and the provider whose parser reads it.
+ROUTES = {"/webhooks/pixabits": "pixabits", "/webhooks/noxitel": "noxitel", "/webhooks/noxitel/rcs": "noxitel"}
+
+
+def signed(secret: bytes, body: bytes, signature: str) -> bool:
+    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature.strip().removeprefix("sha256="))
+
+
+async def receive(request: web.Request) -> web.Response:
+    body = await request.read()
+    if not signed(request.app[SECRET], body, request.headers.get("X-Signature", "")):
+        log.warning("refused a webhook on %s: bad or missing signature", request.path)
+        return web.json_response({"error": "invalid signature"}, status=401)
+    name = ROUTES[request.path]
+    try:
+        events = request.app[PROVIDERS][name].parse_webhook(body)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return web.json_response({"error": "unreadable event"}, status=400)
+    await request.app[LISTENER](name, events)
+    return web.json_response({"received": len(events)})
+
+
+def build_app(secret: str, providers: dict[str, Provider], listener: Listener) -> web.Application:
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app[SECRET] = secret.encode()
+    app[PROVIDERS] = providers
+    app[LISTENER] = listener
+    for path in ROUTES:
+        app.router.add_post(path, receive)
+    return app

@@ -1,0 +1,103 @@
+"""Delivery reports: provider words to canonical statuses, applied forward only, in one statement per page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pytest
+from sqlalchemy import Engine, select, update
+
+from engine import dlr, models
+from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.pricing import PriceTable
+from engine.providers.base import Channel, DeliveryReport
+
+M, B = models.Message.__table__, models.Batch.__table__
+
+
+def report(status: str, to: str = "+919000000000", provider: str = "noxitel", channel: Channel = Channel.SMS,
+           detail: str | None = None) -> DeliveryReport:
+    return DeliveryReport(provider=provider, channel=channel, to=to, status=status, detail=detail)
+
+
+@pytest.mark.parametrize(("provider", "channel", "word", "detail", "expected"), [
+    ("noxitel", Channel.SMS, "Handset Delivered", "DELIVRD", "delivered"),
+    ("noxitel", Channel.SMS, "Undelivered", "UNDELIV", "undeliverable"),
+    ("noxitel", Channel.SMS, "Expired", "EXPIRED", "expired"),
+    ("noxitel", Channel.SMS, "Something new", "REJECTD", "rejected"),
+    ("noxitel", Channel.SMS, "DLT Template Not Registered", "REJECTD", "rejected"),
+    ("noxitel", Channel.SMS, "Pending", None, None),
+    ("noxitel", Channel.RCS, "read", None, "read"),
+    ("noxitel", Channel.RCS, "incompatible", None, "undeliverable"),
+    ("noxitel", Channel.WHATSAPP, "delivered", None, "delivered"),
+    ("pixabits", Channel.SMS, "sms.message.delivered", None, "delivered"),
+    ("pixabits", Channel.SMS, "sms.message.failed", "UNDELIV", "failed"),
+    ("pixabits", Channel.SMS, "sms.message.failed", "EXPIRED", "expired"),
+    ("pixabits", Channel.SMS, "sms.message.failed", "DLT_TEMPLATE_NOT_REGISTERED", "rejected"),
+    ("pixabits", Channel.EMAIL, "email.bounced", "hard", "undeliverable"),
+    ("pixabits", Channel.EMAIL, "email.bounced", "soft", "failed"),
+    ("pixabits", Channel.EMAIL, "email.opened", None, "read"),
+    ("pixabits", Channel.RCS, "rcs.fallback.triggered", None, "fallback"),
+    ("pixabits", Channel.WHATSAPP, "wa.message.read", None, "read"),
+    ("noxitel", Channel.SMS, "Queued at the moon", "MOON", "unknown"),
+    ("pixabits", Channel.SMS, "sms.message.teleported", None, "unknown"),
+])
+def test_provider_words_map_to_canonical_statuses(
+    provider: str, channel: Channel, word: str, detail: str | None, expected: str | None
+) -> None:
+    assert dlr.canonical(report(word, provider=provider, channel=channel, detail=detail)) == expected
+
+
+def test_incompatible_is_a_fallback_when_the_provider_sends_the_sms() -> None:
+    assert dlr.canonical(report("incompatible", channel=Channel.RCS), provider_fallback=True) == "fallback"
+
+
+@pytest.fixture
+def campaign(database: Engine, tmp_path: Path) -> int:
+    """A saved campaign of three numbers, submitted (as after sending)."""
+    path = tmp_path / "c.csv"
+    pa_csv.write_csv(pa.table({"mobile": (9_000_000_000 + np.arange(3)).astype(str)}), str(path))
+    request = PlanRequest(contacts=path, channel="sms", provider="noxitel", message="Sale today", sender="ACMEIN")
+    campaign_id = save_plan(database, build_plan(request, PlanContext(prices=PriceTable.load())))
+    with database.begin() as connection:
+        connection.execute(update(M).values(status="submitted"))
+        connection.execute(update(B).values(state="submitted"))
+    return campaign_id
+
+
+def statuses(engine: Engine) -> dict[str, str]:
+    with engine.connect() as connection:
+        return dict(connection.execute(select(M.c.address, M.c.status)).all())
+
+
+def test_statuses_only_move_forward(database: Engine, campaign: int) -> None:
+    one, two, three = "+919000000000", "+919000000001", "+919000000002"
+    dlr.apply(database, [report("Handset Delivered", one), report("Undelivered", two)], campaign)
+    dlr.apply(database, [report("sent", one, channel=Channel.SMS)], campaign)  # late and lower: ignored
+    dlr.apply(database, [report("Handset Delivered", two)], campaign)  # a final status is final
+    assert statuses(database) == {one: "delivered", two: "undeliverable", three: "submitted"}
+    dlr.apply(database, [report("read", one, channel=Channel.RCS)], campaign)  # read outranks delivered
+    dlr.apply(database, [report("failed", one, channel=Channel.RCS)], campaign)
+    assert statuses(database)[one] == "read"
+
+
+def test_one_page_holds_duplicates_and_out_of_order_reports(database: Engine, campaign: int) -> None:
+    one, two = "+919000000000", "+919000000001"
+    seen = dlr.apply(database, [report("Handset Delivered", one), report("Pending", two), report("sent", one),
+                                report("Handset Delivered", one), report("Moonlit", two)], campaign)
+    assert seen == {"delivered": 2, "sent": 1, "unknown": 1}
+    assert statuses(database)[one] == "delivered" and statuses(database)[two] == "submitted"
+
+
+def test_a_batch_settles_when_every_message_is_final(database: Engine, campaign: int) -> None:
+    numbers = [f"+91900000000{i}" for i in range(3)]
+    dlr.apply(database, [report("Handset Delivered", n) for n in numbers[:2]], campaign)
+    with database.connect() as connection:
+        assert connection.execute(select(B.c.state)).scalar_one() == "submitted"
+    dlr.apply(database, [report("Expired", numbers[2], detail="EXPIRED")], campaign)
+    with database.connect() as connection:
+        assert connection.execute(select(B.c.state)).scalar_one() == "settled"
+        assert connection.execute(select(M.c.error).where(M.c.address == numbers[2])).scalar_one() == "EXPIRED"
