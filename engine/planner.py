@@ -139,6 +139,9 @@ def _batch_limit(request: PlanRequest) -> int:
         raise PlanRefused("an email campaign needs a --subject")
     if channel == "sms" and not request.sender:
         raise PlanRefused("an SMS campaign needs a --sender (the registered header)")
+    if (provider, channel) == ("noxitel", "whatsapp") and Template.parse(request.message).placeholders:
+        # Its free-form text is one `message` for every contact: nothing would carry each one's values.
+        raise PlanRefused("noxitel sends one WhatsApp text to every contact: use a message without #placeholders#")
     if not 1 <= request.dlt_var_max <= VAR_MAX_LIMIT:
         raise PlanRefused(f"--dlt-var-max must be between 1 and {VAR_MAX_LIMIT} characters")
     if request.batch_size is None:

@@ -368,3 +368,23 @@ async def test_a_long_hold_defers_the_batch_instead_of_parking_the_sender(
     outcome = await send_campaign(database, noxitel, campaign_id)
     assert outcome.state == "waiting" and outcome.counts == {"planned": 10}
     assert sandbox.endpoint("POST /api/v2/sms") == {}
+
+
+async def test_email_and_whatsapp_go_through_the_same_path(
+    database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    path = tmp_path / "emails.csv"
+    pa_csv.write_csv(pa.table({"email": [f"user{i}@example.com" for i in range(25)],
+                               "name": [f"Asha{i}" for i in range(25)]}), str(path))
+    request = PlanRequest(contacts=path, channel="email", provider="pixabits", message="<p>Hi #name#</p>",
+                          subject="News for #name#", sender="news@acme.example", batch_size=10)
+    email_id = save_plan(database, build_plan(request, PlanContext(prices=PriceTable.load())))
+    start(database, email_id)
+    whatsapp_id = plan_campaign(database, tmp_path, 3, provider="pixabits", channel="whatsapp", message="Hi #name#")
+    async with local_sender(database, settings, "pixabits") as sender:
+        assert (await send_campaign(database, sender, email_id)).counts == {"submitted": 25}
+        assert (await send_campaign(database, sender, whatsapp_id)).counts == {"submitted": 3}
+    assert sandbox.endpoint("POST /v2/email/send/bulk")["accepted_requests"] == 3
+    assert sandbox.last_body("POST /v2/email/send/bulk")["messages"][0] == {
+        "to": "user20@example.com", "subject": "News for Asha20", "html": "<p>Hi Asha20</p>"}
+    assert recipients(sandbox, "POST /v1/wa/messages") == {n: 1 for n in phones(3)}

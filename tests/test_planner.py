@@ -301,3 +301,11 @@ def test_a_stray_bad_byte_in_a_utf8_file_is_a_warning(tmp_path: Path) -> None:
         f"{path} is UTF-8 apart from 1 invalid byte sequence, shown as \ufffd in the messages and the rejects file: "
         "check those rows"
     ]
+
+
+def test_noxitel_whatsapp_text_cannot_be_personalised(tmp_path: Path) -> None:
+    path = contacts_file(tmp_path / "c.csv", 3)
+    with pytest.raises(PlanRefused, match="one WhatsApp text to every contact"):
+        build_plan(request(path, channel="whatsapp", dlt_template=None), context())
+    plan = build_plan(request(path, channel="whatsapp", dlt_template=None, message="Our sale is on"), context())
+    assert plan.summary["messages"] == 3
