@@ -2,27 +2,33 @@
 
 Quotas roll over at midnight and send windows open at nine: to test either
 without waiting, every time-dependent decision reads `now()`, which adds
-`CAMPAIGN_CLOCK_OFFSET` seconds (0 in production) or an offset set in-process.
+`CAMPAIGN_CLOCK_OFFSET` seconds (0 in production) and any offset set in-process.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 
-_offset = timedelta(seconds=float(os.environ.get("CAMPAIGN_CLOCK_OFFSET", "0") or 0))
+_offset: timedelta | None = None
 
 
 def now() -> datetime:
+    global _offset
+    if _offset is None:
+        from engine.settings import get_settings
+
+        _offset = timedelta(seconds=get_settings().clock_offset)
     return datetime.now(UTC) + _offset
 
 
 def advance(seconds: float) -> None:
     """Move this process's clock forward (tests only)."""
     global _offset
+    now()
+    assert _offset is not None
     _offset += timedelta(seconds=seconds)
 
 
 def reset() -> None:
     global _offset
-    _offset = timedelta(0)
+    _offset = None

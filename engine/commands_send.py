@@ -37,6 +37,7 @@ from engine.planner import Plan, save_plan
 from engine.providers import require_services, uses_sandbox
 from engine.providers.base import DeliveryReport
 from engine.recovery import due_batches
+from engine.redact import mask_address
 from engine.settings import Settings, get_settings
 
 CampaignId = Annotated[int, typer.Argument(help="The campaign's id (see `campaign plan --save` or `campaign send`).")]
@@ -102,7 +103,7 @@ def _send_test(settings: Settings, result: Plan, numbers: list[str], json_output
         _print_json(outcome)
         return
     for number, message_id in outcome["sent"].items():
-        console.print(f"test message sent to {number} ({message_id or 'no id given'})", highlight=False)
+        console.print(f"test message sent to {mask_address(number)} ({message_id or 'no id given'})", highlight=False)
 
 
 def _confirm(engine: Engine, result: Plan, yes: bool) -> None:

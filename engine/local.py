@@ -33,6 +33,7 @@ from engine.providers import make_provider, open_provider, uses_sandbox
 from engine.providers.base import Channel, DeliveryReport, Provider, WebhookEvent
 from engine.quota import DatabaseQuota
 from engine.recovery import due_batches, sweep
+from engine.redact import mask_address
 from engine.settings import Settings
 from engine.store import mark_campaign
 from engine.throttle import MemoryThrottle, account_id
@@ -279,9 +280,9 @@ async def send_test(engine: Engine, settings: Settings, plan: Plan, addresses: S
 def _test_address(raw: str, channel: str, region: str) -> str:
     if channel == "email":
         if "@" not in raw:
-            raise CampaignError(f"{raw!r} is not an email address")
+            raise CampaignError(f"{mask_address(raw)!r} is not an email address")
         return raw.strip().lower()
     e164, _ = normalize_one(raw, region)
     if e164 is None:
-        raise CampaignError(f"{raw!r} is not a mobile number that can receive messages")
+        raise CampaignError(f"{mask_address(raw)!r} is not a mobile number that can receive messages")
     return e164

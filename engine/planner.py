@@ -52,6 +52,7 @@ PROVIDERS = tuple(BATCH_LIMITS)
 #: Our bound on one request body: neither provider publishes one, and common
 #: API gateways accept 10 MiB; batches are cut before either limit is reached.
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
+NO_DLT = "{:,} India-bound SMS have no DLT template: operators will block them (give --dlt-template-id)"
 #: Rows saved at once above which PostgreSQL's statistics are refreshed right away.
 ANALYZE_AFTER = 10_000
 #: JSON around one recipient in a bulk body (keys, quotes, separators).
@@ -230,6 +231,11 @@ def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = 
     contacts.suppress(context.suppressed)
     keep = contacts.ok[candidates]
     rows = candidates[keep]
+    if (channel == "sms" or texts.fallbacks is not None) and request.dlt_template is None:
+        # Counted now, after duplicates and suppressions are gone: these are the messages that would go.
+        bound = int(pc.sum(pc.starts_with(contacts.addresses.take(pa.array(rows)), "+91")).as_py() or 0)
+        if bound:
+            warnings.append(NO_DLT.format(bound))
     bodies = texts.bodies.filter(keep)
     subjects = texts.subjects.filter(keep) if texts.subjects is not None else None
     fallbacks = texts.fallbacks.filter(keep) if texts.fallbacks is not None else None
@@ -307,12 +313,9 @@ def _check_dlt(
     warnings: list[str],
 ) -> np.ndarray:
     dlt = request.dlt_template
-    count = int(india.sum())
     if dlt is None:
-        text = f"{count:,} India-bound SMS have no DLT template: operators will block them (give --dlt-template-id)"
         if context.require_dlt:
-            raise PlanRefused(text + "; CAMPAIGN_REQUIRE_DLT is set")
-        warnings.append(text)
+            raise PlanRefused(f"{NO_DLT.format(int(india.sum()))}; CAMPAIGN_REQUIRE_DLT is set")
         return reason
     dlt.validate()
     dlt.check_sender(request.sender)

@@ -35,7 +35,7 @@ def noxitel_plan(rate: float) -> RatePlan:
 
 #: Largest number of recipients one call may carry, per provider and channel.
 #: Pixabits publishes 50,000 SMS and 10,000 email recipients; Noxitel states no
-#: limit, so the same caps are used (see shared provider notes). RCS and WhatsApp
+#: limit, so the same caps are used. RCS and WhatsApp
 #: on Pixabits take one recipient per call.
 CALL_LIMITS: dict[str, dict[str, int]] = {
     "pixabits": {"sms": 50_000, "email": 10_000, "rcs": 1, "whatsapp": 1},

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     sweep_seconds: float = Field(15.0, gt=0, validation_alias=_env("CAMPAIGN_SWEEP_SECONDS"))
     rcs_fallback: Literal["provider", "engine"] = Field("provider", validation_alias=_env("CAMPAIGN_RCS_FALLBACK"))
     report_wait_seconds: float = Field(120.0, gt=0, validation_alias=_env("CAMPAIGN_REPORT_WAIT_SECONDS"))
+    clock_offset: float = Field(0.0, validation_alias=_env("CAMPAIGN_CLOCK_OFFSET"))
     send_concurrency: int = Field(4, ge=1, validation_alias=_env("CAMPAIGN_SEND_CONCURRENCY"))
 
     http_connect_timeout: float = Field(5.0, gt=0, validation_alias=_env("CAMPAIGN_HTTP_CONNECT_TIMEOUT"))

@@ -77,7 +77,7 @@ def test_test_to_sends_the_first_message_to_test_numbers_only(
     assert set(sandbox.endpoint("POST /api/v2/sms")["recipients"]) == {"+919876543210", "+919123456789"}
     body = sandbox.last_body("POST /api/v2/sms")
     assert body["contacts"][0]["parameters"] == {"v1": "Aarav", "v2": "ORD10234"}
-    assert "test message sent to +919876543210" in done.stdout
+    assert "test message sent to +91******3210" in done.stdout and "9876543210" not in done.stdout
 
 
 def test_ctrl_c_pauses_and_resume_sends_exactly_the_rest(

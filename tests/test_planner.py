@@ -309,3 +309,12 @@ def test_noxitel_whatsapp_text_cannot_be_personalised(tmp_path: Path) -> None:
         build_plan(request(path, channel="whatsapp", dlt_template=None), context())
     plan = build_plan(request(path, channel="whatsapp", dlt_template=None, message="Our sale is on"), context())
     assert plan.summary["messages"] == 3
+
+
+def test_the_dlt_warning_counts_only_the_messages_that_would_go(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("name,mobile,order\nAsha,9876543210,A1\nRavi,+91 98765 43210,A2\nSita,12345,A3\n"
+                    "Anu,9123456789,A4\n")
+    plan = build_plan(request(path, dlt_template=None), context())
+    assert plan.summary["messages"] == 2  # one duplicate, one invalid number
+    assert plan.summary["warnings"][0].startswith("2 India-bound SMS have no DLT template")

@@ -2,8 +2,8 @@
 
 Shapes follow the published reference field for field (numbers without `+`,
 errors as `{"success": false, "status", "message"}`, `/dlr` as a GET with a
-JSON body). Where the reference is silent the sandbox follows the readings of
-the shared provider notes: 50,000 contacts per call, `notifyUrl` SMS pushes as
+JSON body). Where the reference is silent the sandbox takes these readings:
+50,000 contacts per call, `notifyUrl` SMS pushes as
 one `/dlr` row plus `batch_id` and `sms_id`, and a WhatsApp campaign id taken
 from an optional `campaignId` on `/whatsapp/message`.
 """

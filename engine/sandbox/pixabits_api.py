@@ -1,7 +1,7 @@
 """Pixabits as the sandbox plays it, served at the root (`/v2/sms/bulk`, `/v1/rcs/send`, ...).
 
 Shapes follow the published reference field for field. Where it is silent the
-sandbox follows the readings of the shared provider notes: 422 bodies list the
+sandbox takes these readings: 422 bodies list the
 offending fields, bulk email takes `{"from", "messages": [{"to", "subject",
 "html"}]}`, running out of money is a 403 that says so, and RCS falls back to
 SMS by itself when the account's dashboard says so (`pixabits_rcs_fallback`),

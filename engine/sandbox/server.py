@@ -298,12 +298,12 @@ async def serve(config: SandboxConfig, host: str = "127.0.0.1", port: int = 0) -
     runner = web.AppRunner(build_app(config), access_log=None, handle_signals=False,
                            handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
-    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-    bound = sockets[0].getsockname()[1] if sockets else port
-    shown = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
     try:
+        site = web.TCPSite(runner, host, port, backlog=1024)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        bound = sockets[0].getsockname()[1] if sockets else port
+        shown = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
         yield f"http://{shown}:{bound}"
     finally:
         await runner.cleanup()
