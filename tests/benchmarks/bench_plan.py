@@ -20,6 +20,7 @@ import re
 import sqlite3
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,10 +117,10 @@ def per_row_plan(path: Path, sample: int, database: Path) -> tuple[float, int]:
 
 
 def postgres_database() -> tuple[str, Callable[[], None]]:
+    """A new, migrated PostgreSQL database of the benchmark's own, and the function that drops it."""
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"campaign_bench_{os.getpid()}"
+    name = f"campaign_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     engine = make_engine(url)

@@ -28,16 +28,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from redis import Redis
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
 from engine import models
 from engine.campaigns import start, state_of, status
-from engine.db import open_database, upgrade
+from engine.db import open_database
 from engine.local import local_sender, send_campaign
 from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
 from engine.pricing import PriceTable
 from engine.settings import Settings
+from tests.benchmarks.bench_plan import postgres_database
 from tests.fixtures.sandbox import read_banner
 from workers.app import QUEUES, make_app
 
@@ -58,24 +58,6 @@ def plan(url: str, path: Path) -> int:
     campaign_id = save_plan(engine, build_plan(request, PlanContext(prices=PriceTable.load())))
     engine.dispose()
     return campaign_id
-
-
-def new_postgres() -> tuple[str, callable]:  # type: ignore[valid-type]
-    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-    name = f"campaign_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
-    engine = create_engine(url)
-    upgrade(engine)
-    engine.dispose()
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return url, drop
 
 
 def start_process(args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
@@ -147,7 +129,7 @@ def check_sent(engine, campaign_id: int) -> None:  # type: ignore[no-untyped-def
 
 
 def bench_celery(sandbox_url: str, path: Path) -> float:
-    url, drop = new_postgres()
+    url, drop = postgres_database()
     prefix = f"bench:{os.getpid()}:engine:"
     env = {**os.environ, "CAMPAIGN_DATABASE_URL": url, "CAMPAIGN_BROKER_URL": REDIS, "CAMPAIGN_BROKER_PREFIX": prefix,
            "PIXABITS_BASE_URL": sandbox_url, "PIXABITS_PLAN": "premium", "NOXITEL_BASE_URL": sandbox_url + "/api/v2"}
@@ -172,7 +154,7 @@ def bench_celery(sandbox_url: str, path: Path) -> float:
 
 
 def bench_per_message(sandbox_url: str, path: Path) -> float:
-    url, drop = new_postgres()
+    url, drop = postgres_database()
     prefix = f"bench:{os.getpid()}:naive:"
     env = {**os.environ, "CAMPAIGN_DATABASE_URL": url, "CAMPAIGN_BROKER_URL": REDIS, "CAMPAIGN_BROKER_PREFIX": prefix,
            "PIXABITS_BASE_URL": sandbox_url, "PIXABITS_API_KEY": "sandbox"}
