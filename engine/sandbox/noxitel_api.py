@@ -265,24 +265,32 @@ def sms_fate_key(state: SandboxState, send: Send, index: int) -> str:
     return fate(state.config, send.addresses[index][1:])
 
 
-async def dlr(request: web.Request) -> web.Response:
+def _report_rows(
+    request: web.Request, channel: str, batch_id: str | None, id_name: str, message_id: str | None, row: Any
+) -> web.Response:
+    """A delivery report page: every message of one of the caller's batches, or one message by its id."""
     state: SandboxState = request.app[STATE]
+    if batch_id:
+        send = state.by_batch.get(batch_id)
+        if send is None or send.channel != channel or send.key != request[ACCOUNT].key:
+            raise _fail("No records found for this batch_id", 404)
+        rows = [row(state, send, i) for i in range(len(send.addresses))]
+    elif message_id:
+        found = _own_message(request, message_id, channel)
+        if found is None:
+            raise _fail(f"No records found for this {id_name}", 404)
+        rows = [row(state, *found)]
+    else:
+        raise _fail(f"batch_id or {id_name} is required")
+    return json_response({"status": "success", "data": rows})
+
+
+async def dlr(request: web.Request) -> web.Response:
+    """A GET with a JSON body, as published (query parameters are read too)."""
     body = _object(await read_json(request, _bad))
     batch_id = body.get("batch_id") or request.query.get("batch_id")
     sms_id = body.get("sms_id") or request.query.get("sms_id")
-    if batch_id:
-        send = state.by_batch.get(batch_id)
-        if send is None or send.channel != "sms" or send.key != request[ACCOUNT].key:
-            raise _fail("No records found for this batch_id", 404)
-        rows = [sms_dlr_row(state, send, i) for i in range(len(send.addresses))]
-    elif sms_id:
-        found = _own_message(request, sms_id, "sms")
-        if found is None:
-            raise _fail("No records found for this sms_id", 404)
-        rows = [sms_dlr_row(state, *found)]
-    else:
-        raise _fail("batch_id or sms_id is required")
-    return json_response({"status": "success", "data": rows})
+    return _report_rows(request, "sms", batch_id, "sms_id", sms_id, sms_dlr_row)
 
 
 async def credits(request: web.Request) -> web.Response:
@@ -402,21 +410,8 @@ def rcs_dlr_row(state: SandboxState, send: Send, index: int) -> dict[str, Any]:
 
 
 async def rcs_dlr(request: web.Request) -> web.Response:
-    state: SandboxState = request.app[STATE]
-    batch_id, msg_id = request.query.get("batch_id"), request.query.get("msg_id")
-    if batch_id:
-        send = state.by_batch.get(batch_id)
-        if send is None or send.channel != "rcs" or send.key != request[ACCOUNT].key:
-            raise _fail("No records found for this batch_id", 404)
-        rows = [rcs_dlr_row(state, send, i) for i in range(len(send.addresses))]
-    elif msg_id:
-        found = _own_message(request, msg_id, "rcs")
-        if found is None:
-            raise _fail("No records found for this msg_id", 404)
-        rows = [rcs_dlr_row(state, *found)]
-    else:
-        raise _fail("batch_id or msg_id is required")
-    return json_response({"status": "success", "data": rows})
+    query = request.query
+    return _report_rows(request, "rcs", query.get("batch_id"), "msg_id", query.get("msg_id"), rcs_dlr_row)
 
 
 def _wa_check(body: dict[str, Any]) -> str:
