@@ -19,6 +19,8 @@ from engine.settings import get_settings
 
 MESSAGE = "Hi #name#, your order #order# has shipped and will reach you by #day#. -ACME"
 TEMPLATE_ID = "1207161234567890123"
+#: The options every plan here shares: the message, its sender and its DLT template.
+CAMPAIGN = ("--message", MESSAGE, "--sender", "ACMEIN", "--dlt-template-id", TEMPLATE_ID)
 JSON_KEYS = {
     "rows",
     "valid",
@@ -72,12 +74,7 @@ def test_plan_json_counts_and_the_rejects_file(tmp_path: Path, db_url: str) -> N
     code, out, err = run(
         "plan",
         str(contacts(tmp_path)),
-        "--message",
-        MESSAGE,
-        "--sender",
-        "ACMEIN",
-        "--dlt-template-id",
-        TEMPLATE_ID,
+        *CAMPAIGN,
         "--provider",
         "noxitel",
         "--skip-balance",
@@ -123,12 +120,7 @@ def test_plan_save_stores_the_campaign(tmp_path: Path, db_url: str) -> None:
     code, out, _ = run(
         "plan",
         str(contacts(tmp_path)),
-        "--message",
-        MESSAGE,
-        "--sender",
-        "ACMEIN",
-        "--dlt-template-id",
-        TEMPLATE_ID,
+        *CAMPAIGN,
         "--skip-balance",
         "--save",
         "--json",
