@@ -287,6 +287,15 @@ class Sender:
             return submission
         except LeaseLost:
             log.warning("batch %s: lease lost; leaving it to the recovery sweep", batch.id)
+            if part is not None:
+                # Claimed for a call that never left, in a batch someone else may be sending by now:
+                # flagged like the sweep flags calls in flight, so `resend-ambiguous` can send it.
+                with self.engine.begin() as connection:
+                    connection.execute(
+                        update(M)
+                        .where(M.c.id.in_(part), M.c.status == MessageStatus.QUEUED.value)
+                        .values(status=MessageStatus.AMBIGUOUS.value, error=LEASE_EXPIRED)
+                    )
             return BatchState.AMBIGUOUS.value
         except OutcomeUnknown as exc:
             sent = True  # it may count against the quota: assume it does
