@@ -211,3 +211,19 @@ async def test_whatsapp_text_template_and_reports(client: NoxitelClient, sandbox
     assert settled.status == ("delivered" if fate(SANDBOX, "919800000005") == "delivered" else "failed")
     assert await client.whatsapp_window_open("+919800000005", "1234567890") == whatsapp_window_open(
         SANDBOX, "919800000005")
+
+
+async def test_rich_cards_and_carousels_go_in_the_published_shapes(client: NoxitelClient, sandbox: Sandbox) -> None:
+    card = {"orientation": "VERTICAL", "card": {"title": "Flash Sale 40% Off", "description": "Use FLASH40",
+                                                "media": {"url": "https://cdn.example.com/sale.jpg"}}}
+    sub = await client.send_rcs(RcsBatch([OutboundMessage(n) for n in numbers(2)], kind="rich_card", content=card))
+    body = sandbox.last_body("POST /api/v2/rcs/message")
+    assert (body["type"], body["content"]) == ("rich_card", card)
+    assert body["contacts"] == [{"mobile": "919800000000"}, {"mobile": "919800000001"}]
+    carousel = {"cardWidth": "MEDIUM", "cards": [{"title": "Basic"}, {"title": "Pro"}]}
+    await client.send_rcs(RcsBatch([OutboundMessage("+919800000009")], kind="carousel", content=carousel))
+    assert sandbox.last_body("POST /api/v2/rcs/message")["content"] == carousel
+    with pytest.raises(RequestRejected, match="1 to 10 cards"):
+        await client.send_rcs(RcsBatch([OutboundMessage("+919800000009")], kind="carousel", content={"cards": []}))
+    one = await client.rcs_reports(msg_id=sub.message_ids["+919800000001"])
+    assert [(r.to, r.message_id) for r in one] == [("+919800000001", sub.message_ids["+919800000001"])]

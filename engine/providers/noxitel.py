@@ -277,11 +277,6 @@ class NoxitelClient(HttpProvider):
         data = (await self._call("GET", "/whatsapp/report", params={"mode": "message", "id": msg_id})).data
         return self._wa_report(data)
 
-    async def whatsapp_campaign_report(self, campaign_id: str) -> list[DeliveryReport]:
-        data = (await self._call("GET", "/whatsapp/report", params={"mode": "campaign", "id": campaign_id})).data
-        rows = data.get("data", []) if isinstance(data, dict) else data
-        return [self._wa_report(row) for row in rows]
-
     def _wa_report(self, row: Mapping[str, Any]) -> DeliveryReport:
         return DeliveryReport(
             provider=self.name,
