@@ -119,13 +119,15 @@ def _confirm(engine: Engine, result: Plan, yes: bool) -> None:
                 campaigns.c.created_at >= clock.now() - timedelta(days=1),
             )
         ).scalar_one()
+    if repeats:
+        err_console.print(
+            f"[bold yellow]warning:[/] this file and text already went out {repeats} time(s) in the last day"
+        )
     if yes:
         return
     if not sys.stdin.isatty():
         raise CampaignError("nothing was sent: add --yes to send without a question")
     summary = result.summary
-    if repeats:
-        err_console.print(f"[bold yellow]warning:[/] this file and text were already sent {repeats} time(s) today")
     cost = f"{summary['estimated_cost']:,.2f} {summary['currency']}"
     question = f"Send {summary['messages']:,} messages for about {cost}?"
     if not typer.confirm(question, default=False, err=True):

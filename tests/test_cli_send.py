@@ -55,6 +55,8 @@ def test_send_runs_a_campaign_and_reports_it(env: dict[str, str], sandbox: Sandb
     assert orjson.loads(shown.stdout)["counts"] == {"submitted": 20}
     table = campaign(env, "status", str(result["campaign_id"]))
     assert "submitted" in table.stdout and "completed" in table.stdout
+    again = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"))
+    assert again.returncode == 1 and "already went out 1 time(s) in the last day" in again.stderr
 
 
 def test_nothing_is_sent_without_a_yes(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:
