@@ -158,7 +158,8 @@ def _send_locally(engine: Engine, settings: Settings, campaign_id: int, json_out
     start(engine, campaign_id)
     total = status(engine, campaign_id).messages
     provider_name = status(engine, campaign_id).provider
-    stay = wait or uses_sandbox(provider_name, settings)
+    # Pixabits pushes its reports to the webhook receiver: only the embedded sandbox pushes into this process.
+    stay = uses_sandbox(provider_name, settings) or (wait and provider_name == "noxitel")
 
     async def run(report: Callable[[int], None]) -> None:
         stop = asyncio.Event()
@@ -170,12 +171,12 @@ def _send_locally(engine: Engine, settings: Settings, campaign_id: int, json_out
                 await send_campaign(engine, sender, campaign_id, settings.send_concurrency, report, stop)
                 if stay and not stop.is_set():
                     if not json_output:
-                        err_console.print("waiting for delivery reports...")
-                    provider = sender.providers[provider_name]
-                    await wait_for_reports(engine, provider, campaign_id, inbox, settings.report_wait_seconds)
+                        err_console.print("waiting for delivery reports (Ctrl-C stops waiting)...")
+                    await wait_for_reports(engine, sender, provider_name, campaign_id, inbox,
+                                           settings.report_wait_seconds, stop)
         finally:
             loop.remove_signal_handler(signal.SIGINT)
-        if stop.is_set():
+        if state_of(engine, campaign_id) == "paused" and stop.is_set():
             err_console.print(f"interrupted: campaign {campaign_id} is paused; `campaign resume {campaign_id}` "
                               "sends the rest")
 

@@ -30,6 +30,8 @@ RANK: dict[str, int] = {
 }
 FINAL_RANK = 10
 FINAL = tuple(status.value for status, rank in RANK.items() if rank >= FINAL_RANK)
+#: What lets a batch settle: final statuses, and `fallback`, whose SMS is the provider's to report.
+THROUGH = (*FINAL, S.FALLBACK.value)
 
 #: Noxitel words (SMS `dlr.status` or its operator reply, RCS and WhatsApp report statuses), lower-cased.
 NOXITEL: dict[Channel, dict[str, S | None]] = {
@@ -62,6 +64,7 @@ PIXABITS: dict[str, S] = {
     "wa.message.read": S.READ,
 }
 PIXABITS_FAILURES: dict[str, S] = {
+    "undeliv": S.UNDELIVERABLE,
     "expired": S.EXPIRED,
     "dlt_template_not_registered": S.REJECTED,
     "hard": S.UNDELIVERABLE,
@@ -153,7 +156,7 @@ def apply(
         if batch_id is not None:
             statement = statement.where(M.c.batch_id == batch_id)
         connection.execute(statement)
-        _settle(connection, campaign_id)
+        _settle(connection, campaign_id, batch_id)
     return seen
 
 
@@ -170,12 +173,13 @@ def _stage(connection: Connection, latest: dict[str, tuple[str, int, str | None]
     })
 
 
-def _settle(connection: Connection, campaign_id: int) -> None:
-    """A submitted batch whose every message is final is settled: nothing more will be asked about it."""
+def _settle(connection: Connection, campaign_id: int, batch_id: int | None) -> None:
+    """A submitted batch whose every message is through is settled: nothing more will be asked about it."""
     B, M = models.Batch.__table__, models.Message.__table__
-    open_message = exists().where(M.c.batch_id == B.c.id, M.c.status.not_in(FINAL))
-    connection.execute(
-        update(B)
-        .where(B.c.campaign_id == campaign_id, B.c.state == models.BatchState.SUBMITTED.value, ~open_message)
-        .values(state=models.BatchState.SETTLED.value, settled_at=now())
+    open_message = exists().where(M.c.batch_id == B.c.id, M.c.status.not_in(THROUGH))
+    statement = update(B).where(
+        B.c.campaign_id == campaign_id, B.c.state == models.BatchState.SUBMITTED.value, ~open_message
     )
+    if batch_id is not None:
+        statement = statement.where(B.c.id == batch_id)
+    connection.execute(statement.values(state=models.BatchState.SETTLED.value, settled_at=now()))

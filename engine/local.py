@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import socket
@@ -25,23 +26,30 @@ from engine import dlr, models
 from engine.campaigns import status
 from engine.dispatch import Sender
 from engine.errors import CampaignError
-from engine.models import CampaignState, MessageStatus
+from engine.models import CampaignState
 from engine.phones import normalize_one
 from engine.planner import Plan
 from engine.plans import PIXABITS_PLANS, RatePlan, noxitel_plan
 from engine.providers import make_provider, open_provider, uses_sandbox
 from engine.providers.base import Channel, DeliveryReport, Provider, WebhookEvent
+from engine.providers.errors import ProviderError, RateLimited
 from engine.quota import DatabaseQuota
 from engine.recovery import due_batches, sweep
 from engine.redact import mask_address
 from engine.settings import Settings
 from engine.store import mark_campaign
-from engine.throttle import MemoryThrottle, account_id
+from engine.throttle import MemoryThrottle, Throttle, account_id
 from engine.web.webhooks import build_app
 
 #: How often reports are gathered while waiting for them.
 REPORT_POLL_SECONDS = 0.5
+#: WhatsApp reports are one call per message: asked every this many rounds.
+WHATSAPP_EVERY = 10
+#: With no new report for this long (after the first), the rest is not coming soon.
+QUIET_SECONDS = 10.0
 #: Told how many messages are through (sent, failed or in doubt) after each batch.
+log = logging.getLogger(__name__)
+
 Progress = Callable[[int], None]
 
 
@@ -106,11 +114,11 @@ async def _receiver(settings: Settings, inbox: list[DeliveryReport]) -> AsyncIte
 
     parser = make_provider("pixabits", settings, base_url="http://127.0.0.1:9")
     runner = web.AppRunner(build_app(secret, {"pixabits": parser}, collect), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         yield f"http://127.0.0.1:{port}/webhooks/pixabits", secret
     finally:
         await runner.cleanup()
@@ -118,63 +126,120 @@ async def _receiver(settings: Settings, inbox: list[DeliveryReport]) -> AsyncIte
 
 
 async def wait_for_reports(
-    engine: Engine, provider: Provider, campaign_id: int, inbox: list[DeliveryReport], timeout: float
+    engine: Engine,
+    sender: Sender,
+    provider_name: str,
+    campaign_id: int,
+    inbox: list[DeliveryReport],
+    timeout: float,
+    stop: asyncio.Event | None = None,
+    quiet: float = QUIET_SECONDS,
 ) -> None:
-    """Gather delivery reports until every message is final (or handed to an SMS fallback), or `timeout` passes.
+    """Gather delivery reports until every submitted batch has settled, nothing new has come for a while,
+    `timeout` has passed, or `stop` is set.
 
-    Noxitel is asked (its `/dlr`, `/rcs/dlr` and WhatsApp reports, per batch);
-    Pixabits reports arrive by push into `inbox`.
+    Noxitel is asked (`/dlr`, `/rcs/dlr` per batch; WhatsApp per message, less
+    often, under the account's throttle); Pixabits reports arrive by push into
+    `inbox`. The quiet period ends the wait for messages no report will ever
+    come for (Pixabits publishes no failure event for RCS and WhatsApp).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    provider = sender.providers[provider_name]
+    throttle = sender.throttles[provider_name]
     with engine.connect() as connection:
         fallback = connection.execute(
             select(models.Campaign.fallback_template).where(models.Campaign.id == campaign_id)
         ).scalar_one() is not None
+    given_up: set[int] = set()
+    heard_at: float | None = None
+    rounds = 0
     while True:
         if provider.name == "noxitel":
-            await poll_campaign(engine, provider, campaign_id, fallback)
+            heard = await poll_campaign(engine, provider, throttle, campaign_id, fallback, given_up,
+                                        whatsapp=rounds % WHATSAPP_EVERY == 0)
         else:
             reports, inbox[:] = list(inbox), []
-            dlr.apply(engine, reports, campaign_id, provider_fallback=fallback)
-        if not _awaiting(engine, campaign_id) or loop.time() > deadline:
+            heard = sum(dlr.apply(engine, reports, campaign_id, provider_fallback=fallback).values())
+        rounds += 1
+        if heard:
+            heard_at = loop.time()
+        silent = heard_at is not None and loop.time() - heard_at > quiet
+        if not _awaiting(engine, campaign_id, given_up) or silent or loop.time() > deadline:
+            return
+        if stop is not None and stop.is_set():
             return
         await asyncio.sleep(REPORT_POLL_SECONDS)
 
 
-async def poll_campaign(engine: Engine, provider: Provider, campaign_id: int, fallback: bool) -> None:
-    """Ask Noxitel for the reports of each submitted, unsettled batch and apply each page at once."""
+async def poll_campaign(
+    engine: Engine,
+    provider: Provider,
+    throttle: Throttle,
+    campaign_id: int,
+    fallback: bool,
+    given_up: set[int],
+    whatsapp: bool = True,
+) -> int:
+    """Ask Noxitel for the reports of each submitted, unsettled batch and apply each page at once.
+
+    Returns how many reports carried a status. A batch the provider does not
+    know (a sandbox that has since restarted) or keeps failing on is given up
+    for this wait; it is asked again next time.
+    """
     batches, messages = models.Batch.__table__, models.Message.__table__
     with engine.connect() as connection:
         open_batches = connection.execute(
             select(batches.c.id, batches.c.channel, batches.c.provider_batch_id).where(
                 batches.c.campaign_id == campaign_id,
                 batches.c.state == models.BatchState.SUBMITTED.value,
+                batches.c.id.not_in(given_up),
             )
         ).all()
+    heard = 0
     for batch in open_batches:
-        if batch.channel == Channel.WHATSAPP.value:
-            with engine.connect() as connection:
-                ids = connection.execute(select(messages.c.provider_message_id).where(
-                    messages.c.batch_id == batch.id, messages.c.status.not_in(dlr.FINAL),
-                    messages.c.provider_message_id.is_not(None))).scalars().all()
-            reports = [await provider.whatsapp_report(i) for i in ids]  # type: ignore[attr-defined]
-        elif batch.provider_batch_id and batch.channel == Channel.RCS.value:
-            reports = await provider.rcs_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined]
-        elif batch.provider_batch_id:
-            reports = await provider.sms_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined]
-        else:
+        try:
+            if batch.channel == Channel.WHATSAPP.value:
+                if not whatsapp:
+                    continue
+                with engine.connect() as connection:
+                    ids = connection.execute(select(messages.c.provider_message_id).where(
+                        messages.c.batch_id == batch.id, messages.c.status.not_in(dlr.FINAL),
+                        messages.c.provider_message_id.is_not(None))).scalars().all()
+                reports = []
+                for message_id in ids:
+                    await throttle.acquire(max_wait=QUIET_SECONDS)
+                    reports.append(await provider.whatsapp_report(message_id))  # type: ignore[attr-defined]
+            elif batch.provider_batch_id and batch.channel == Channel.RCS.value:
+                await throttle.acquire(max_wait=QUIET_SECONDS)
+                reports = await provider.rcs_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined]
+            elif batch.provider_batch_id:
+                await throttle.acquire(max_wait=QUIET_SECONDS)
+                reports = await provider.sms_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined]
+            else:
+                given_up.add(batch.id)  # sent in parts (RCS routed by the engine): no one batch to ask about
+                continue
+        except RateLimited as exc:
+            await throttle.hold(exc.retry_after)
             continue
-        dlr.apply(engine, reports, campaign_id, batch_id=batch.id, provider_fallback=fallback)
+        except ProviderError as exc:
+            log.warning("reports of batch %s could not be read (%s); not waiting for them", batch.id, exc)
+            given_up.add(batch.id)
+            continue
+        heard += sum(dlr.apply(engine, reports, campaign_id, batch_id=batch.id, provider_fallback=fallback).values())
+    return heard
 
 
-def _awaiting(engine: Engine, campaign_id: int) -> bool:
-    """Whether a sent message still waits for its final report (one handed to a fallback does not)."""
-    messages = models.Message.__table__
-    waiting = (MessageStatus.SUBMITTED.value, MessageStatus.SENT.value, MessageStatus.AMBIGUOUS.value)
+def _awaiting(engine: Engine, campaign_id: int, given_up: set[int]) -> bool:
+    """Whether a submitted batch still waits for reports (a batch settles once all its messages are through)."""
+    batches = models.Batch.__table__
     with engine.connect() as connection:
         return connection.execute(
-            select(messages.c.id).where(messages.c.campaign_id == campaign_id, messages.c.status.in_(waiting)).limit(1)
+            select(batches.c.id).where(
+                batches.c.campaign_id == campaign_id,
+                batches.c.state == models.BatchState.SUBMITTED.value,
+                batches.c.id.not_in(given_up),
+            ).limit(1)
         ).first() is not None
 
 

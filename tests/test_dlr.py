@@ -11,9 +11,15 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from engine import dlr, models
+from engine.campaigns import start, status
+from engine.local import local_sender, send_campaign, wait_for_reports
 from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
 from engine.pricing import PriceTable
 from engine.providers.base import Channel, DeliveryReport
+from engine.sandbox.config import SandboxConfig
+from engine.sandbox.outcomes import fate
+from engine.settings import Settings
+from tests.fixtures.sandbox import Sandbox
 
 M, B = models.Message.__table__, models.Batch.__table__
 
@@ -34,7 +40,8 @@ def report(status: str, to: str = "+919000000000", provider: str = "noxitel", ch
     ("noxitel", Channel.RCS, "incompatible", None, "undeliverable"),
     ("noxitel", Channel.WHATSAPP, "delivered", None, "delivered"),
     ("pixabits", Channel.SMS, "sms.message.delivered", None, "delivered"),
-    ("pixabits", Channel.SMS, "sms.message.failed", "UNDELIV", "failed"),
+    ("pixabits", Channel.SMS, "sms.message.failed", "UNDELIV", "undeliverable"),
+    ("pixabits", Channel.SMS, "sms.message.failed", "NETWORK_ERROR", "failed"),
     ("pixabits", Channel.SMS, "sms.message.failed", "EXPIRED", "expired"),
     ("pixabits", Channel.SMS, "sms.message.failed", "DLT_TEMPLATE_NOT_REGISTERED", "rejected"),
     ("pixabits", Channel.EMAIL, "email.bounced", "hard", "undeliverable"),
@@ -101,3 +108,50 @@ def test_a_batch_settles_when_every_message_is_final(database: Engine, campaign:
     with database.connect() as connection:
         assert connection.execute(select(B.c.state)).scalar_one() == "settled"
         assert connection.execute(select(M.c.error).where(M.c.address == numbers[2])).scalar_one() == "EXPIRED"
+
+
+@pytest.fixture
+def settings(sandbox: Sandbox) -> Settings:
+    key = sandbox.account()
+    return Settings(pixabits_base_url=sandbox.pixabits_url, pixabits_api_key=key,
+                    noxitel_base_url=sandbox.noxitel_url, noxitel_api_key=key)
+
+
+def plan_and_start(engine: Engine, tmp_path: Path, provider: str, channel: str, count: int = 6) -> int:
+    path = tmp_path / "c.csv"
+    pa_csv.write_csv(pa.table({"mobile": (9_000_000_000 + np.arange(count)).astype(str),
+                               "name": [f"Asha{i}" for i in range(count)]}), str(path))
+    request = PlanRequest(contacts=path, channel=channel, provider=provider, message="Hi #name#", sender="ACMEIN")
+    campaign_id = save_plan(engine, build_plan(request, PlanContext(prices=PriceTable.load())))
+    start(engine, campaign_id)
+    return campaign_id
+
+
+async def test_waiting_ends_for_batches_no_report_will_come_for(
+    database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """An ambiguous batch, and a batch the provider no longer knows, do not hold the wait."""
+    campaign_id = plan_and_start(database, tmp_path, "noxitel", "sms")
+    sandbox.faults("/api/v2/sms", "drop")
+    async with local_sender(database, settings, "noxitel") as sender:
+        assert (await send_campaign(database, sender, campaign_id)).counts == {"ambiguous": 6}
+        await wait_for_reports(database, sender, "noxitel", campaign_id, [], timeout=600)
+        other = plan_and_start(database, tmp_path, "noxitel", "sms")
+        await send_campaign(database, sender, other)
+        sandbox.reset()  # the provider forgets the batch
+        await wait_for_reports(database, sender, "noxitel", other, [], timeout=600)
+    assert status(database, other).counts == {"submitted": 6}
+
+
+async def test_pixabits_whatsapp_failures_push_nothing_and_the_quiet_ends_the_wait(
+    database: Engine, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    settings = Settings()  # the embedded sandbox, whose pushes come into this process
+    campaign_id = plan_and_start(database, tmp_path, "pixabits", "whatsapp", count=40)
+    inbox: list[DeliveryReport] = []
+    async with local_sender(database, settings, "pixabits", inbox) as sender:
+        await send_campaign(database, sender, campaign_id)
+        await wait_for_reports(database, sender, "pixabits", campaign_id, inbox, timeout=600, quiet=1.0)
+    counts = status(database, campaign_id).counts
+    delivered = sum(fate(SandboxConfig(), f"91{9_000_000_000 + i}") == "delivered" for i in range(40))
+    assert counts.get("delivered") == delivered and counts.get("submitted", 0) == 40 - delivered

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -25,6 +26,7 @@ from engine.providers.noxitel import NoxitelClient
 from engine.providers.pixabits import PixabitsClient
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.outcomes import fate, rcs_capable
+from engine.web.webhooks import build_app
 from tests.fixtures.sandbox import SANDBOX_SEED, WEBHOOK_SECRET, Sandbox
 
 SANDBOX = SandboxConfig(seed=SANDBOX_SEED)
@@ -161,3 +163,32 @@ async def test_unknown_events_are_skipped_not_fatal() -> None:
             NoxitelClient("unused", "http://127.0.0.1:9") as noxitel:
         assert pixabits.parse_webhook(b'{"event": "voice.call.completed", "data": {"call_id": "c1"}}') == []
         assert noxitel.parse_webhook(b'{"something": "else"}') == []
+
+
+async def test_the_receiver_takes_only_signed_events() -> None:
+    """Valid signatures in either case and with the `sha256=` prefix are taken; the rest is a 401, kept nowhere."""
+    taken: list[object] = []
+
+    async def listener(provider: str, events: list[object]) -> None:
+        taken.extend(events)
+
+    parser = PixabitsClient("unused", "http://127.0.0.1:9")
+    runner = web.AppRunner(build_app("s3cret", {"pixabits": parser}, listener), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/webhooks/pixabits"  # type: ignore[union-attr]
+    body = b'{"event": "sms.message.delivered", "data": {"message_id": "m1", "to": "+919876543210"}}'
+    good = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    try:
+        async with aiohttp.ClientSession() as session:
+            answers = []
+            for signature in (good, "sha256=" + good.upper(), None, "0" * 64, "caf\u00e9"):
+                headers = {"X-Signature": signature} if signature is not None else {}
+                async with session.post(url, data=body, headers=headers) as response:
+                    answers.append(response.status)
+    finally:
+        await runner.cleanup()
+        await parser.aclose()
+    assert answers == [200, 200, 401, 401, 401]
+    assert len(taken) == 2

@@ -28,8 +28,9 @@ ROUTES = {"/webhooks/pixabits": "pixabits", "/webhooks/noxitel": "noxitel", "/we
 
 
 def signed(secret: bytes, body: bytes, signature: str) -> bool:
-    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature.strip().removeprefix("sha256="))
+    expected = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+    given = signature.strip().removeprefix("sha256=").lower().encode("ascii", "replace")
+    return hmac.compare_digest(expected, given)
 
 
 async def receive(request: web.Request) -> web.Response:
