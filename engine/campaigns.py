@@ -8,7 +8,7 @@ counter: the batches still `planned` are exactly what is left to send.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +42,6 @@ class Status:
     currency: str | None
     started_at: datetime | None
     finished_at: datetime | None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
