@@ -30,6 +30,7 @@ from engine.models import CampaignState
 from engine.phones import normalize_one
 from engine.planner import Plan
 from engine.plans import PIXABITS_PLANS, RatePlan, noxitel_plan
+from engine.poller import batch_reports
 from engine.providers import make_provider, open_provider, uses_sandbox
 from engine.providers.base import Channel, DeliveryReport, Provider, WebhookEvent
 from engine.providers.errors import ProviderError, RateLimited
@@ -187,7 +188,7 @@ async def poll_campaign(
     know (a sandbox that has since restarted) or keeps failing on is given up
     for this wait; it is asked again next time.
     """
-    batches, messages = models.Batch.__table__, models.Message.__table__
+    batches = models.Batch.__table__
     with engine.connect() as connection:
         open_batches = connection.execute(
             select(batches.c.id, batches.c.channel, batches.c.provider_batch_id).where(
@@ -198,25 +199,11 @@ async def poll_campaign(
         ).all()
     heard = 0
     for batch in open_batches:
+        if batch.channel == Channel.WHATSAPP.value and not whatsapp:
+            continue
         try:
-            if batch.channel == Channel.WHATSAPP.value:
-                if not whatsapp:
-                    continue
-                with engine.connect() as connection:
-                    ids = connection.execute(select(messages.c.provider_message_id).where(
-                        messages.c.batch_id == batch.id, messages.c.status.not_in(dlr.FINAL),
-                        messages.c.provider_message_id.is_not(None))).scalars().all()
-                reports = []
-                for message_id in ids:
-                    await throttle.acquire(max_wait=QUIET_SECONDS)
-                    reports.append(await provider.whatsapp_report(message_id))  # type: ignore[attr-defined]
-            elif batch.provider_batch_id and batch.channel == Channel.RCS.value:
-                await throttle.acquire(max_wait=QUIET_SECONDS)
-                reports = await provider.rcs_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined]
-            elif batch.provider_batch_id:
-                await throttle.acquire(max_wait=QUIET_SECONDS)
-                reports = await provider.sms_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined]
-            else:
+            reports = await batch_reports(engine, provider, throttle, batch)
+            if reports is None:
                 given_up.add(batch.id)  # sent in parts (RCS routed by the engine): no one batch to ask about
                 continue
         except RateLimited as exc:

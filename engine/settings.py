@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     broker_prefix: str = Field("campaign:", validation_alias=_env("CAMPAIGN_BROKER_PREFIX"))
     lease_seconds: float = Field(300.0, gt=0, validation_alias=_env("CAMPAIGN_LEASE_SECONDS"))
     sweep_seconds: float = Field(15.0, gt=0, validation_alias=_env("CAMPAIGN_SWEEP_SECONDS"))
+    dlr_poll_seconds: float = Field(30.0, gt=0, validation_alias=_env("CAMPAIGN_DLR_POLL_SECONDS"))
+    dlr_max_age_hours: float = Field(72.0, gt=0, validation_alias=_env("CAMPAIGN_DLR_MAX_AGE_HOURS"))
     rcs_fallback: Literal["provider", "engine"] = Field("provider", validation_alias=_env("CAMPAIGN_RCS_FALLBACK"))
     report_wait_seconds: float = Field(120.0, gt=0, validation_alias=_env("CAMPAIGN_REPORT_WAIT_SECONDS"))
     clock_offset: float = Field(0.0, validation_alias=_env("CAMPAIGN_CLOCK_OFFSET"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,11 @@ import pyarrow.csv as pa_csv
 import pytest
 from sqlalchemy import Engine, select, update
 
-from engine import dlr, models
+from engine import clock, dlr, models
 from engine.campaigns import start, status
 from engine.local import local_sender, send_campaign, wait_for_reports
 from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.poller import poll_due
 from engine.pricing import PriceTable
 from engine.providers.base import Channel, DeliveryReport
 from engine.sandbox.config import SandboxConfig
@@ -155,3 +157,26 @@ async def test_pixabits_whatsapp_failures_push_nothing_and_the_quiet_ends_the_wa
     counts = status(database, campaign_id).counts
     delivered = sum(fate(SandboxConfig(), f"91{9_000_000_000 + i}") == "delivered" for i in range(40))
     assert counts.get("delivered") == delivered and counts.get("submitted", 0) == 40 - delivered
+
+
+async def test_the_poller_settles_batches_then_expires_what_never_reports(
+    database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    first = plan_and_start(database, tmp_path, "noxitel", "sms", count=30)
+    async with local_sender(database, settings, "noxitel") as sender:
+        await send_campaign(database, sender, first)
+        sandbox.advance_clock(5)
+        done = await poll_due(database, sender.providers, sender.throttles, timedelta(hours=72))
+        assert (done.polled, done.reports, done.expired) == (1, 30, 0)
+        assert status(database, first).batches == {"settled": 1}
+        assert (await poll_due(database, sender.providers, sender.throttles, timedelta(hours=72))).polled == 0
+        sandbox.configure(dlr_delay=86_400)  # the next campaign's reports never settle
+        second = plan_and_start(database, tmp_path, "noxitel", "sms", count=10)
+        await send_campaign(database, sender, second)
+        later = clock.now() + timedelta(hours=73)
+        old = await poll_due(database, sender.providers, sender.throttles, timedelta(hours=72), later)
+    assert old.expired == 10
+    assert status(database, second).counts == {"expired": 10}
+    assert status(database, second).batches == {"settled": 1}
+    # No DLT template was given: the operator refuses every India-bound SMS.
+    assert status(database, first).counts == {"rejected": 30}

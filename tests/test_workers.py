@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from engine.dlt import DltTemplate
 from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
 from engine.pricing import PriceTable
 from engine.sandbox.config import SandboxConfig
-from engine.sandbox.outcomes import rcs_capable
+from engine.sandbox.outcomes import fate, rcs_capable
 from tests.fixtures.celery import LEASE_SECONDS, Workers
 from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
 
@@ -214,3 +215,15 @@ def test_campaign_send_with_a_broker_queues_and_waits(workers: Workers, fresh: S
     assert (result["state"], result["submitted"]) == ("completed", 20)
     assert "queued for the workers" in done.stderr
     assert len(recipients(fresh, "POST /api/v2/sms")) == 20
+
+
+def test_the_beat_poller_task_brings_in_the_reports(workers: Workers, fresh: Sandbox, tmp_path: Path) -> None:
+    campaign_id, numbers = campaign(workers, tmp_path, 200)
+    launch(workers, campaign_id)
+    workers.wait_for(lambda: sent_all(workers, campaign_id), what="the campaign to be sent")
+    fresh.advance_clock(5)
+    assert workers.run("campaign.poll_dlr")["reports"] >= 200
+    words = {"delivered": "delivered", "failed": "undeliverable", "expired": "expired"}
+    expected = Counter(words[fate(SANDBOX, n[1:])] for n in numbers)
+    assert status(workers.engine, campaign_id).counts == dict(expected)
+    assert status(workers.engine, campaign_id).batches == {"settled": 1}

@@ -50,13 +50,14 @@ def make_app(settings: Settings) -> Celery:
         task_soft_time_limit=TASK_TIME_LIMIT - 60,
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue="default",
-        task_routes={"campaign.start_campaign": {"queue": "plan"}},
+        task_routes={"campaign.start_campaign": {"queue": "plan"}, "campaign.poll_dlr": {"queue": "dlr"}},
         result_expires=24 * 3600,
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
         beat_schedule={
             "recovery-sweep": {"task": "campaign.sweep", "schedule": settings.sweep_seconds},
+            "delivery-reports": {"task": "campaign.poll_dlr", "schedule": settings.dlr_poll_seconds},
         },
     )
     return app

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
+from engine.poller import poll_due
 from engine.recovery import due_batches, sweep
 from workers.app import app, send_queue
 from workers.runtime import Runtime
@@ -50,3 +52,13 @@ def sweep_task() -> dict[str, int]:
     result = sweep(runtime.engine)
     rung = ring(runtime, result.due)
     return {"ambiguous": len(result.ambiguous_batches), "resumed": len(result.resumed_batches), "rung": rung}
+
+
+@app.task(name="campaign.poll_dlr")
+def poll_dlr() -> dict[str, int]:
+    """Ask Noxitel for the delivery reports of submitted batches that are due, and expire what is too old."""
+    runtime = Runtime.get()
+    sender = runtime.sender
+    max_age = timedelta(hours=runtime.settings.dlr_max_age_hours)
+    result = runtime.run(poll_due(runtime.engine, sender.providers, sender.throttles, max_age))
+    return {"polled": result.polled, "reports": result.reports, "expired": result.expired}

@@ -1,0 +1,129 @@
+"""Pulling delivery reports: Noxitel is asked, batch by batch, until every message of a batch is through.
+
+Young batches are asked every round, older ones less and less often, and a
+batch still open after the maximum age has what is left marked `expired`, so
+nothing is polled for ever. The beat task and local mode share the per-batch
+fetch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from engine import dlr, models
+from engine.clock import now
+from engine.providers.base import Channel, DeliveryReport, Provider
+from engine.providers.errors import ProviderError, RateLimited
+from engine.throttle import Throttle
+
+log = logging.getLogger(__name__)
+B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
+
+#: (age below which, seconds between polls): young batches every round, old ones rarely.
+BACKOFF = ((timedelta(minutes=10), 0.0), (timedelta(hours=1), 60.0), (timedelta(days=1), 300.0))
+OLD_INTERVAL = 900.0
+#: The longest any one report fetch may wait for the account's throttle.
+MAX_WAIT = 10.0
+
+
+async def batch_reports(
+    engine: Engine, provider: Provider, throttle: Throttle, batch: Any
+) -> list[DeliveryReport] | None:
+    """The provider's reports for one batch; None when there is no one batch to ask about
+    (an RCS batch the engine sent in two parts)."""
+    if batch.channel == Channel.WHATSAPP.value:
+        with engine.connect() as connection:
+            ids = connection.execute(select(M.c.provider_message_id).where(
+                M.c.batch_id == batch.id, M.c.status.not_in(dlr.THROUGH),
+                M.c.provider_message_id.is_not(None))).scalars().all()
+        reports = []
+        for message_id in ids:  # Noxitel reports WhatsApp per message only
+            await throttle.acquire(max_wait=MAX_WAIT)
+            reports.append(await provider.whatsapp_report(message_id))  # type: ignore[attr-defined]
+        return reports
+    if not batch.provider_batch_id:
+        return None
+    await throttle.acquire(max_wait=MAX_WAIT)
+    if batch.channel == Channel.RCS.value:
+        return await provider.rcs_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined,no-any-return]
+    return await provider.sms_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined,no-any-return]
+
+
+@dataclass(frozen=True)
+class Poll:
+    polled: int
+    reports: int
+    expired: int
+
+
+def _interval(age: timedelta) -> float:
+    return next((seconds for limit, seconds in BACKOFF if age < limit), OLD_INTERVAL)
+
+
+async def poll_due(
+    engine: Engine,
+    providers: Mapping[str, Provider],
+    throttles: Mapping[str, Throttle],
+    max_age: timedelta,
+    moment: datetime | None = None,
+) -> Poll:
+    """One round of the poller: expire what is too old, then ask about each batch that is due."""
+    moment = moment or now()
+    expired = expire_old(engine, moment - max_age)
+    with engine.connect() as connection:
+        open_batches = connection.execute(
+            select(B.c.id, B.c.campaign_id, B.c.channel, B.c.provider, B.c.provider_batch_id, B.c.submitted_at,
+                   B.c.updated_at, C.c.fallback_template)
+            .join(C, C.c.id == B.c.campaign_id)
+            .where(B.c.state == models.BatchState.SUBMITTED.value, B.c.provider == "noxitel")
+        ).all()
+    polled = heard = 0
+    for batch in open_batches:
+        age = moment - _aware(batch.submitted_at or moment)
+        if (moment - _aware(batch.updated_at or moment)).total_seconds() < _interval(age):
+            continue
+        try:
+            reports = await batch_reports(engine, providers[batch.provider], throttles[batch.provider], batch)
+        except RateLimited as exc:
+            await throttles[batch.provider].hold(exc.retry_after)
+            break
+        except ProviderError as exc:
+            log.warning("reports of batch %s could not be read (%s); asked again later", batch.id, exc)
+            reports = []
+        with engine.begin() as connection:  # asked now: the backoff counts from here
+            connection.execute(update(B).where(B.c.id == batch.id).values(updated_at=moment))
+        if reports is None:
+            continue
+        polled += 1
+        counts = dlr.apply(engine, reports, batch.campaign_id, batch_id=batch.id,
+                           provider_fallback=batch.fallback_template is not None)
+        heard += sum(counts.values())
+    return Poll(polled, heard, expired)
+
+
+def expire_old(engine: Engine, before: datetime) -> int:
+    """Messages of batches submitted before `before` that are still not through become `expired`."""
+    old = select(B.c.id).where(B.c.state == models.BatchState.SUBMITTED.value, B.c.submitted_at < before)
+    with engine.begin() as connection:
+        count = connection.execute(
+            update(M)
+            .where(M.c.batch_id.in_(old), M.c.status.not_in(dlr.THROUGH))
+            .values(status=models.MessageStatus.EXPIRED.value, status_at=now(),
+                    error="no final delivery report within the maximum age")
+        ).rowcount
+        connection.execute(
+            update(B).where(B.c.id.in_(old))
+            .values(state=models.BatchState.SETTLED.value, settled_at=now())
+        )
+    return count
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives datetimes back without their zone; they were written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
