@@ -1,6 +1,6 @@
 """The Celery app: Redis broker, one queue per provider, and settings that make a lost task harmless.
 
-Run a worker with `celery -A workers.app worker -Q send.pixabits,send.noxitel,plan,default`
+Run a worker with `celery -A workers.app worker -Q send.pixabits,send.noxitel,plan,dlr,default`
 and beat with `celery -A workers.app beat`.
 
 The database holds the work and the broker only rings the bell, so the broker
