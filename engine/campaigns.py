@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, exists, func, select, update
+import pyarrow as pa
+from sqlalchemy import Engine, case, exists, func, select, update
 
 from engine import models
+from engine.csvsafe import write_csv
 from engine.errors import CampaignError
 from engine.store import mark_campaign
 
@@ -181,3 +184,58 @@ def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
                 .values(state=State.RUNNING.value, state_reason=None, finished_at=None)
             )
     return count
+
+
+#: Batch states in which a batch's messages have been dealt with (sent, refused or given up).
+THROUGH_BATCHES = ("submitted", "settled", "failed", "ambiguous", "cancelled")
+
+
+def overview(engine: Engine) -> list[dict[str, Any]]:
+    """Every campaign with its state and how far sending has got, from the small batches table."""
+    done = func.sum(case((B.c.state.in_(THROUGH_BATCHES), B.c.size), else_=0))
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(C.c.id, C.c.name, C.c.channel, C.c.provider, C.c.state, C.c.total_messages, C.c.created_at,
+                   func.coalesce(done, 0).label("done"))
+            .outerjoin(B, B.c.campaign_id == C.c.id)
+            .group_by(C.c.id)
+            .order_by(C.c.id)
+        ).all()
+    return [
+        {"campaign_id": r.id, "name": r.name, "channel": r.channel, "provider": r.provider, "state": r.state,
+         "messages": r.total_messages, "sent": int(r.done),
+         "created_at": r.created_at.isoformat() if r.created_at else None}
+        for r in rows
+    ]
+
+
+def export(engine: Engine, campaign_id: int, path: Path) -> int:
+    """One row per recipient, safe to open in a spreadsheet; returns how many rows were written."""
+    campaign = _campaign(engine, campaign_id)
+    with engine.connect() as connection:
+        result = connection.execute(
+            select(M.c.line, M.c.address, M.c.channel_used, M.c.status, M.c.provider_message_id, M.c.error,
+                   M.c.submitted_at, M.c.status_at)
+            .where(M.c.campaign_id == campaign_id)
+            .order_by(M.c.line)
+        )
+        rows = result.cursor.fetchall()
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(8)]
+    write_csv(path, {
+        "line": pa.array(columns[0], pa.int64()),
+        "address": pa.array(columns[1], pa.string()),
+        "channel": pa.array([used or campaign.channel for used in columns[2]], pa.string()),
+        "status": pa.array(columns[3], pa.string()),
+        "provider_message_id": pa.array(columns[4], pa.string()),
+        "error": pa.array(columns[5], pa.string()),
+        "submitted_at": pa.array([_text(v) for v in columns[6]], pa.string()),
+        "status_at": pa.array([_text(v) for v in columns[7]], pa.string()),
+    })
+    return len(rows)
+
+
+def _text(moment: Any) -> str | None:
+    """Driver values as ISO text: SQLite gives strings, PostgreSQL datetimes."""
+    if moment is None or isinstance(moment, str):
+        return moment
+    return moment.isoformat(sep=" ")

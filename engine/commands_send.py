@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -27,7 +28,7 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from engine import clock, models
-from engine.campaigns import Status, cancel, pause, resend_ambiguous, start, state_of, status
+from engine.campaigns import Status, cancel, export, overview, pause, resend_ambiguous, start, state_of, status
 from engine.cli import console, err_console
 from engine.commands_plan import PLAN_OPTIONS, _print_json, _user_errors, plan, plan_campaign, print_summary
 from engine.db import open_database
@@ -276,6 +277,32 @@ def resend_ambiguous_command(
         _run(engine, settings, campaign_id, json_output, wait)
 
 
+def report_command(
+    campaign_id: CampaignId,
+    out: Annotated[Path | None, typer.Option(help="Where to write the CSV (default: campaign-ID.csv).")] = None,
+) -> None:
+    """One row per recipient: line in the file, address, channel used, status, provider id, error, times."""
+    path = out or Path(f"campaign-{campaign_id}.csv")
+    with _user_errors(), _database() as engine:
+        count = export(engine, campaign_id, path)
+    console.print(f"wrote {count:,} rows to {path}", highlight=False)
+
+
+def list_command(json_output: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False) -> None:
+    """The campaigns, with their state and how far sending has got."""
+    with _user_errors(), _database() as engine:
+        campaigns = overview(engine)
+    if json_output:
+        _print_json(campaigns)
+        return
+    table = Table("id", "name", "channel", "provider", "state", "sent", "created")
+    for c in campaigns:
+        share = f"{c['sent'] / c['messages']:.0%}" if c["messages"] else "-"
+        table.add_row(str(c["campaign_id"]), c["name"], c["channel"], c["provider"], c["state"],
+                      f"{c['sent']:,} / {c['messages']:,} ({share})", (c["created_at"] or "")[:16])
+    console.print(table)
+
+
 def cancel_command(
     campaign_id: CampaignId,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Cancel without asking.")] = False,
@@ -305,3 +332,5 @@ def register(app: typer.Typer) -> None:
     app.command("resume")(resume_command)
     app.command("cancel")(cancel_command)
     app.command("resend-ambiguous")(resend_ambiguous_command)
+    app.command("report")(report_command)
+    app.command("list")(list_command)

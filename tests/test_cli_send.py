@@ -185,3 +185,20 @@ def test_the_embedded_sandbox_run_ends_with_pushed_pixabits_reports(env: dict[st
         numbers = connection.execute(select(models.Message.address)).scalars().all()
     engine.dispose()
     assert result["counts"] == expected_counts(SandboxConfig(), numbers)
+
+
+def test_report_and_list(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:
+    sent = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--yes", "--json")
+    campaign_id = str(orjson.loads(sent.stdout.strip().splitlines()[-1])["campaign_id"])
+    out = tmp_path / "results.csv"
+    done = campaign(env, "report", campaign_id, "--out", str(out))
+    assert done.returncode == 0 and "wrote 20 rows" in done.stdout
+    lines = out.read_text(encoding="utf-8-sig").splitlines()
+    assert lines[0] == '"line","address","channel","status","provider_message_id","error","submitted_at","status_at"'
+    first = lines[1].split(",")
+    # The line in the uploaded file, the number kept as text (a leading + would start a formula), the outcome.
+    assert first[:4] == ['"2"', '"\'+917982597919"', '"sms"', '"submitted"'] and first[4].startswith('"samsms_')
+    listed = orjson.loads(campaign(env, "list", "--json").stdout)
+    assert [(c["campaign_id"], c["state"], c["sent"], c["messages"]) for c in listed] == [
+        (int(campaign_id), "completed", 20, 20)]
+    assert "20 / 20 (100%)" in campaign(env, "list").stdout
