@@ -24,6 +24,8 @@ from engine.store import mark_campaign
 C, B, M = models.Campaign.__table__, models.Batch.__table__, models.Message.__table__
 State = models.CampaignState
 
+#: Message statuses of recipients nothing was sent to.
+NOT_SENT = ("planned", "queued", "cancelled", "suppressed", "invalid")
 #: States from which a campaign may be paused.
 PAUSABLE = (State.RUNNING.value, State.SCHEDULED.value, State.WAITING.value)
 #: States from which a campaign may be (re)started.
@@ -45,8 +47,21 @@ class Status:
     currency: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    planned_at: datetime | None = None
+    first_submit: datetime | None = None
+    last_submit: datetime | None = None
+    last_report: datetime | None = None
+
+    @property
+    def delivery_rate(self) -> float | None:
+        """Delivered (or read) among the messages that went out; None before any did."""
+        out = self.messages - sum(self.counts.get(s, 0) for s in NOT_SENT)
+        reached = self.counts.get("delivered", 0) + self.counts.get("read", 0)
+        return round(reached / out, 4) if out else None
 
     def as_dict(self) -> dict[str, Any]:
+        def when(moment: datetime | None) -> str | None:
+            return moment.isoformat() if isinstance(moment, datetime) else moment
         return {
             "campaign_id": self.campaign_id,
             "name": self.name,
@@ -57,10 +72,16 @@ class Status:
             "messages": self.messages,
             "counts": self.counts,
             "batches": self.batches,
+            "delivery_rate": self.delivery_rate,
+            "fallback": self.counts.get("fallback", 0),
             "estimated_cost": self.estimated_cost,
             "currency": self.currency,
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "planned_at": when(self.planned_at),
+            "started_at": when(self.started_at),
+            "first_submit": when(self.first_submit),
+            "last_submit": when(self.last_submit),
+            "last_report": when(self.last_report),
+            "finished_at": when(self.finished_at),
         }
 
 
@@ -86,6 +107,12 @@ def status(engine: Engine, campaign_id: int) -> Status:
         batches = dict(connection.execute(
             select(B.c.state, func.count()).where(B.c.campaign_id == campaign_id).group_by(B.c.state)
         ).all())
+        first_submit, last_submit = connection.execute(
+            select(func.min(B.c.submitted_at), func.max(B.c.submitted_at)).where(B.c.campaign_id == campaign_id)
+        ).one()
+        last_report = connection.execute(
+            select(func.max(M.c.status_at)).where(M.c.campaign_id == campaign_id)
+        ).scalar_one()
     return Status(
         campaign_id=campaign_id,
         name=campaign.name,
@@ -100,6 +127,10 @@ def status(engine: Engine, campaign_id: int) -> Status:
         currency=campaign.currency,
         started_at=campaign.started_at,
         finished_at=campaign.finished_at,
+        planned_at=campaign.created_at,
+        first_submit=first_submit,
+        last_submit=last_submit,
+        last_report=last_report,
     )
 
 

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -222,6 +222,18 @@ def print_status(current: Status) -> None:
     console.print(table)
     reason = f" ({current.reason})" if current.reason else ""
     console.print(f"{current.channel} via {current.provider}: {current.state}{reason}", highlight=False)
+    if current.delivery_rate is not None:
+        fallback = current.counts.get("fallback", 0)
+        extra = f", {fallback:,} handed to an SMS fallback" if fallback else ""
+        console.print(f"delivered: {current.delivery_rate:.1%} of those sent{extra}", highlight=False)
+    cost = f"{current.estimated_cost:,.2f} {current.currency or ''}".strip()
+    console.print(f"estimated cost {cost}; planned {_when(current.planned_at)}, first sent "
+                  f"{_when(current.first_submit)}, last sent {_when(current.last_submit)}, "
+                  f"last report {_when(current.last_report)}", highlight=False)
+
+
+def _when(moment: object) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S}" if isinstance(moment, datetime) else str(moment or "-")[:19]
 
 
 def status_command(

@@ -51,8 +51,10 @@ def test_send_runs_a_campaign_and_reports_it(env: dict[str, str], sandbox: Sandb
     assert (result["state"], result["submitted"], result["failed"], result["ambiguous"]) == ("completed", 20, 0, 0)
     accepted = sandbox.endpoint("POST /api/v2/sms")["recipients"]
     assert len(accepted) == 20 and set(accepted.values()) == {1}
-    shown = campaign(env, "status", str(result["campaign_id"]), "--json")
-    assert orjson.loads(shown.stdout)["counts"] == {"submitted": 20}
+    shown = orjson.loads(campaign(env, "status", str(result["campaign_id"]), "--json").stdout)
+    assert shown["counts"] == {"submitted": 20} and shown["state"] == "completed"
+    assert shown["delivery_rate"] == 0.0 and shown["fallback"] == 0  # no reports yet: nothing delivered
+    assert shown["first_submit"] and shown["last_submit"] and shown["planned_at"] and shown["last_report"] is None
     table = campaign(env, "status", str(result["campaign_id"]))
     assert "submitted" in table.stdout and "completed" in table.stdout
     again = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"))
