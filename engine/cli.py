@@ -52,9 +52,9 @@ def run() -> None:
 
 def _register_commands() -> None:
     """Each command group lives in its own module and adds itself to `app`."""
-    from engine import commands_plan, commands_sandbox, commands_send
+    from engine import commands_plan, commands_sandbox, commands_send, commands_web
 
-    for module in (commands_plan, commands_send, commands_sandbox):
+    for module in (commands_plan, commands_send, commands_sandbox, commands_web):
         module.register(app)
 
 

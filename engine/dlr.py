@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, case, exists, text, update
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, case, exists, select, text, update
 
 from engine import models
 from engine.clock import now
@@ -183,3 +183,33 @@ def _settle(connection: Connection, campaign_id: int, batch_id: int | None) -> N
     if batch_id is not None:
         statement = statement.where(B.c.id == batch_id)
     connection.execute(statement.values(state=models.BatchState.SETTLED.value, settled_at=now()))
+
+
+def apply_pushed(engine: Engine, reports: Sequence[DeliveryReport]) -> Counter[str]:
+    """Apply pushed reports, which arrive without our campaign: matched by the provider's batch id where the
+    push carries one (Noxitel SMS), else by number to the oldest message still open for it there."""
+    B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
+    seen: Counter[str] = Counter()
+    groups: dict[tuple[int, int | None], list[DeliveryReport]] = {}
+    with engine.connect() as connection:
+        for report in reports:
+            if report.batch_id:
+                found = connection.execute(select(B.c.campaign_id, B.c.id).where(
+                    B.c.provider == report.provider, B.c.provider_batch_id == report.batch_id)).first()
+            else:
+                found = connection.execute(
+                    select(M.c.campaign_id, M.c.batch_id)
+                    .join(B, B.c.id == M.c.batch_id)
+                    .where(M.c.address == report.to, B.c.provider == report.provider, M.c.status.not_in(THROUGH))
+                    .order_by(M.c.id)
+                    .limit(1)
+                ).first()
+            if found is None:
+                seen["unmatched"] += 1
+                log.warning("%s pushed a report for a message this database does not know", report.provider)
+                continue
+            groups.setdefault((found[0], found[1]), []).append(report)
+        fallbacks = dict(connection.execute(select(C.c.id, C.c.fallback_template.is_not(None))).all())
+    for (campaign_id, batch_id), group in groups.items():
+        seen.update(apply(engine, group, campaign_id, batch_id, provider_fallback=fallbacks.get(campaign_id, False)))
+    return seen

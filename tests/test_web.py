@@ -1,0 +1,104 @@
+"""`campaign web`: signed pushes applied to their messages, opt-out replies and hard bounces suppressed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from engine.campaigns import status
+from engine.db import open_database
+from engine.sandbox.config import SandboxConfig
+from engine.sandbox.outcomes import fate
+from tests.fixtures.sandbox import SANDBOX_SEED, WEBHOOK_SECRET, Sandbox, read_banner
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "examples" / "contacts.csv"
+SEND = ["--provider", "noxitel", "--sender", "ACMEIN", "--dlt-template-id", "1207161234567890123",
+        "--message", "Hi #name#, your order #order# has shipped and will reach you by Friday. -ACME"]
+
+
+@pytest.fixture
+def env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
+            "NOXITEL_BASE_URL": sandbox.noxitel_url, "NOXITEL_API_KEY": sandbox.account(),
+            "CAMPAIGN_WEBHOOK_SECRET": WEBHOOK_SECRET}
+
+
+@pytest.fixture
+def receiver(env: dict[str, str]) -> Iterator[str]:
+    process = subprocess.Popen([sys.executable, "-m", "engine", "web", "--port", "0"], env=env,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        yield read_banner(process)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def post(url: str, body: dict[str, object], secret: str = WEBHOOK_SECRET) -> int:
+    raw = orjson.dumps(body)
+    signature = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(url, data=raw, headers={"X-Signature": signature}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def campaign(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "engine", *args], env=env, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_the_receiver_refuses_to_start_without_a_secret(env: dict[str, str]) -> None:
+    done = campaign({k: v for k, v in env.items() if k != "CAMPAIGN_WEBHOOK_SECRET"}, "web", "--port", "0")
+    assert done.returncode == 1 and "set CAMPAIGN_WEBHOOK_SECRET" in done.stderr
+
+
+def test_noxitel_pushes_settle_the_campaign(
+    env: dict[str, str], sandbox: Sandbox, receiver: str, tmp_path: Path
+) -> None:
+    sent = campaign({**env, "CAMPAIGN_PUBLIC_URL": receiver}, "send", str(EXAMPLE), *SEND,
+                    "--rejects", str(tmp_path / "r.csv"), "--yes", "--json")
+    campaign_id = orjson.loads(sent.stdout.strip().splitlines()[-1])["campaign_id"]
+    assert sandbox.last_body("POST /api/v2/sms")["notifyUrl"] == receiver + "/webhooks/noxitel"
+    sandbox.advance_clock(5)
+    engine = open_database(env["CAMPAIGN_DATABASE_URL"])
+    deadline = time.monotonic() + 30
+    while status(engine, campaign_id).counts.get("submitted") and time.monotonic() < deadline:
+        time.sleep(0.1)  # the sandbox pushes, the receiver applies
+    counts, numbers = status(engine, campaign_id).counts, None
+    with engine.connect() as connection:
+        numbers = [row[0] for row in connection.exec_driver_sql("SELECT address FROM messages")]
+    engine.dispose()
+    words = {"delivered": "delivered", "failed": "undeliverable", "expired": "expired"}
+    assert counts == dict(Counter(words[fate(SandboxConfig(seed=SANDBOX_SEED), n[1:])] for n in numbers))
+
+
+def test_stop_replies_and_hard_bounces_are_suppressed(env: dict[str, str], receiver: str) -> None:
+    pixabits, rcs = receiver + "/webhooks/pixabits", receiver + "/webhooks/noxitel/rcs"
+    assert post(pixabits, {"event": "wa.message.received",
+                           "data": {"message_id": "w1", "from": "+919876543210", "text": "STOP"}}) == 200
+    assert post(pixabits, {"event": "wa.message.received",
+                           "data": {"message_id": "w2", "from": "+919876543211", "text": "Thanks!"}}) == 200
+    assert post(rcs, {"event": "message.received", "agentId": "42", "msgId": "m1", "from": "919876543212",
+                      "message": {"type": "text", "text": "Unsubscribe"}}) == 200
+    assert post(pixabits, {"event": "email.bounced",
+                           "data": {"message_id": "e1", "to": "gone@example.com", "bounce_type": "hard"}}) == 200
+    assert post(pixabits, {"event": "wa.message.received",
+                           "data": {"message_id": "w3", "from": "+919876543213", "text": "STOP"}},
+                secret="forged") == 401
+    listed = orjson.loads(campaign(env, "suppress", "list", "--json").stdout)
+    assert sorted((r["address"], r["reason"]) for r in listed) == [
+        ("+919876543210", "opt-out reply"), ("+919876543212", "opt-out reply"), ("gone@example.com", "hard bounce")]
