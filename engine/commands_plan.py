@@ -20,7 +20,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from engine.cli import console, err_console, fail
-from engine.db import current_revision, head_revision, make_engine, open_database, upgrade
+from engine.db import current_revision, database, head_revision, make_engine, upgrade
 from engine.dlt import (
     VAR_MAX,
     default_registry,
@@ -105,12 +105,8 @@ def plan(
     """Check, cost and batch a campaign before any money is spent; --save stores it for sending."""
     options = {key: value for key, value in locals().items() if key in PLAN_OPTIONS}
     settings = get_settings()
-    with _user_errors():
-        engine = open_database(settings.database_url)
-        try:
-            result = plan_campaign(settings, engine, options, save=save, show_progress=not json_output)
-        finally:
-            engine.dispose()
+    with _user_errors(), database(settings.database_url) as engine:
+        result = plan_campaign(settings, engine, options, save=save, show_progress=not json_output)
     if json_output:
         _print_json(result.summary)
     else:
@@ -295,11 +291,8 @@ def dlt_import(
     """Add (or replace, by id) DLT templates from a CSV."""
     with _user_errors():
         templates = read_registry(file)
-        engine = open_database(get_settings().database_url)
-        try:
+        with database(get_settings().database_url) as engine:
             count = import_templates(engine, templates)
-        finally:
-            engine.dispose()
     console.print(f"imported {count} DLT templates")
 
 
@@ -307,11 +300,8 @@ def dlt_import(
 def dlt_list(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show the DLT templates a plan can use: imported ones, then those shipped in config/."""
     with _user_errors():
-        engine = open_database(get_settings().database_url)
-        try:
+        with database(get_settings().database_url) as engine:
             imported = stored_templates(engine)
-        finally:
-            engine.dispose()
         known = {t.template_id for t in imported}
         listed = [(t, "imported") for t in imported]
         listed += [(t, "shipped") for t in default_registry() if t.template_id not in known]
@@ -339,13 +329,10 @@ def suppress_add(
     """Suppress addresses typed on the command line."""
     settings = get_settings()
     with _user_errors():
-        engine = open_database(settings.database_url)
-        try:
+        with database(settings.database_url) as engine:
             added, refused = add_suppressions(
                 engine, addresses, reason=reason, source="cli", region=settings.default_region
             )
-        finally:
-            engine.dispose()
         if refused:
             value, why = refused[0]
             raise CampaignError(f"{value!r}: {why}" + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""))
@@ -360,14 +347,10 @@ def suppress_import(
 ) -> None:
     """Suppress every address in a CSV (unusable rows are reported, not imported)."""
     settings = get_settings()
-    with _user_errors():
-        engine = open_database(settings.database_url)
-        try:
-            rows, added, refused = import_file(
-                engine, file, reason=reason, region=settings.default_region, to_column=to_column
-            )
-        finally:
-            engine.dispose()
+    with _user_errors(), database(settings.database_url) as engine:
+        rows, added, refused = import_file(
+            engine, file, reason=reason, region=settings.default_region, to_column=to_column
+        )
     console.print(f"read {rows:,} rows: {added:,} newly suppressed, {len(refused):,} unusable")
     for line, value, why in refused[:20]:
         err_console.print(f"  line {line}: {value!r}: {why}", highlight=False)
@@ -379,12 +362,8 @@ def suppress_list(
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show the suppression list, oldest first."""
-    with _user_errors():
-        engine = open_database(get_settings().database_url)
-        try:
-            rows = list_suppressions(engine, limit)
-        finally:
-            engine.dispose()
+    with _user_errors(), database(get_settings().database_url) as engine:
+        rows = list_suppressions(engine, limit)
     if json_output:
         _print_json(
             [

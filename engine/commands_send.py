@@ -11,13 +11,12 @@ resume ID` continues exactly where it stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +30,7 @@ from engine import clock, models
 from engine.campaigns import Status, cancel, export, overview, pause, resend_ambiguous, start, state_of, status
 from engine.cli import console, err_console
 from engine.commands_plan import PLAN_OPTIONS, _print_json, _user_errors, plan, plan_campaign, print_summary
-from engine.db import open_database
+from engine.db import database
 from engine.errors import CampaignError
 from engine.local import local_sender, send_campaign, send_test, wait_for_reports
 from engine.planner import Plan, save_plan
@@ -76,30 +75,22 @@ def send(
     """Plan, confirm and send a campaign (the options of `campaign plan`, then these)."""
     json_output = options.pop("json_output")
     settings = get_settings()
-    with _user_errors():
-        engine = open_database(settings.database_url)
-        try:
-            result = plan_campaign(settings, engine, options, show_progress=not json_output)
-            if not json_output:
-                print_summary(result.summary)
-            if test_to:
-                _send_test(settings, result, [n.strip() for n in test_to.split(",") if n.strip()], json_output)
-                return
-            if not settings.local_mode:
-                require_services(settings)
-            _confirm(engine, result, yes)
-            campaign_id = save_plan(engine, result)
-            _run(engine, settings, campaign_id, json_output, wait)
-        finally:
-            engine.dispose()
+    with _user_errors(), database(settings.database_url) as engine:
+        result = plan_campaign(settings, engine, options, show_progress=not json_output)
+        if not json_output:
+            print_summary(result.summary)
+        if test_to:
+            _send_test(engine, settings, result, [n.strip() for n in test_to.split(",") if n.strip()], json_output)
+            return
+        if not settings.local_mode:
+            require_services(settings)
+        _confirm(engine, result, yes)
+        campaign_id = save_plan(engine, result)
+        _run(engine, settings, campaign_id, json_output, wait)
 
 
-def _send_test(settings: Settings, result: Plan, numbers: list[str], json_output: bool) -> None:
-    engine = open_database(settings.database_url)
-    try:
-        outcome = asyncio.run(send_test(engine, settings, result, numbers))
-    finally:
-        engine.dispose()
+def _send_test(engine: Engine, settings: Settings, result: Plan, numbers: list[str], json_output: bool) -> None:
+    outcome = asyncio.run(send_test(engine, settings, result, numbers))
     if json_output:
         _print_json(outcome)
         return
@@ -241,7 +232,7 @@ def status_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Where a campaign stands: its state and its messages per status."""
-    with _user_errors(), _database() as engine:
+    with _user_errors(), database(get_settings().database_url) as engine:
         current = status(engine, campaign_id)
     if json_output:
         _print_json(current.as_dict())
@@ -251,7 +242,7 @@ def status_command(
 
 def pause_command(campaign_id: CampaignId) -> None:
     """Stop sending after the batches in flight; `campaign resume` continues."""
-    with _user_errors(), _database() as engine:
+    with _user_errors(), database(get_settings().database_url) as engine:
         pause(engine, campaign_id)
     console.print(f"campaign {campaign_id} paused")
 
@@ -263,7 +254,7 @@ def resume_command(
 ) -> None:
     """Send what is left of a paused (or stopped) campaign, from its recorded state."""
     settings = get_settings()
-    with _user_errors(), _database() as engine:
+    with _user_errors(), database(get_settings().database_url) as engine:
         start(engine, campaign_id)
         _run(engine, settings, campaign_id, json_output, wait)
 
@@ -276,7 +267,7 @@ def resend_ambiguous_command(
 ) -> None:
     """Send again the messages whose sending is uncertain and that no delivery report vouches for."""
     settings = get_settings()
-    with _user_errors(), _database() as engine:
+    with _user_errors(), database(get_settings().database_url) as engine:
         uncertain = status(engine, campaign_id).counts.get("ambiguous", 0)
         if not uncertain:
             raise CampaignError(f"campaign {campaign_id} has no ambiguous messages")
@@ -295,14 +286,14 @@ def report_command(
 ) -> None:
     """One row per recipient: line in the file, address, channel used, status, provider id, error, times."""
     path = out or Path(f"campaign-{campaign_id}.csv")
-    with _user_errors(), _database() as engine:
+    with _user_errors(), database(get_settings().database_url) as engine:
         count = export(engine, campaign_id, path)
     console.print(f"wrote {count:,} rows to {path}", highlight=False)
 
 
 def list_command(json_output: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False) -> None:
     """The campaigns, with their state and how far sending has got."""
-    with _user_errors(), _database() as engine:
+    with _user_errors(), database(get_settings().database_url) as engine:
         campaigns = overview(engine)
     if json_output:
         _print_json(campaigns)
@@ -320,21 +311,11 @@ def cancel_command(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Cancel without asking.")] = False,
 ) -> None:
     """Never send what has not been sent yet."""
-    with _user_errors(), _database() as engine:
+    with _user_errors(), database(get_settings().database_url) as engine:
         if not yes and not (sys.stdin.isatty() and typer.confirm(f"Cancel campaign {campaign_id}?", err=True)):
             raise CampaignError("nothing was cancelled: add --yes to cancel without a question")
         dropped = cancel(engine, campaign_id)
     console.print(f"campaign {campaign_id} cancelled; {dropped:,} messages will not be sent")
-
-
-@contextlib.contextmanager
-def _database() -> Iterator[Engine]:
-    """The configured database for the length of one command."""
-    engine = open_database(get_settings().database_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def register(app: typer.Typer) -> None:

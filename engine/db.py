@@ -10,8 +10,9 @@ uses each driver's fastest path inside the caller's transaction: a raw
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,16 @@ def _upgrade_sqlite(engine: Engine, head: str | None) -> None:
     except OperationalError:
         if current_revision(engine) != head:
             raise
+
+
+@contextlib.contextmanager
+def database(url: str) -> Iterator[Engine]:
+    """`open_database` for the length of a `with` block (one command), disposed after."""
+    engine = open_database(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def bulk_insert(connection: Connection, table: str, columns: Mapping[str, Sequence[Any] | pa.Array]) -> int:

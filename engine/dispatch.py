@@ -58,7 +58,7 @@ from engine.providers.errors import (
 from engine.quota import DailyQuota, next_day
 from engine.rcs import CapabilityCache, MemoryCapabilityCache, capabilities
 from engine.recovery import LEASE_EXPIRED
-from engine.store import complete_if_done, mark_campaign, mark_submitted, set_provider_ids
+from engine.store import complete_if_done, mark_campaign, set_provider_ids, update_messages
 from engine.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -445,7 +445,8 @@ class Sender:
                 return submission
             ids = {row.address: row.id for row in part}
             with self.engine.begin() as connection:
-                mark_submitted(connection, list(ids.values()), channel.value, now())
+                update_messages(connection, list(ids.values()), status=MessageStatus.SUBMITTED.value,
+                                submitted_at=now(), channel_used=channel.value)
                 set_provider_ids(connection, [(ids[a], pid) for a, pid in submission.message_ids.items() if a in ids])
         with self.engine.begin() as connection:
             self._record(connection, batch.id, None, batch.channel)
@@ -509,8 +510,7 @@ class Sender:
         if status is MessageStatus.AMBIGUOUS:
             values["submitted_at"] = now()  # it may have gone out, and counts against the quota
         with self.engine.begin() as connection:
-            for start in range(0, len(message_ids), 5_000):
-                connection.execute(update(M).where(M.c.id.in_(message_ids[start : start + 5_000])).values(**values))
+            update_messages(connection, message_ids, **values)
 
     def _release(self, batch_id: int, part: Sequence[int] | None, not_before: datetime | None = None) -> None:
         """Nothing was sent: give the batch (and the messages of this call) back to `planned`, due at `not_before`.

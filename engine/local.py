@@ -30,7 +30,7 @@ from engine.models import CampaignState
 from engine.phones import normalize_one
 from engine.planner import Plan
 from engine.plans import PIXABITS_PLANS, RatePlan, noxitel_plan
-from engine.poller import batch_reports
+from engine.poller import poll_batch
 from engine.providers import make_provider, open_provider, uses_sandbox
 from engine.providers.base import Channel, DeliveryReport, Provider, WebhookEvent
 from engine.providers.errors import ProviderError, RateLimited
@@ -191,7 +191,7 @@ async def poll_campaign(
     batches = models.Batch.__table__
     with engine.connect() as connection:
         open_batches = connection.execute(
-            select(batches.c.id, batches.c.channel, batches.c.provider_batch_id).where(
+            select(batches.c.id, batches.c.campaign_id, batches.c.channel, batches.c.provider_batch_id).where(
                 batches.c.campaign_id == campaign_id,
                 batches.c.state == models.BatchState.SUBMITTED.value,
                 batches.c.id.not_in(given_up),
@@ -202,18 +202,17 @@ async def poll_campaign(
         if batch.channel == Channel.WHATSAPP.value and not whatsapp:
             continue
         try:
-            reports = await batch_reports(engine, provider, throttle, batch)
-            if reports is None:
-                given_up.add(batch.id)  # sent in parts (RCS routed by the engine): no one batch to ask about
-                continue
-        except RateLimited as exc:
-            await throttle.hold(exc.retry_after)
+            count = await poll_batch(engine, provider, throttle, batch, fallback)
+        except RateLimited:
             continue
         except ProviderError as exc:
             log.warning("reports of batch %s could not be read (%s); not waiting for them", batch.id, exc)
             given_up.add(batch.id)
             continue
-        heard += sum(dlr.apply(engine, reports, campaign_id, batch_id=batch.id, provider_fallback=fallback).values())
+        if count is None:
+            given_up.add(batch.id)  # sent in parts (RCS routed by the engine): no one batch to ask about
+        else:
+            heard += count
     return heard
 
 

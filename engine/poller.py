@@ -55,6 +55,19 @@ async def batch_reports(
     return await provider.sms_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined,no-any-return]
 
 
+async def poll_batch(engine: Engine, provider: Provider, throttle: Throttle, batch: Any, fallback: bool) -> int | None:
+    """Fetch one batch's reports and apply them; how many carried a status, or None when it cannot be asked
+    about. A provider error goes up to the caller, whose policy differs; after a 429 the account is held."""
+    try:
+        reports = await batch_reports(engine, provider, throttle, batch)
+    except RateLimited as exc:
+        await throttle.hold(exc.retry_after)
+        raise
+    if reports is None:
+        return None
+    return sum(dlr.apply(engine, reports, batch.campaign_id, batch_id=batch.id, provider_fallback=fallback).values())
+
+
 @dataclass(frozen=True)
 class Poll:
     polled: int
@@ -88,22 +101,19 @@ async def poll_due(
         age = moment - _aware(batch.submitted_at or moment)
         if (moment - _aware(batch.updated_at or moment)).total_seconds() < _interval(age):
             continue
+        with engine.begin() as connection:  # asked now: the backoff counts from here
+            connection.execute(update(B).where(B.c.id == batch.id).values(updated_at=moment))
+        provider, throttle = providers[batch.provider], throttles[batch.provider]
         try:
-            reports = await batch_reports(engine, providers[batch.provider], throttles[batch.provider], batch)
-        except RateLimited as exc:
-            await throttles[batch.provider].hold(exc.retry_after)
+            count = await poll_batch(engine, provider, throttle, batch, batch.fallback_template is not None)
+        except RateLimited:
             break
         except ProviderError as exc:
             log.warning("reports of batch %s could not be read (%s); asked again later", batch.id, exc)
-            reports = []
-        with engine.begin() as connection:  # asked now: the backoff counts from here
-            connection.execute(update(B).where(B.c.id == batch.id).values(updated_at=moment))
-        if reports is None:
             continue
-        polled += 1
-        counts = dlr.apply(engine, reports, batch.campaign_id, batch_id=batch.id,
-                           provider_fallback=batch.fallback_template is not None)
-        heard += sum(counts.values())
+        if count is not None:
+            polled += 1
+            heard += count
     return Poll(polled, heard, expired)
 
 

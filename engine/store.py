@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, exists, func, text, update
@@ -41,15 +40,11 @@ def complete_if_done(connection: Connection, campaign_id: Any = None) -> None:
     connection.execute(statement.values(state=models.CampaignState.COMPLETED.value, finished_at=func.now()))
 
 
-def mark_submitted(connection: Connection, message_ids: Sequence[int], channel: str, when: datetime) -> None:
-    """Mark these messages submitted through `channel`, a few thousand ids per statement."""
+def update_messages(connection: Connection, message_ids: Sequence[int], **values: Any) -> None:
+    """Set `values` on these messages, a few thousand ids per statement (bound parameters have limits)."""
     message = models.Message.__table__
     for start in range(0, len(message_ids), 5_000):
-        connection.execute(
-            update(message)
-            .where(message.c.id.in_(message_ids[start : start + 5_000]))
-            .values(status=models.MessageStatus.SUBMITTED.value, submitted_at=when, channel_used=channel)
-        )
+        connection.execute(update(message).where(message.c.id.in_(message_ids[start : start + 5_000])).values(**values))
 
 
 def set_provider_ids(connection: Connection, pairs: Sequence[tuple[int, str]]) -> None:
