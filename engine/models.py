@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -55,6 +56,12 @@ class BatchState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     AMBIGUOUS = "ambiguous"
+
+
+class BatchKind(StrEnum):
+    SEND = "send"
+    FALLBACK = "fallback"
+    RETRY = "retry"
 
 
 class MessageStatus(StrEnum):
@@ -155,6 +162,12 @@ class Batch(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     claim_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     provider_batch_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    #: `send` (planned with the campaign), `fallback` (SMS for RCS that did not arrive) or `retry`.
+    kind: Mapped[str] = mapped_column(String(16), server_default=BatchKind.SEND.value)
+    #: The RCS call asked the provider to send the SMS fallback itself (`smsFallback`).
+    provider_fallback: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    #: What the provider said the call cost, where it says (Noxitel WhatsApp `total_cost`, Pixabits `credits_used`).
+    reported_cost: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=utcnow)
@@ -171,17 +184,17 @@ class Message(Base):
     statuses are written only through `MessageStatus`) and no foreign keys
     (PostgreSQL checks each with a per-row trigger: 5.5 s per million rows).
     Messages are written only with their campaign and batches, in one
-    transaction, and must be deleted with them. The
-    indexes delivery-report matching needs (provider message id, address) are
-    left to that code, which can weigh them against these figures
-    (tests/benchmarks/RESULTS.md).
+    transaction, and must be deleted with them. The second index, on `address`,
+    is what matching a pushed report (which names only the number) to its
+    message needs; its cost to planning is measured in
+    tests/benchmarks/RESULTS.md.
     `cost` is what the provider reports, where it does; the estimate is per batch.
     """
 
     __tablename__ = "messages"
     # Sending rewrites each row's status once or twice; free room on every page
     # lets PostgreSQL update in place (HOT) instead of rewriting index entries.
-    __table_args__ = (Index(None, "batch_id"), {"postgresql_with": {"fillfactor": 70}})
+    __table_args__ = (Index(None, "batch_id"), Index(None, "address"), {"postgresql_with": {"fillfactor": 70}})
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(Id)
@@ -228,27 +241,40 @@ class DltTemplate(Base):
 
 
 class DeliveryEvent(Base):
-    """One delivery report as received; kept raw, and parked (`message_id` NULL) until it can be matched."""
+    """One delivery report as received, kept raw once for audit, and the queue reports are applied from.
+
+    `fingerprint` (a 64-bit hash of what the provider said) is unique, so a
+    report delivered twice, or returned again by the next poll, is stored once.
+    A pushed report is stored first with `processed` false; it is then matched
+    to its message and folded into the message's status. One that matches no
+    message yet (the provider was faster than our commit) stays parked,
+    unprocessed, and is tried again on every later round until it matches or
+    grows older than the reports' maximum age. Like `messages`, the table has
+    no foreign keys: a million polled reports are written per campaign.
+    `status` is the canonical status, NULL for a word the engine does not know.
+    """
 
     __tablename__ = "delivery_events"
     __table_args__ = (
-        CheckConstraint(_one_of("status", MessageStatus), name="status"),
-        Index(None, "provider", "provider_message_id"),
-        Index(None, "provider", "address"),
         Index(None, "message_id"),
+        Index("ix_delivery_events_parked", "received_at",
+              postgresql_where=text("NOT processed"), sqlite_where=text("NOT processed")),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    fingerprint: Mapped[int] = mapped_column(BigInteger, unique=True)
+    message_id: Mapped[int | None] = mapped_column(Id)
+    campaign_id: Mapped[int | None] = mapped_column(Id)
     provider: Mapped[str] = mapped_column(String(32))
     channel: Mapped[str] = mapped_column(String(16))
     address: Mapped[str | None] = mapped_column(String(320))
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
     provider_batch_id: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str | None] = mapped_column(String(16))
     provider_status: Mapped[str] = mapped_column(String(100))
     detail: Mapped[str | None] = mapped_column(Text)
+    cost: Mapped[float | None] = mapped_column(Float)
     occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    processed: Mapped[bool] = mapped_column(Boolean, default=False)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    processed: Mapped[bool] = mapped_column(Boolean)
     raw: Mapped[str | None] = mapped_column(Text)
