@@ -11,8 +11,8 @@ import logging
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from engine.console import fail
 from engine.errors import CampaignError
 
 app = typer.Typer(
@@ -21,17 +21,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-# Soft wrap: a long error or path stays one line when piped, where the width defaults to 80.
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one clear error line and return the exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail to stderr.")] = False,
@@ -52,9 +41,16 @@ def run() -> None:
 
 def _register_commands() -> None:
     """Each command group lives in its own module and adds itself to `app`."""
-    from engine import commands_plan, commands_sandbox, commands_send, commands_web
+    from engine import (
+        commands_demo,
+        commands_plan,
+        commands_sandbox,
+        commands_schedule,
+        commands_send,
+        commands_web,
+    )
 
-    for module in (commands_plan, commands_send, commands_sandbox, commands_web):
+    for module in (commands_plan, commands_send, commands_schedule, commands_sandbox, commands_web, commands_demo):
         module.register(app)
 
 
