@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import Engine, case, exists, func, select, update
+from sqlalchemy import Engine, and_, case, exists, func, select, update
 
-from engine import models
+from engine import models, rebatch
 from engine.csvsafe import write_csv
 from engine.errors import CampaignError
 from engine.store import mark_campaign
@@ -51,6 +51,10 @@ class Status:
     first_submit: datetime | None = None
     last_submit: datetime | None = None
     last_report: datetime | None = None
+    #: What the provider said the campaign cost, where it says (None: it did not).
+    reported_cost: float | None = None
+    #: Recipients handed to an SMS fallback: by the engine (a fallback batch) or by the provider.
+    fallbacks: int = 0
 
     @property
     def delivery_rate(self) -> float | None:
@@ -73,8 +77,9 @@ class Status:
             "counts": self.counts,
             "batches": self.batches,
             "delivery_rate": self.delivery_rate,
-            "fallback": self.counts.get("fallback", 0),
+            "fallback": self.fallbacks,
             "estimated_cost": self.estimated_cost,
+            "reported_cost": self.reported_cost,
             "currency": self.currency,
             "planned_at": when(self.planned_at),
             "started_at": when(self.started_at),
@@ -113,6 +118,11 @@ def status(engine: Engine, campaign_id: int) -> Status:
         last_report = connection.execute(
             select(func.max(M.c.status_at)).where(M.c.campaign_id == campaign_id)
         ).scalar_one()
+        reported_cost = _reported_cost(connection, campaign_id)
+        in_fallback = connection.execute(
+            select(func.coalesce(func.sum(B.c.size), 0))
+            .where(B.c.campaign_id == campaign_id, B.c.kind == models.BatchKind.FALLBACK.value)
+        ).scalar_one()
     return Status(
         campaign_id=campaign_id,
         name=campaign.name,
@@ -131,7 +141,21 @@ def status(engine: Engine, campaign_id: int) -> Status:
         first_submit=first_submit,
         last_submit=last_submit,
         last_report=last_report,
+        reported_cost=reported_cost,
+        fallbacks=int(in_fallback) + counts.get("fallback", 0),
     )
+
+
+def _reported_cost(connection: Any, campaign_id: int) -> float | None:
+    """The provider's figures: per call where it answers with a cost, else per message from its reports."""
+    by_call = connection.execute(
+        select(func.sum(B.c.reported_cost)).where(B.c.campaign_id == campaign_id)
+    ).scalar_one()
+    unpriced = select(B.c.id).where(B.c.campaign_id == campaign_id, B.c.reported_cost.is_(None))
+    by_report = connection.execute(select(func.sum(M.c.cost)).where(M.c.batch_id.in_(unpriced))).scalar_one()
+    if by_call is None and by_report is None:
+        return None
+    return round(float(by_call or 0) + float(by_report or 0), 4)
 
 
 def start(engine: Engine, campaign_id: int) -> Any:
@@ -145,7 +169,8 @@ def start(engine: Engine, campaign_id: int) -> Any:
         connection.execute(
             update(C)
             .where(C.c.id == campaign_id)
-            .values(state=State.RUNNING.value, state_reason=None, started_at=func.coalesce(C.c.started_at, func.now()))
+            .values(state=State.RUNNING.value, state_reason=None, wake_at=None,
+                    started_at=func.coalesce(C.c.started_at, func.now()))
         )
     return campaign
 
@@ -215,6 +240,39 @@ def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
                 .values(state=State.RUNNING.value, state_reason=None, finished_at=None)
             )
     return count
+
+
+#: Failures worth another try: the network, an outage, a message that expired on the way. A refusal
+#: (invalid number, DND, DLT scrubbing: `rejected`, `undeliverable`) would only fail again.
+TEMPORARY_FAILURES = (models.MessageStatus.FAILED.value, models.MessageStatus.EXPIRED.value)
+
+
+def retry_failed(engine: Engine, campaign_id: int) -> int:
+    """Give the temporarily failed messages new batches, due now; returns how many will be sent again.
+
+    Each message moves once per call (the move re-checks its status), so two
+    retries at the same moment do not send it twice.
+    """
+    campaign = _campaign(engine, campaign_id)
+    if campaign.state == State.CANCELLED.value:
+        raise CampaignError(f"campaign {campaign_id} is cancelled")
+    failed = M.c.status.in_(TEMPORARY_FAILURES)
+    moved = 0
+    with engine.begin() as connection:
+        channels = connection.execute(
+            select(B.c.channel).where(B.c.campaign_id == campaign_id).distinct()
+        ).scalars().all()
+        for channel in channels:
+            in_channel = select(B.c.id).where(B.c.campaign_id == campaign_id, B.c.channel == channel)
+            qualifies = and_(failed, M.c.batch_id.in_(in_channel))
+            ids = connection.execute(select(M.c.id).where(qualifies).order_by(M.c.id)).scalars().all()
+            moved += rebatch.move(connection, campaign, ids, qualifies, channel, models.BatchKind.RETRY).messages
+        if moved:
+            connection.execute(
+                update(C).where(C.c.id == campaign_id)
+                .values(state=State.RUNNING.value, state_reason=None, finished_at=None)
+            )
+    return moved
 
 
 #: Batch states in which a batch's messages have been dealt with (sent, refused or given up).

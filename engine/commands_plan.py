@@ -6,10 +6,10 @@ Every engine error becomes one red line and exit status 1 (see `engine.cli`);
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,24 +19,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import Engine
 
-from engine.cli import console, err_console, fail
+from engine import clock
+from engine.console import console, err_console, fail
 from engine.db import current_revision, database, head_revision, make_engine, upgrade
-from engine.dlt import (
-    VAR_MAX,
-    default_registry,
-    find_template,
-    import_templates,
-    read_registry,
-    stored_templates,
-)
+from engine.dlt import VAR_MAX, default_registry, import_templates, read_registry, stored_templates
 from engine.errors import CampaignError
-from engine.planner import Plan, PlanContext, PlanRequest, build_plan, check_funds, save_plan
-from engine.plans import PIXABITS_PLANS
-from engine.pricing import PriceTable
-from engine.providers.base import Balance
+from engine.planner import Plan
+from engine.planning import PLAN_OPTIONS, plan_from_options
 from engine.settings import Settings, get_settings
 from engine.suppressions import add as add_suppressions
-from engine.suppressions import import_file, list_suppressions, suppressed_addresses
+from engine.suppressions import import_file, list_suppressions
+from engine.windows import local_text, timing_text
 
 #: Files at least this large get a progress bar.
 PROGRESS_BYTES = 4 * 1024 * 1024
@@ -52,17 +45,6 @@ def _user_errors() -> Iterator[None]:
 
 def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
-
-
-def fetch_balance(provider: str, settings: Settings) -> Balance:
-    """The provider's balance, read through its client (the embedded sandbox when so configured)."""
-    from engine.providers import open_provider
-
-    async def read() -> Balance:
-        async with open_provider(provider, settings) as client:
-            return await client.balance()
-
-    return asyncio.run(read())
 
 
 def plan(
@@ -96,6 +78,14 @@ def plan(
         Path | None, typer.Option(help="Where to write rejected rows (default: beside the file).")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Campaign name (default: file name and time).")] = None,
+    window: Annotated[
+        str | None,
+        typer.Option(help="Send only between these hours, e.g. 09:00-21:00 (default: any hour, but promotional "
+                     "SMS to India keep to CAMPAIGN_PROMOTIONAL_WINDOW, 09:00-21:00 IST)."),
+    ] = None,
+    window_tz: Annotated[
+        str | None, typer.Option(help="Time zone of --window (default: CAMPAIGN_TIMEZONE, Asia/Kolkata).")
+    ] = None,
     check_balance: Annotated[
         bool, typer.Option("--check-balance/--skip-balance", help="Hold the estimate against the provider balance.")
     ] = True,
@@ -113,75 +103,14 @@ def plan(
         print_summary(result.summary)
 
 
-#: The options of `campaign plan` that describe the campaign (`campaign send` takes them too).
-PLAN_OPTIONS = (
-    "contacts", "channel", "provider", "message", "sender", "dlt_template_id", "subject", "html", "agent_id",
-    "fallback_message", "to_column", "smart_encoding", "max_cost", "spread", "batch_size", "dlt_var_max",
-    "rejects", "name", "check_balance",
-)
-
-
 def plan_campaign(
     settings: Settings, engine: Engine, options: dict[str, Any], save: bool = False, show_progress: bool = True
 ) -> Plan:
-    """Build (and with `save`, store) the plan the options describe, refusing what must not be sent."""
+    """Build (and with `save`, store) the plan the options describe, with a progress bar for large files."""
     contacts: Path = options["contacts"]
-    message, html = options["message"], options["html"]
-    if html is not None and message:
-        raise CampaignError("give the body with --message or with --html, not both")
-    if html is not None:
-        try:
-            message = html.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CampaignError(f"cannot read the HTML body {html}: {getattr(exc, 'strerror', None) or exc}") from None
-    if not message:
-        raise CampaignError("give the message with --message (or --html for email)")
-    channel, provider = options["channel"].lower(), options["provider"].lower()
-    template_id = options["dlt_template_id"]
-    request = PlanRequest(
-        contacts=contacts,
-        channel=channel,
-        provider=provider,
-        message=message,
-        sender=options["sender"],
-        subject=options["subject"],
-        agent_id=options["agent_id"],
-        fallback_message=options["fallback_message"],
-        dlt_template=find_template(template_id, engine) if template_id else None,
-        to_column=options["to_column"],
-        smart_encoding=options["smart_encoding"],
-        max_cost=options["max_cost"],
-        spread=options["spread"],
-        batch_size=options["batch_size"],
-        dlt_var_max=options["dlt_var_max"],
-        rejects=options["rejects"],
-        name=options["name"],
-    )
-    quota = PIXABITS_PLANS[settings.pixabits_plan].daily_messages if provider == "pixabits" else None
-    context = PlanContext(
-        prices=PriceTable.load(),
-        region=settings.default_region,
-        require_dlt=settings.require_dlt,
-        suppressed=suppressed_addresses(engine),
-        daily_quota=quota,
-        plan_name=settings.pixabits_plan if provider == "pixabits" else None,
-    )
     show_progress = show_progress and contacts.is_file() and contacts.stat().st_size >= PROGRESS_BYTES
-    planning_share = 0.8 if save else 1.0
     with _progress(show_progress) as report:
-        result = build_plan(request, context, lambda stage, done: report(stage, done * planning_share))
-        if options["check_balance"]:
-            report("reading the balance", planning_share)
-            try:
-                balance = fetch_balance(provider, settings)
-            except (CampaignError, OSError) as exc:
-                result.summary["warnings"].append(f"the {provider} balance could not be read ({exc}): not checked")
-            else:
-                check_funds(result, balance)
-        if save:
-            report("saving", planning_share)
-            save_plan(engine, result)
-    return result
+        return plan_from_options(settings, engine, options, save=save, progress=report)
 
 
 @contextlib.contextmanager
@@ -226,8 +155,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
     table.add_row("batches", f"{summary['batches']:,} (largest {summary['largest_batch']:,})")
     if len(summary["days"]) > 1:
+        zone = summary["window"]["tz"] if summary.get("window") else "UTC"
         for day in summary["days"][:7]:
-            table.add_row("", f"day {day['day']}: {day['messages']:,} messages in {day['batches']:,} batches")
+            table.add_row("", f"day {day['day']}: {day['messages']:,} messages in {day['batches']:,} batches, "
+                              f"from {local_text(datetime.fromisoformat(day['starts_at']), zone)}")
         if len(summary["days"]) > 7:
             table.add_row("", f"... {len(summary['days'])} days in all")
     table.add_row(
@@ -237,6 +168,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary.get("balance"):
         balance = summary["balance"]
         table.add_row("balance", f"{balance['amount']:,.2f} {balance['currency']}")
+    sends = timing_text(summary, clock.now())
+    if sends:
+        table.add_row("sends", sends)
     if summary["rejects_file"]:
         table.add_row("rejects", summary["rejects_file"])
     if summary["campaign_id"] is not None:

@@ -27,15 +27,27 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from engine import clock, models
-from engine.campaigns import Status, cancel, export, overview, pause, resend_ambiguous, start, state_of, status
-from engine.cli import console, err_console
+from engine.campaigns import (
+    TEMPORARY_FAILURES,
+    Status,
+    cancel,
+    export,
+    overview,
+    pause,
+    resend_ambiguous,
+    retry_failed,
+    start,
+    state_of,
+    status,
+)
 from engine.commands_plan import PLAN_OPTIONS, _print_json, _user_errors, plan, plan_campaign, print_summary
+from engine.commands_schedule import Later
+from engine.console import console, err_console
 from engine.db import database
 from engine.errors import CampaignError
 from engine.local import local_sender, send_campaign, send_test, wait_for_reports
 from engine.planner import Plan, save_plan
 from engine.providers import require_services, uses_sandbox
-from engine.providers.base import DeliveryReport
 from engine.recovery import due_batches
 from engine.redact import mask_address
 from engine.settings import Settings, get_settings
@@ -70,13 +82,27 @@ def send(
     wait: Annotated[
         bool, typer.Option(help="Wait until every batch is sent (with workers) or reported on (in local mode).")
     ] = False,
+    at: Annotated[
+        str | None, typer.Option(help="Start at this time instead of now, e.g. '2026-11-24 10:00' (in --tz).")
+    ] = None,
+    every: Annotated[
+        str | None,
+        typer.Option(help="Plan and send again at each time of this cron expression, e.g. '0 10 * * MON' "
+                     "(Mondays 10:00, in --tz); each run reads the contact file again."),
+    ] = None,
+    tz: Annotated[
+        str | None, typer.Option(help="Time zone of --at and --every (default: CAMPAIGN_TIMEZONE, Asia/Kolkata).")
+    ] = None,
     **options: Any,
 ) -> None:
     """Plan, confirm and send a campaign (the options of `campaign plan`, then these)."""
     json_output = options.pop("json_output")
     settings = get_settings()
     with _user_errors(), database(settings.database_url) as engine:
+        later = Later.ask(at, every, tz, settings)
         result = plan_campaign(settings, engine, options, show_progress=not json_output)
+        if later is not None:
+            later.describe(result)
         if not json_output:
             print_summary(result.summary)
         if test_to:
@@ -85,8 +111,11 @@ def send(
         if not settings.local_mode:
             require_services(settings)
         _confirm(engine, result, yes)
+        if later is not None:
+            later.save(engine, settings, result, options, json_output)
+            return
         campaign_id = save_plan(engine, result)
-        _run(engine, settings, campaign_id, json_output, wait)
+        run_campaign(engine, settings, campaign_id, json_output, wait)
 
 
 def _send_test(engine: Engine, settings: Settings, result: Plan, numbers: list[str], json_output: bool) -> None:
@@ -126,7 +155,7 @@ def _confirm(engine: Engine, result: Plan, yes: bool) -> None:
         raise CampaignError("nothing was sent")
 
 
-def _run(engine: Engine, settings: Settings, campaign_id: int, json_output: bool, wait: bool) -> None:
+def run_campaign(engine: Engine, settings: Settings, campaign_id: int, json_output: bool, wait: bool) -> None:
     if settings.local_mode:
         _send_locally(engine, settings, campaign_id, json_output, wait)
     else:
@@ -157,15 +186,13 @@ def _send_locally(engine: Engine, settings: Settings, campaign_id: int, json_out
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        inbox: list[DeliveryReport] = []
         try:
-            async with local_sender(engine, settings, provider_name, inbox) as sender:
+            async with local_sender(engine, settings, provider_name, receive=stay) as sender:
                 await send_campaign(engine, sender, campaign_id, settings.send_concurrency, report, stop)
                 if stay and not stop.is_set():
                     if not json_output:
                         err_console.print("waiting for delivery reports (Ctrl-C stops waiting)...")
-                    await wait_for_reports(engine, sender, provider_name, campaign_id, inbox,
-                                           settings.report_wait_seconds, stop)
+                    await wait_for_reports(engine, sender, provider_name, campaign_id, settings, stop)
         finally:
             loop.remove_signal_handler(signal.SIGINT)
         if state_of(engine, campaign_id) == "paused" and stop.is_set():
@@ -214,11 +241,12 @@ def print_status(current: Status) -> None:
     reason = f" ({current.reason})" if current.reason else ""
     console.print(f"{current.channel} via {current.provider}: {current.state}{reason}", highlight=False)
     if current.delivery_rate is not None:
-        fallback = current.counts.get("fallback", 0)
-        extra = f", {fallback:,} handed to an SMS fallback" if fallback else ""
+        extra = f", {current.fallbacks:,} handed to an SMS fallback" if current.fallbacks else ""
         console.print(f"delivered: {current.delivery_rate:.1%} of those sent{extra}", highlight=False)
     cost = f"{current.estimated_cost:,.2f} {current.currency or ''}".strip()
-    console.print(f"estimated cost {cost}; planned {_when(current.planned_at)}, first sent "
+    reported = ("not reported by the provider" if current.reported_cost is None
+                else f"{current.reported_cost:,.2f} as reported by the provider")
+    console.print(f"estimated cost {cost} ({reported}); planned {_when(current.planned_at)}, first sent "
                   f"{_when(current.first_submit)}, last sent {_when(current.last_submit)}, "
                   f"last report {_when(current.last_report)}", highlight=False)
 
@@ -256,7 +284,7 @@ def resume_command(
     settings = get_settings()
     with _user_errors(), database(get_settings().database_url) as engine:
         start(engine, campaign_id)
-        _run(engine, settings, campaign_id, json_output, wait)
+        run_campaign(engine, settings, campaign_id, json_output, wait)
 
 
 def resend_ambiguous_command(
@@ -277,7 +305,29 @@ def resend_ambiguous_command(
             raise CampaignError("nothing was re-sent: add --yes to re-send without a question")
         count = resend_ambiguous(engine, campaign_id)
         err_console.print(f"re-sending {count:,} messages of campaign {campaign_id}")
-        _run(engine, settings, campaign_id, json_output, wait)
+        run_campaign(engine, settings, campaign_id, json_output, wait)
+
+
+def retry_failed_command(
+    campaign_id: CampaignId,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Re-send without asking.")] = False,
+    wait: Annotated[bool, typer.Option(help="With workers: wait until every batch is sent.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
+) -> None:
+    """Send again the messages that failed for a temporary reason (network, outage, expired); never those the
+    provider refused for good (invalid number, DND, DLT)."""
+    settings = get_settings()
+    with _user_errors(), database(settings.database_url) as engine:
+        counts = status(engine, campaign_id).counts
+        temporary = sum(counts.get(s, 0) for s in TEMPORARY_FAILURES)
+        if not temporary:
+            raise CampaignError(f"campaign {campaign_id} has no messages that failed for a temporary reason")
+        question = f"send {temporary:,} failed or expired messages of campaign {campaign_id} again?"
+        if not yes and not (sys.stdin.isatty() and typer.confirm(question, err=True)):
+            raise CampaignError("nothing was re-sent: add --yes to re-send without a question")
+        count = retry_failed(engine, campaign_id)
+        err_console.print(f"re-sending {count:,} messages of campaign {campaign_id}")
+        run_campaign(engine, settings, campaign_id, json_output, wait)
 
 
 def report_command(
@@ -325,5 +375,6 @@ def register(app: typer.Typer) -> None:
     app.command("resume")(resume_command)
     app.command("cancel")(cancel_command)
     app.command("resend-ambiguous")(resend_ambiguous_command)
+    app.command("retry-failed")(retry_failed_command)
     app.command("report")(report_command)
     app.command("list")(list_command)

@@ -32,8 +32,9 @@ def web_command(
 
     async def main() -> None:
         parsers = {name: make_provider(name, settings, base_url="http://127.0.0.1:9") for name in PROVIDERS}
-        app = build_app(settings.webhook_secret.get_secret_value(), parsers,  # type: ignore[union-attr]
-                        PushedEvents(engine, settings.default_region))
+        listener = PushedEvents.for_settings(engine, settings)
+        app = build_app(settings.webhook_secret.get_secret_value(), parsers, listener)  # type: ignore[union-attr]
+        app.cleanup_ctx.append(listener.applying)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         stop = asyncio.Event()

@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Engine, and_, exists, or_, select, update
 from engine import models
 from engine.clock import now
 from engine.errors import InvalidRequest
+from engine.fallback import route_now
 from engine.personalize import for_provider
 from engine.providers.base import (
     Channel,
@@ -60,6 +61,7 @@ from engine.rcs import CapabilityCache, MemoryCapabilityCache, capabilities
 from engine.recovery import LEASE_EXPIRED
 from engine.store import complete_if_done, mark_campaign, set_provider_ids, update_messages
 from engine.throttle import Throttle
+from engine.windows import defer_outside_window
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +175,8 @@ class Sender:
 
     def _claim(self, batch_id: int) -> bool:
         moment = now()
+        if not defer_outside_window(self.engine, batch_id, moment):
+            return False
         running = exists().where(C.c.id == B.c.campaign_id, C.c.state == CampaignState.RUNNING.value)
         with self.engine.begin() as connection:
             claimed = connection.execute(
@@ -280,7 +284,7 @@ class Sender:
         sent = False
         try:
             use = channel or Channel(batch.channel)
-            fallback = use is Channel.SMS and batch.channel == Channel.RCS.value
+            fallback = use is Channel.SMS and campaign.channel == Channel.RCS.value
             payload, send = self.payload(use, campaign, rows, provider, fallback=fallback)
             submission = await self._call(batch.id, provider, send, payload)
             sent = True
@@ -308,23 +312,28 @@ class Sender:
             if quota is not None:
                 await quota.finish(len(rows), moment, sent)
 
-    async def _send_whole(self, batch: Any, campaign: Any, rows: Sequence[Any], provider: Provider) -> str:
-        if batch.channel == Channel.RCS.value and self._engine_fallback(campaign, rows, provider):
+    async def _send_whole(
+        self, batch: Any, campaign: Any, rows: Sequence[Any], provider: Provider, routed: bool = False
+    ) -> str:
+        if not routed and batch.channel == Channel.RCS.value and self._engine_fallback(campaign, rows, provider):
             return await self._send_rcs_routed(batch, campaign, rows, provider)
         submission = await self._attempt(batch, campaign, rows, provider)
         if isinstance(submission, str):
             return submission
+        asked = batch.channel == Channel.RCS.value and self._provider_fallback(campaign, rows, provider)
         with self.engine.begin() as connection:
-            self._record(connection, batch.id, submission, batch.channel)
+            self._record(connection, batch.id, submission, batch.channel, provider_fallback=asked,
+                         cost=submission.cost)
             if submission.message_ids:
                 ids = {row.address: row.id for row in rows}
                 pairs = [(ids[a], pid) for a, pid in submission.message_ids.items() if a in ids]
                 set_provider_ids(connection, pairs)
-            complete_if_done(connection, batch.campaign_id)
+        self._complete(batch.campaign_id)
         return BatchState.SUBMITTED.value
 
     async def _send_each(self, batch: Any, campaign: Any, rows: Sequence[Any], provider: Provider) -> str:
         """One call per recipient, each message claimed (`planned -> queued`) before its call."""
+        costs: list[float] = []
         for row in rows:
             with self.engine.begin() as connection:
                 claimed = connection.execute(
@@ -339,6 +348,8 @@ class Sender:
                 continue
             if isinstance(submission, str):
                 return submission
+            if submission.cost is not None:
+                costs.append(submission.cost)
             with self.engine.begin() as connection:
                 connection.execute(
                     update(M)
@@ -348,11 +359,12 @@ class Sender:
                         submitted_at=now(),
                         channel_used=batch.channel,
                         provider_message_id=submission.message_ids.get(row.address),
+                        cost=submission.cost,
                     )
                 )
         with self.engine.begin() as connection:
-            self._record(connection, batch.id, None, batch.channel)
-            complete_if_done(connection, batch.campaign_id)
+            self._record(connection, batch.id, None, batch.channel, cost=sum(costs) if costs else None)
+        self._complete(batch.campaign_id)
         return BatchState.SUBMITTED.value
 
     def payload(
@@ -420,7 +432,11 @@ class Sender:
         )
 
     async def _send_rcs_routed(self, batch: Any, campaign: Any, rows: Sequence[Any], provider: Provider) -> str:
-        """RCS to the devices that take it, the campaign's SMS fallback to the others: never both, never twice."""
+        """RCS to the devices that take it; the others move to an SMS fallback batch, sent next by this worker.
+
+        Each message is in one batch only, so it gets RCS or SMS, never both;
+        the RCS batch keeps its one provider batch id, for its reports.
+        """
         agent = int(campaign.agent_id) if campaign.agent_id else None
         numbers = [r.address for r in rows]
         try:
@@ -433,30 +449,37 @@ class Sender:
             log.warning("batch %s: capability lookups failed (%s); again in %.0f s", batch.id, exc, wait)
             self._release(batch.id, None, not_before=now() + timedelta(seconds=wait))
             return BatchState.PLANNED.value
-        parts = ((Channel.SMS, [r for r in rows if not capable[r.address]]),
-                 (Channel.RCS, [r for r in rows if capable[r.address]]))
-        for channel, part in parts:
-            if not part:
-                continue
-            submission = await self._attempt(batch, campaign, part, provider, [r.id for r in part], channel)
-            if submission == MESSAGE_DONE:
-                continue
-            if isinstance(submission, str):
-                return submission
-            ids = {row.address: row.id for row in part}
+        except InvalidRequest as exc:
+            return self._failed_call(batch, RequestRejected(provider.name, str(exc)))
+        without = [r.id for r in rows if not capable[r.address]]
+        moved: list[int] = []
+        if without:
             with self.engine.begin() as connection:
-                update_messages(connection, list(ids.values()), status=MessageStatus.SUBMITTED.value,
-                                submitted_at=now(), channel_used=channel.value)
-                set_provider_ids(connection, [(ids[a], pid) for a, pid in submission.message_ids.items() if a in ids])
-        with self.engine.begin() as connection:
-            self._record(connection, batch.id, None, batch.channel)
-            complete_if_done(connection, batch.campaign_id)
-        return BatchState.SUBMITTED.value
+                if connection.execute(select(B.c.id).where(self._ours(batch.id))).first() is None:
+                    return BatchState.AMBIGUOUS.value  # the sweep took it meanwhile: leave it to its rules
+                moved = route_now(connection, campaign, without).batches
+        rcs_rows = [r for r in rows if capable[r.address]]
+        state = await self._send_whole(batch, campaign, rcs_rows, provider, routed=True) if rcs_rows else None
+        if state is None:  # every device took SMS: nothing is left to report on here
+            self._close_batch(batch.id, BatchState.SETTLED, None)
+            state = BatchState.SETTLED.value
+        for fallback_batch in moved:
+            await self.send_batch(fallback_batch)
+        return state
 
     # outcomes -------------------------------------------------------------------
 
-    def _record(self, connection: Connection, batch_id: int, submission: Submission | None, channel: str) -> None:
-        """Mark the batch submitted with the provider's ids, in the caller's transaction.
+    def _record(
+        self,
+        connection: Connection,
+        batch_id: int,
+        submission: Submission | None,
+        channel: str,
+        provider_fallback: bool = False,
+        cost: float | None = None,
+    ) -> None:
+        """Mark the batch submitted with the provider's ids (and what it said the call cost), in the caller's
+        transaction.
 
         A batch the recovery sweep already called ambiguous becomes submitted too:
         the provider's answer is the evidence the sweep did not have.
@@ -468,6 +491,8 @@ class Sender:
             .values(
                 state=BatchState.SUBMITTED.value,
                 provider_batch_id=submission.batch_id if submission else None,
+                provider_fallback=provider_fallback,
+                reported_cost=cost,
                 submitted_at=moment,
                 claimed_by=None,
                 claim_expires_at=None,
@@ -497,7 +522,9 @@ class Sender:
             mark_campaign(self.engine, batch.campaign_id, CampaignState.FAILED, f"failed: {exc}")
             return BatchState.PLANNED.value
         doubt = isinstance(exc, OutcomeUnknown)
-        outcome = MessageStatus.AMBIGUOUS if doubt else MessageStatus.FAILED
+        # A refusal is for good (invalid number, DLT); retries that ran out are a temporary failure.
+        outcome = (MessageStatus.AMBIGUOUS if doubt
+                   else MessageStatus.REJECTED if isinstance(exc, RequestRejected) else MessageStatus.FAILED)
         if part is not None:
             # Only these messages were in the call: they are refused or in doubt; the others go on.
             self._mark(part, outcome, str(exc))
@@ -559,4 +586,14 @@ class Sender:
                 if messages is MessageStatus.AMBIGUOUS:
                     values["submitted_at"] = now()
                 connection.execute(update(M).where(M.c.batch_id == batch_id, UNSENT_OR_SWEPT).values(**values))
-            complete_if_done(connection, select(B.c.campaign_id).where(B.c.id == batch_id).scalar_subquery())
+        self._complete(select(B.c.campaign_id).where(B.c.id == batch_id).scalar_subquery())
+
+    def _complete(self, campaign_id: Any) -> None:
+        """Complete the campaign if no batch is left, in a transaction of its own, after the batch's commit.
+
+        Checked inside the batch's own transaction, two workers closing the last
+        two batches at the same moment would each still see the other's as
+        `sending`, and the campaign would stay running for ever.
+        """
+        with self.engine.begin() as connection:
+            complete_if_done(connection, campaign_id)

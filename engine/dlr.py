@@ -11,10 +11,32 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, case, exists, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 
-from engine import models
+from engine import events, models
 from engine.clock import now
 from engine.db import bulk_insert
 from engine.providers.base import Channel, DeliveryReport
@@ -40,7 +62,8 @@ NOXITEL: dict[Channel, dict[str, S | None]] = {
         "handset delivered": S.DELIVERED, "delivered": S.DELIVERED, "delivrd": S.DELIVERED,
         "undelivered": S.UNDELIVERABLE, "undeliv": S.UNDELIVERABLE, "failed": S.FAILED,
         "expired": S.EXPIRED, "rejected": S.REJECTED, "rejectd": S.REJECTED,
-        "dlt template not registered": S.REJECTED,
+        "dlt template not registered": S.REJECTED, "dnd": S.REJECTED, "ndnc": S.REJECTED,
+        "blacklisted": S.REJECTED, "invalid number": S.REJECTED,
     },
     Channel.RCS: {
         "pending": None, "sent": S.SENT, "delivered": S.DELIVERED, "read": S.READ, "failed": S.FAILED,
@@ -67,6 +90,8 @@ PIXABITS_FAILURES: dict[str, S] = {
     "undeliv": S.UNDELIVERABLE,
     "expired": S.EXPIRED,
     "dlt_template_not_registered": S.REJECTED,
+    "dnd": S.REJECTED,
+    "invalid_number": S.REJECTED,
     "hard": S.UNDELIVERABLE,
 }
 
@@ -95,19 +120,36 @@ def canonical(report: DeliveryReport, provider_fallback: bool = False) -> S | st
 
 
 _staging_metadata = MetaData()
-STAGING = Table(
-    "dlr_staging",
+#: Pushed events' best status per message, joined by one UPDATE of `messages`.
+FOLD_STAGING = Table(
+    "fold_staging",
     _staging_metadata,
-    Column("address", String(320), primary_key=True),
+    Column("message_id", BigInteger, primary_key=True),
     Column("status", String(16)),
     Column("rank", Integer),
     Column("detail", String(200)),
+    Column("provider_message_id", String(200)),
+    Column("cost", Float),
     prefixes=["TEMPORARY"],
 )
+M, B, C, E = models.Message.__table__, models.Batch.__table__, models.Campaign.__table__, models.DeliveryEvent.__table__
+#: Unprocessed pushed events applied per round.
+PAGE = 10_000
 
 
 def _rank_of(column: object) -> object:
     return case({status.value: rank for status, rank in RANK.items()}, value=column, else_=0)
+
+
+def _forward(staged_rank: Any) -> Any:
+    """Only forward: a higher rank than the message's, and the message not final (but `read` after `delivered`)."""
+    current = _rank_of(M.c.status)
+    return and_(staged_rank > current, or_(current < FINAL_RANK, M.c.status == S.DELIVERED.value))
+
+
+def _error(status: str, detail: str | None) -> str | None:
+    """A failure's detail is its error; a delivered (or read) message has none."""
+    return detail if status in FINAL and status not in (S.DELIVERED.value, S.READ.value) else None
 
 
 def apply(
@@ -117,99 +159,184 @@ def apply(
     batch_id: int | None = None,
     provider_fallback: bool = False,
 ) -> Counter[str]:
-    """Apply reports to the campaign's messages (matched by address, each address once per campaign).
+    """Keep a polled page of reports and apply it to the messages (matched by number within the batch).
 
-    Returns how many reports carried each canonical status (and `unknown`),
-    whether or not they changed a message: a report that only repeats or lags
-    behind what is known changes nothing.
+    Every report is stored once in `delivery_events` (a report the provider
+    returns again is skipped); then the best status per number is applied in
+    one forward-only UPDATE. Returns how many reports carried each canonical
+    status (and `unknown`), whether or not they changed a message: a report
+    that only repeats or lags behind what is known changes nothing.
     """
-    latest: dict[str, tuple[str, int, str | None]] = {}
-    seen: Counter[str] = Counter()
-    for report in reports:
-        status = canonical(report, provider_fallback)
-        if status is None:
-            continue
-        seen[str(status)] += 1
-        if status == "unknown":
-            log.warning("%s reported an unknown status %r (kept as it was)", report.provider, report.status)
-            continue
-        rank = RANK[status]
-        known = latest.get(report.to)
-        if known is None or rank > known[1]:
-            latest[report.to] = (status.value, rank, report.detail)
-    if not latest:
-        return seen
+    if not reports:
+        return Counter()
+    words: dict[tuple[str, str, str | None], tuple[str | None, int | None, str | None]] = {}
+    statuses: list[str | None] = []
+    ranks: list[int | None] = []
+    errors: list[str | None] = []
+    best: dict[str, tuple[int, int]] = {}
+    for i, report in enumerate(reports):
+        key = (report.channel, report.status, report.detail)
+        known = words.get(key)
+        if known is None:  # a page holds a handful of distinct words: each is read once
+            status = canonical(report, provider_fallback)
+            if status == "unknown":
+                log.warning("%s reported an unknown status %r (kept as it was)", report.provider, report.status)
+            word = None if status is None or status == "unknown" else str(status)
+            known = words[key] = (word, RANK[S(word)] if word else None, _error(word, report.detail) if word else None)
+        word, rank, error = known
+        statuses.append(word)
+        ranks.append(rank)
+        errors.append(error)
+        if rank is not None:
+            held = best.get(report.to)
+            if held is None or rank > held[0]:
+                best[report.to] = (rank, i)
+    chosen = [False] * len(reports)
+    for _, i in best.values():
+        chosen[i] = True
+    # Each report's message is found by its number. `+ 0` keeps SQLite, which has no statistics here,
+    # from walking the batch's 50,000 rows per report through the batch index instead; PostgreSQL
+    # knows its tables, and joins the page to the batch's messages as it sees fit.
+    by_number = M.c.campaign_id + 0 == campaign_id if batch_id is None else M.c.batch_id + 0 == batch_id
+    scope = M.c.campaign_id == campaign_id if batch_id is None else M.c.batch_id == batch_id
+    staged = events.EVENT_STAGING
     with engine.begin() as connection:
-        _stage(connection, latest)
-        M = models.Message.__table__
-        current = _rank_of(M.c.status)
-        statement = (
-            update(M)
-            .where(
-                M.c.campaign_id == campaign_id,
-                M.c.address == STAGING.c.address,
-                STAGING.c.rank > current,
-                (current < FINAL_RANK) | (M.c.status == S.DELIVERED.value),
+        if connection.dialect.name == "sqlite":
+            scope = by_number
+        events.stage(connection, reports, statuses, rank=ranks, best=chosen, error=errors)
+        match = select(M.c.id).where(by_number, M.c.address == staged.c.address).scalar_subquery()
+        events.keep_staged(connection, match, literal(campaign_id, BigInteger), processed=True)
+        if best:
+            connection.execute(
+                update(M)
+                .where(scope, M.c.address == staged.c.address, staged.c.best, _forward(staged.c.rank))
+                .values(status=staged.c.status, status_at=now(), error=staged.c.error,
+                        cost=func.coalesce(staged.c.cost, M.c.cost))
             )
-            .values(status=STAGING.c.status, status_at=now(), error=STAGING.c.detail)
-        )
-        if batch_id is not None:
-            statement = statement.where(M.c.batch_id == batch_id)
-        connection.execute(statement)
-        _settle(connection, campaign_id, batch_id)
-    return seen
+            _settle(connection, B.c.campaign_id == campaign_id if batch_id is None else B.c.id == batch_id)
+    return _seen(reports, words)
 
 
-def _stage(connection: Connection, latest: dict[str, tuple[str, int, str | None]]) -> None:
-    STAGING.create(connection, checkfirst=True)
-    connection.execute(text("DELETE FROM dlr_staging"))
-    addresses = list(latest)
-    values = [latest[a] for a in addresses]
-    bulk_insert(connection, "dlr_staging", {
-        "address": addresses,
+def _seen(reports: Sequence[DeliveryReport], words: dict[Any, tuple[str | None, Any, Any]]) -> Counter[str]:
+    """How many reports carried each canonical status, `unknown` for words the engine does not know."""
+    counts: Counter[str] = Counter()
+    for (channel, status, detail), count in Counter((r.channel, r.status, r.detail) for r in reports).items():
+        word = words[(channel, status, detail)][0]
+        if word is not None:
+            counts[word] += count
+        elif canonical(DeliveryReport(reports[0].provider, channel, "", status, detail)) == "unknown":
+            counts["unknown"] += count
+    return counts
+
+
+def _settle(connection: Connection, which: Any) -> None:
+    """A submitted batch whose every message is through is settled: nothing more will be asked about it."""
+    open_message = exists().where(M.c.batch_id == B.c.id, M.c.status.not_in(THROUGH))
+    connection.execute(
+        update(B)
+        .where(which, B.c.state == models.BatchState.SUBMITTED.value, ~open_message)
+        .values(state=models.BatchState.SETTLED.value, settled_at=now())
+    )
+
+
+def store_pushed(engine: Engine, reports: Sequence[DeliveryReport]) -> int:
+    """Keep pushed reports, unmatched and unprocessed, for `apply_pending`; returns how many were new."""
+    if not reports:
+        return 0
+    words = [canonical(r) for r in reports]
+    statuses = [None if w is None or w == "unknown" else str(w) for w in words]
+    with engine.begin() as connection:
+        events.stage(connection, reports, statuses)
+        none = literal(None, BigInteger)
+        return events.keep_staged(connection, none, none, processed=False, count=True)
+
+
+@dataclass
+class Applied:
+    """What one round of `apply_pending` did: statuses seen, campaigns touched, events parked or given up."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    campaigns: set[int] = field(default_factory=set)
+    parked: int = 0
+    abandoned: int = 0
+
+
+def apply_pending(engine: Engine, max_age: timedelta) -> Applied:
+    """Match unprocessed (pushed or parked) events to their messages and fold them into the messages' statuses.
+
+    Events that match nothing stay parked for the next round; those older than
+    `max_age` are given up (kept, marked processed, without a message).
+    """
+    applied = Applied()
+    moment = now()
+    with engine.begin() as connection:
+        events.match(connection, moment - max_age)
+        rows = connection.execute(
+            select(E.c.fingerprint, E.c.message_id, E.c.campaign_id, E.c.status, E.c.provider_status, E.c.detail,
+                   E.c.provider_message_id, E.c.cost, B.c.provider_fallback, M.c.batch_id)
+            .join(M, M.c.id == E.c.message_id)
+            .join(B, B.c.id == M.c.batch_id)
+            .where(~E.c.processed)
+            .order_by(E.c.received_at, E.c.fingerprint)
+            .limit(PAGE)
+        ).all()
+        if rows:
+            applied.counts = _fold(connection, rows)
+            applied.campaigns = {row.campaign_id for row in rows}
+            ids = [row.fingerprint for row in rows]
+            for start in range(0, len(ids), 1000):
+                connection.execute(update(E).where(E.c.fingerprint.in_(ids[start:start + 1000])).values(processed=True))
+            _settle(connection, B.c.id.in_({row.batch_id for row in rows}))
+        applied.abandoned = connection.execute(
+            update(E)
+            .where(~E.c.processed, E.c.message_id.is_(None), E.c.received_at < moment - max_age)
+            .values(processed=True)
+        ).rowcount
+        applied.parked = connection.execute(
+            select(func.count()).select_from(E).where(~E.c.processed, E.c.message_id.is_(None))
+        ).scalar_one()
+    if applied.abandoned:
+        log.warning("%d pushed reports matched no message within %s; given up", applied.abandoned, max_age)
+    return applied
+
+
+def _fold(connection: Connection, rows: Sequence[Any]) -> Counter[str]:
+    """The best status each message's events carry, applied forward-only in one UPDATE."""
+    seen: Counter[str] = Counter()
+    best: dict[int, tuple[str, int, str | None, str | None, float | None]] = {}
+    for row in rows:
+        status = row.status
+        if status is None:
+            seen["unknown"] += 1
+            continue
+        if status == S.UNDELIVERABLE and row.provider_status.lower() == "incompatible" and row.provider_fallback:
+            status = S.FALLBACK.value  # the provider sends the SMS itself
+        seen[status] += 1
+        rank = RANK[S(status)]
+        known = best.get(row.message_id)
+        if known is None or rank > known[1]:
+            pmid = row.provider_message_id or (known[3] if known else None)
+            best[row.message_id] = (status, rank, row.detail, pmid, row.cost)
+    if not best:
+        return seen
+    FOLD_STAGING.create(connection, checkfirst=True)
+    connection.execute(text("DELETE FROM fold_staging"))
+    ids = list(best)
+    values = [best[i] for i in ids]
+    bulk_insert(connection, "fold_staging", {
+        "message_id": ids,
         "status": [v[0] for v in values],
         "rank": [v[1] for v in values],
-        "detail": [v[2] if v[0] in FINAL and v[0] != S.DELIVERED.value else None for v in values],
+        "detail": [_error(v[0], v[2]) for v in values],
+        "provider_message_id": [v[3] for v in values],
+        "cost": [v[4] for v in values],
     })
-
-
-def _settle(connection: Connection, campaign_id: int, batch_id: int | None) -> None:
-    """A submitted batch whose every message is through is settled: nothing more will be asked about it."""
-    B, M = models.Batch.__table__, models.Message.__table__
-    open_message = exists().where(M.c.batch_id == B.c.id, M.c.status.not_in(THROUGH))
-    statement = update(B).where(
-        B.c.campaign_id == campaign_id, B.c.state == models.BatchState.SUBMITTED.value, ~open_message
+    F = FOLD_STAGING
+    connection.execute(
+        update(M)
+        .where(M.c.id == F.c.message_id, _forward(F.c.rank))
+        .values(status=F.c.status, status_at=now(), error=F.c.detail,
+                provider_message_id=func.coalesce(M.c.provider_message_id, F.c.provider_message_id),
+                cost=func.coalesce(F.c.cost, M.c.cost))
     )
-    if batch_id is not None:
-        statement = statement.where(B.c.id == batch_id)
-    connection.execute(statement.values(state=models.BatchState.SETTLED.value, settled_at=now()))
-
-
-def apply_pushed(engine: Engine, reports: Sequence[DeliveryReport]) -> Counter[str]:
-    """Apply pushed reports, which arrive without our campaign: matched by the provider's batch id where the
-    push carries one (Noxitel SMS), else by number to the oldest message still open for it there."""
-    B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
-    seen: Counter[str] = Counter()
-    groups: dict[tuple[int, int | None], list[DeliveryReport]] = {}
-    with engine.connect() as connection:
-        for report in reports:
-            if report.batch_id:
-                found = connection.execute(select(B.c.campaign_id, B.c.id).where(
-                    B.c.provider == report.provider, B.c.provider_batch_id == report.batch_id)).first()
-            else:
-                found = connection.execute(
-                    select(M.c.campaign_id, M.c.batch_id)
-                    .join(B, B.c.id == M.c.batch_id)
-                    .where(M.c.address == report.to, B.c.provider == report.provider, M.c.status.not_in(THROUGH))
-                    .order_by(M.c.id)
-                    .limit(1)
-                ).first()
-            if found is None:
-                seen["unmatched"] += 1
-                log.warning("%s pushed a report for a message this database does not know", report.provider)
-                continue
-            groups.setdefault((found[0], found[1]), []).append(report)
-        fallbacks = dict(connection.execute(select(C.c.id, C.c.fallback_template.is_not(None))).all())
-    for (campaign_id, batch_id), group in groups.items():
-        seen.update(apply(engine, group, campaign_id, batch_id, provider_fallback=fallbacks.get(campaign_id, False)))
     return seen

@@ -14,15 +14,16 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import Engine, func, select
 
-from engine import dlr, models
+from engine import dlr, fallback, models
 from engine.campaigns import status
 from engine.dispatch import Sender
 from engine.errors import CampaignError
@@ -32,7 +33,7 @@ from engine.planner import Plan
 from engine.plans import PIXABITS_PLANS, RatePlan, noxitel_plan
 from engine.poller import poll_batch
 from engine.providers import make_provider, open_provider, uses_sandbox
-from engine.providers.base import Channel, DeliveryReport, Provider, WebhookEvent
+from engine.providers.base import Channel, Provider
 from engine.providers.errors import ProviderError, RateLimited
 from engine.quota import DatabaseQuota
 from engine.recovery import due_batches, sweep
@@ -40,6 +41,7 @@ from engine.redact import mask_address
 from engine.settings import Settings
 from engine.store import mark_campaign
 from engine.throttle import MemoryThrottle, Throttle, account_id
+from engine.web.receiver import PushedEvents
 from engine.web.webhooks import build_app
 
 #: How often reports are gathered while waiting for them.
@@ -90,31 +92,29 @@ def api_key_of(provider: str, settings: Settings) -> str:
 
 @contextlib.asynccontextmanager
 async def local_sender(
-    engine: Engine, settings: Settings, provider_name: str, inbox: list[DeliveryReport] | None = None
+    engine: Engine, settings: Settings, provider_name: str, receive: bool = False
 ) -> AsyncIterator[Sender]:
     """A `Sender` with this process's provider client (the embedded sandbox if so configured) and throttle.
 
-    With `inbox`, the embedded sandbox's pushed reports (Pixabits pushes, it is
-    never polled) are received in this process and collected there.
+    With `receive`, the embedded sandbox's pushed reports (Pixabits pushes, it
+    is never polled) are received in this process and stored like the webhook
+    receiver stores them, for `wait_for_reports` to apply.
     """
     async with contextlib.AsyncExitStack() as stack:
         webhooks = None
-        if inbox is not None and provider_name == "pixabits" and uses_sandbox(provider_name, settings):
-            webhooks = await stack.enter_async_context(_receiver(settings, inbox))
+        if receive and provider_name == "pixabits" and uses_sandbox(provider_name, settings):
+            webhooks = await stack.enter_async_context(_receiver(engine, settings))
         provider = await stack.enter_async_context(open_provider(provider_name, settings, sandbox_webhooks=webhooks))
         yield _sender(engine, settings, provider)
 
 
 @contextlib.asynccontextmanager
-async def _receiver(settings: Settings, inbox: list[DeliveryReport]) -> AsyncIterator[tuple[str, str]]:
+async def _receiver(engine: Engine, settings: Settings) -> AsyncIterator[tuple[str, str]]:
     """An in-process webhook receiver on loopback; yields its URL and the secret its pushes are signed with."""
     secret = secrets.token_hex(16)
-
-    async def collect(provider: str, events: list[WebhookEvent]) -> None:
-        inbox.extend(e for e in events if isinstance(e, DeliveryReport))
-
     parser = make_provider("pixabits", settings, base_url="http://127.0.0.1:9")
-    runner = web.AppRunner(build_app(secret, {"pixabits": parser}, collect), access_log=None)
+    listener = PushedEvents.for_settings(engine, settings)
+    runner = web.AppRunner(build_app(secret, {"pixabits": parser}, listener), access_log=None)
     try:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -131,37 +131,38 @@ async def wait_for_reports(
     sender: Sender,
     provider_name: str,
     campaign_id: int,
-    inbox: list[DeliveryReport],
-    timeout: float,
+    settings: Settings,
     stop: asyncio.Event | None = None,
     quiet: float = QUIET_SECONDS,
 ) -> None:
     """Gather delivery reports until every submitted batch has settled, nothing new has come for a while,
-    `timeout` has passed, or `stop` is set.
+    `CAMPAIGN_REPORT_WAIT_SECONDS` have passed, or `stop` is set.
 
     Noxitel is asked (`/dlr`, `/rcs/dlr` per batch; WhatsApp per message, less
-    often, under the account's throttle); Pixabits reports arrive by push into
-    `inbox`. The quiet period ends the wait for messages no report will ever
-    come for (Pixabits publishes no failure event for RCS and WhatsApp).
+    often, under the account's throttle); Pixabits reports arrive by push and
+    are stored by the in-process receiver. Both are applied each round, and
+    RCS messages that did not arrive get their SMS fallback, sent at once. The
+    quiet period ends the wait for messages no report will ever come for
+    (Pixabits publishes no failure event for RCS and WhatsApp).
     """
+    timeout = settings.report_wait_seconds
+    max_age = timedelta(hours=settings.dlr_max_age_hours)
+    fallback_wait = timedelta(seconds=settings.rcs_fallback_wait_seconds)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     provider = sender.providers[provider_name]
     throttle = sender.throttles[provider_name]
-    with engine.connect() as connection:
-        fallback = connection.execute(
-            select(models.Campaign.fallback_template).where(models.Campaign.id == campaign_id)
-        ).scalar_one() is not None
     given_up: set[int] = set()
     heard_at: float | None = None
     rounds = 0
     while True:
+        heard = 0
         if provider.name == "noxitel":
-            heard = await poll_campaign(engine, provider, throttle, campaign_id, fallback, given_up,
+            heard = await poll_campaign(engine, provider, throttle, campaign_id, given_up,
                                         whatsapp=rounds % WHATSAPP_EVERY == 0)
-        else:
-            reports, inbox[:] = list(inbox), []
-            heard = sum(dlr.apply(engine, reports, campaign_id, provider_fallback=fallback).values())
+        heard += sum(dlr.apply_pending(engine, max_age).counts.values())
+        if fallback.due(engine, fallback_wait, max_age, [campaign_id]):
+            await send_due(engine, sender, campaign_id)
         rounds += 1
         if heard:
             heard_at = loop.time()
@@ -178,7 +179,6 @@ async def poll_campaign(
     provider: Provider,
     throttle: Throttle,
     campaign_id: int,
-    fallback: bool,
     given_up: set[int],
     whatsapp: bool = True,
 ) -> int:
@@ -191,7 +191,8 @@ async def poll_campaign(
     batches = models.Batch.__table__
     with engine.connect() as connection:
         open_batches = connection.execute(
-            select(batches.c.id, batches.c.campaign_id, batches.c.channel, batches.c.provider_batch_id).where(
+            select(batches.c.id, batches.c.campaign_id, batches.c.channel, batches.c.provider_batch_id,
+                   batches.c.provider_fallback).where(
                 batches.c.campaign_id == campaign_id,
                 batches.c.state == models.BatchState.SUBMITTED.value,
                 batches.c.id.not_in(given_up),
@@ -202,7 +203,7 @@ async def poll_campaign(
         if batch.channel == Channel.WHATSAPP.value and not whatsapp:
             continue
         try:
-            count = await poll_batch(engine, provider, throttle, batch, fallback)
+            count = await poll_batch(engine, provider, throttle, batch)
         except RateLimited:
             continue
         except ProviderError as exc:
@@ -210,7 +211,7 @@ async def poll_campaign(
             given_up.add(batch.id)
             continue
         if count is None:
-            given_up.add(batch.id)  # sent in parts (RCS routed by the engine): no one batch to ask about
+            given_up.add(batch.id)  # no provider batch id to ask about
         else:
             heard += count
     return heard
@@ -276,14 +277,23 @@ async def send_campaign(
                 progress(messages_done(engine, campaign_id))
 
     sweep(engine)
-    due = [batch_id for batch_id, _ in due_batches(engine, campaign_id=campaign_id)]
-    await asyncio.gather(*(one(batch_id) for batch_id in due))
+    await send_due(engine, sender, campaign_id, one)
     if stop is not None and stop.is_set():
         mark_campaign(engine, campaign_id, CampaignState.PAUSED,
                       f"interrupted; `campaign resume {campaign_id}` continues where it stopped")
     _wait_for_deferred(engine, campaign_id)
     final = status(engine, campaign_id)
     return Outcome(final.state, final.reason, final.counts)
+
+
+async def send_due(
+    engine: Engine, sender: Sender, campaign_id: int, one: Callable[[int], Awaitable[None]] | None = None
+) -> None:
+    """Send the campaign's due batches, and those that sending them made due (an SMS fallback), each once."""
+    tried: set[int] = set()
+    while due := [b for b, _ in due_batches(engine, campaign_id=campaign_id) if b not in tried]:
+        tried.update(due)
+        await asyncio.gather(*((one or sender.send_batch)(batch_id) for batch_id in due))
 
 
 def messages_done(engine: Engine, campaign_id: int) -> int:

@@ -48,6 +48,11 @@ class CampaignState(StrEnum):
     FAILED = "failed"
 
 
+class ScheduleState(StrEnum):
+    ACTIVE = "active"
+    CANCELLED = "cancelled"
+
+
 class BatchState(StrEnum):
     PLANNED = "planned"
     SENDING = "sending"
@@ -131,8 +136,45 @@ class Campaign(Base):
     currency: Mapped[str | None] = mapped_column(String(3))
     summary: Mapped[str | None] = mapped_column(Text)
     scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The time zone `scheduled_at` was given in, to show it back as the user wrote it.
+    scheduled_tz: Mapped[str | None] = mapped_column(String(64))
+    #: The hours it may send in, `HH:MM` wall-clock times in `window_tz`; none: any hour.
+    window_start: Mapped[str | None] = mapped_column(String(5))
+    window_end: Mapped[str | None] = mapped_column(String(5))
+    window_tz: Mapped[str | None] = mapped_column(String(64))
+    #: When a campaign `waiting` for its window opens: the scheduler sets it running again then.
+    wake_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The recurring schedule that planned it. No foreign key: schedules are cancelled, never deleted,
+    #: and adding one would rebuild this table on SQLite.
+    schedule_id: Mapped[int | None] = mapped_column(Id)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=utcnow)
+
+
+class Schedule(Base):
+    """A recurring campaign: the plan options it is planned from again at each occurrence of `cron`.
+
+    `definition` holds the options of `campaign plan` as JSON (the contact file
+    by path, read again at each run). `next_run_at` is the next occurrence, in
+    UTC; `runs` counts the occurrences taken, and taking one is a conditional
+    UPDATE on it, so an occurrence runs once however many schedulers look.
+    """
+
+    __tablename__ = "schedules"
+    __table_args__ = (CheckConstraint(_one_of("state", ScheduleState), name="state"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    cron: Mapped[str] = mapped_column(String(100))
+    tz: Mapped[str] = mapped_column(String(64))
+    definition: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=ScheduleState.ACTIVE.value)
+    next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=utcnow)
 
@@ -243,8 +285,9 @@ class DltTemplate(Base):
 class DeliveryEvent(Base):
     """One delivery report as received, kept raw once for audit, and the queue reports are applied from.
 
-    `fingerprint` (a 64-bit hash of what the provider said) is unique, so a
-    report delivered twice, or returned again by the next poll, is stored once.
+    `fingerprint` (a 64-bit hash of what the provider said) is the key, so a
+    report delivered twice, or returned again by the next poll, is stored once
+    (and on SQLite it is the rowid: no second index to keep).
     A pushed report is stored first with `processed` false; it is then matched
     to its message and folded into the message's status. One that matches no
     message yet (the provider was faster than our commit) stays parked,
@@ -258,11 +301,10 @@ class DeliveryEvent(Base):
     __table_args__ = (
         Index(None, "message_id"),
         Index("ix_delivery_events_parked", "received_at",
-              postgresql_where=text("NOT processed"), sqlite_where=text("NOT processed")),
+              postgresql_where=text("NOT processed"), sqlite_where=text("processed = 0")),
     )
 
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    fingerprint: Mapped[int] = mapped_column(BigInteger, unique=True)
+    fingerprint: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=False)
     message_id: Mapped[int | None] = mapped_column(Id)
     campaign_id: Mapped[int | None] = mapped_column(Id)
     provider: Mapped[str] = mapped_column(String(32))

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Engine, insert, select, text, update
 
-from engine import gsm, models
+from engine import clock, gsm, models
 from engine.contacts import (
     DUPLICATE,
     REJECTED,
@@ -43,6 +43,7 @@ from engine.pricing import PriceTable
 from engine.providers.base import Balance
 from engine.redact import mask_address
 from engine.render import Encoded, Rendered, Template, encode
+from engine.windows import SendWindow, describe_timing
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class PlanRequest:
     dlt_var_max: int = VAR_MAX
     rejects: Path | None = None
     name: str | None = None
+    #: The hours it may send in (`--window`); None: the default for its kind of message.
+    window: SendWindow | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class PlanContext:
     balance: Balance | None = None
     daily_quota: int | None = None
     plan_name: str | None = None
+    #: The hours promotional SMS to Indian numbers are kept to unless the request gives its own.
+    promotional_window: SendWindow | None = None
 
 
 @dataclass
@@ -115,6 +120,7 @@ class Plan:
     batch_of: np.ndarray
     batch_days: np.ndarray
     summary: dict[str, Any] = field(default_factory=dict)
+    window: SendWindow | None = None
 
     @property
     def addresses(self) -> pa.Array:
@@ -280,6 +286,8 @@ def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = 
         batch_days,
     )
     plan.summary = _summary(plan, sender, total_cost, texts.replaced, rejects_file, warnings)
+    plan.window, why = _window(plan, context, warnings)
+    describe_timing(plan.summary, plan.window, why, clock.now())
     plan.summary["prices"] = context.prices.describe(provider, channel)
     if fallbacks is not None:
         fallback_encoded = encode(fallbacks)
@@ -329,6 +337,29 @@ def _check_dlt(
     reason = reason.copy()
     reason[indices[~ok]] = why[~ok]
     return reason
+
+
+def _window(plan: Plan, context: PlanContext, warnings: list[str]) -> tuple[SendWindow | None, str | None]:
+    """The hours the campaign may send in: the request's own, else the default for its kind of message (and why).
+
+    Only a DLT template registered as promotional says what kind of message an
+    SMS is: such a campaign to Indian numbers keeps to the regulated hours.
+    Service and transactional messages (OTPs, orders) may go at any hour, and
+    without a template the kind is not known, so no window is assumed.
+    """
+    request = plan.request
+    category = (request.dlt_template.category or "") if request.dlt_template else ""
+    regulated = None
+    if context.promotional_window and category.strip().lower().startswith("promo"):
+        sms = request.channel == "sms" or plan.fallbacks is not None
+        if sms and pc.any(pc.starts_with(plan.addresses, "+91")).as_py():
+            regulated = context.promotional_window
+    if request.window is None:
+        return regulated, "promotional SMS to India" if regulated else None
+    if regulated is not None and not request.window.within(regulated):
+        warnings.append(f"promotional SMS may reach Indian numbers only {regulated}: "
+                        f"the window {request.window} goes outside it")
+    return request.window, None
 
 
 def _days(count: int, context: PlanContext, request: PlanRequest, provider: str) -> np.ndarray:
@@ -488,6 +519,7 @@ def save_plan(engine: Engine, plan: Plan, name: str | None = None) -> int:
                 total_segments=int(summary["segments"]),
                 estimated_cost=float(summary["estimated_cost"]),
                 currency=plan.currency,
+                **(plan.window.columns() if plan.window else {}),
             )
             .returning(models.Campaign.id)
         ).scalar_one()

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select, update
 
-from engine import dlr, models
+from engine import dlr, fallback, models
 from engine.clock import now
 from engine.providers.base import Channel, DeliveryReport, Provider
 from engine.providers.errors import ProviderError, RateLimited
@@ -55,7 +55,7 @@ async def batch_reports(
     return await provider.sms_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined,no-any-return]
 
 
-async def poll_batch(engine: Engine, provider: Provider, throttle: Throttle, batch: Any, fallback: bool) -> int | None:
+async def poll_batch(engine: Engine, provider: Provider, throttle: Throttle, batch: Any) -> int | None:
     """Fetch one batch's reports and apply them; how many carried a status, or None when it cannot be asked
     about. A provider error goes up to the caller, whose policy differs; after a 429 the account is held."""
     try:
@@ -65,7 +65,8 @@ async def poll_batch(engine: Engine, provider: Provider, throttle: Throttle, bat
         raise
     if reports is None:
         return None
-    return sum(dlr.apply(engine, reports, batch.campaign_id, batch_id=batch.id, provider_fallback=fallback).values())
+    applied = dlr.apply(engine, reports, batch.campaign_id, batch.id, provider_fallback=batch.provider_fallback)
+    return sum(applied.values())
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class Poll:
     polled: int
     reports: int
     expired: int
+    #: Stored (pushed or parked) reports applied this round.
+    pushed: int = 0
+    #: RCS messages moved to an SMS fallback batch this round.
+    fallbacks: int = 0
 
 
 def _interval(age: timedelta) -> float:
@@ -84,16 +89,17 @@ async def poll_due(
     providers: Mapping[str, Provider],
     throttles: Mapping[str, Throttle],
     max_age: timedelta,
+    fallback_wait: timedelta | None = None,
     moment: datetime | None = None,
 ) -> Poll:
-    """One round of the poller: expire what is too old, then ask about each batch that is due."""
+    """One round of the poller: expire what is too old, ask about each batch that is due, apply the stored
+    (pushed, parked) reports, and queue the SMS fallback of RCS messages that did not arrive."""
     moment = moment or now()
     expired = expire_old(engine, moment - max_age)
     with engine.connect() as connection:
         open_batches = connection.execute(
             select(B.c.id, B.c.campaign_id, B.c.channel, B.c.provider, B.c.provider_batch_id, B.c.submitted_at,
-                   B.c.updated_at, C.c.fallback_template)
-            .join(C, C.c.id == B.c.campaign_id)
+                   B.c.updated_at, B.c.provider_fallback)
             .where(B.c.state == models.BatchState.SUBMITTED.value, B.c.provider == "noxitel")
         ).all()
     polled = heard = 0
@@ -105,7 +111,7 @@ async def poll_due(
             connection.execute(update(B).where(B.c.id == batch.id).values(updated_at=moment))
         provider, throttle = providers[batch.provider], throttles[batch.provider]
         try:
-            count = await poll_batch(engine, provider, throttle, batch, batch.fallback_template is not None)
+            count = await poll_batch(engine, provider, throttle, batch)
         except RateLimited:
             break
         except ProviderError as exc:
@@ -114,7 +120,9 @@ async def poll_due(
         if count is not None:
             polled += 1
             heard += count
-    return Poll(polled, heard, expired)
+    pushed = sum(dlr.apply_pending(engine, max_age).counts.values())
+    fallbacks = fallback.due(engine, fallback_wait, max_age) if fallback_wait is not None else 0
+    return Poll(polled, heard, expired, pushed, fallbacks)
 
 
 def expire_old(engine: Engine, before: datetime) -> int:

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
+from engine.errors import CampaignError
 from engine.providers.base import Provider
-from engine.providers.errors import OutcomeUnknown, ProviderError, RateLimited, TransientError
+from engine.providers.errors import OutcomeUnknown, RateLimited, TransientError
 from engine.throttle import Throttle
 
 CAPABILITY_TTL = 24 * 3600
@@ -108,7 +109,7 @@ async def capabilities(
         async with asyncio.TaskGroup() as group:
             for number in missing:
                 group.create_task(ask(number))
-    except* ProviderError as failures:
+    except* CampaignError as failures:  # provider errors, and a request the client refuses (no agent id)
         raise failures.exceptions[0] from None
     finally:
         await cache.put_many(fresh)

@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.plans import PIXABITS_PLANS
+from engine.windows import INDIA, SendWindow, WindowError, zone
 
 #: A base URL of this value starts the embedded sandbox instead of calling a real provider.
 SANDBOX = "sandbox"
@@ -59,9 +60,23 @@ class Settings(BaseSettings):
     dlr_poll_seconds: float = Field(30.0, gt=0, validation_alias=_env("CAMPAIGN_DLR_POLL_SECONDS"))
     dlr_max_age_hours: float = Field(72.0, gt=0, validation_alias=_env("CAMPAIGN_DLR_MAX_AGE_HOURS"))
     rcs_fallback: Literal["provider", "engine"] = Field("provider", validation_alias=_env("CAMPAIGN_RCS_FALLBACK"))
+    #: An RCS message with no delivery report this long after sending gets the SMS fallback (engine fallback).
+    rcs_fallback_wait_seconds: float = Field(
+        600.0, gt=0, validation_alias=_env("CAMPAIGN_RCS_FALLBACK_WAIT_SECONDS")
+    )
+    #: How often the webhook receiver retries reports parked because their message was not known yet.
+    webhook_sweep_seconds: float = Field(5.0, gt=0, validation_alias=_env("CAMPAIGN_WEBHOOK_SWEEP_SECONDS"))
     report_wait_seconds: float = Field(120.0, gt=0, validation_alias=_env("CAMPAIGN_REPORT_WAIT_SECONDS"))
     clock_offset: float = Field(0.0, validation_alias=_env("CAMPAIGN_CLOCK_OFFSET"))
     send_concurrency: int = Field(4, ge=1, validation_alias=_env("CAMPAIGN_SEND_CONCURRENCY"))
+    #: The zone of times written without one: `--at`, `--every`, `--window`.
+    timezone: str = Field(INDIA, validation_alias=_env("CAMPAIGN_TIMEZONE"))
+    #: When promotional SMS may reach Indian numbers (India's time); empty: no default window.
+    promotional_window: str = Field("09:00-21:00", validation_alias=_env("CAMPAIGN_PROMOTIONAL_WINDOW"))
+    schedule_scan_seconds: float = Field(5.0, gt=0, validation_alias=_env("CAMPAIGN_SCHEDULE_SCAN_SECONDS"))
+    wallet_check_seconds: float = Field(3600.0, gt=0, validation_alias=_env("CAMPAIGN_WALLET_CHECK_SECONDS"))
+    #: A provider balance under this (credits where it reports them, else money) is logged as a warning.
+    wallet_warn_below: float = Field(1000.0, ge=0, validation_alias=_env("CAMPAIGN_WALLET_WARN_BELOW"))
 
     http_connect_timeout: float = Field(5.0, gt=0, validation_alias=_env("CAMPAIGN_HTTP_CONNECT_TIMEOUT"))
     http_total_timeout: float = Field(60.0, gt=0, validation_alias=_env("CAMPAIGN_HTTP_TOTAL_TIMEOUT"))
@@ -75,6 +90,30 @@ class Settings(BaseSettings):
             if value not in PIXABITS_PLANS:
                 raise ValueError(f"unknown Pixabits plan {value!r}; expected one of {', '.join(PIXABITS_PLANS)}")
         return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            return zone(value).key
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("promotional_window")
+    @classmethod
+    def _readable_window(cls, value: str) -> str:
+        """Refused when the settings are read, not at the first promotional plan."""
+        if value.strip():
+            try:
+                SendWindow.parse(value, INDIA)
+            except WindowError as exc:
+                raise ValueError(str(exc)) from None
+        return value.strip()
+
+    @property
+    def promotional(self) -> SendWindow | None:
+        """The window promotional SMS to India keep to by default, in India's time."""
+        return SendWindow.parse(self.promotional_window, INDIA) if self.promotional_window else None
 
     @field_validator("pixabits_base_url", "noxitel_base_url")
     @classmethod

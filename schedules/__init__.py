@@ -1,0 +1,1 @@
+"""Celery beat: its schedule (`beat.py`) and the tasks only it runs (`tasks.py`)."""

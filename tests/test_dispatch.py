@@ -183,7 +183,7 @@ async def test_a_rejected_batch_fails_alone(
         connection.execute(update(M).where(M.c.batch_id == second, M.c.line == 13).values(address="+12"))
     outcome = await send_campaign(database, noxitel, campaign_id, concurrency=1)
     assert outcome.state == "completed"
-    assert outcome.counts == {"submitted": 20, "failed": 10}
+    assert outcome.counts == {"submitted": 20, "rejected": 10}  # refused for good: not for `retry-failed`
     with database.connect() as connection:
         error = connection.execute(select(B.c.error).where(B.c.id == second)).scalar_one()
     assert "Invalid mobile number" in error
@@ -277,8 +277,9 @@ async def test_resend_ambiguous_skips_messages_a_report_vouches_for(
     with database.begin() as connection:
         vouched = connection.execute(select(M.c.id).order_by(M.c.id).limit(3)).scalars().all()
         connection.execute(events.insert(), [
-            {"message_id": m, "provider": "noxitel", "channel": "sms", "status": "delivered",
-             "provider_status": "Handset Delivered", "received_at": clock.now()} for m in vouched])
+            {"fingerprint": m, "message_id": m, "provider": "noxitel", "channel": "sms", "status": "delivered",
+             "provider_status": "Handset Delivered", "received_at": clock.now(), "processed": True}
+            for m in vouched])
     assert resend_ambiguous(database, campaign_id) == 7
     again = await send_campaign(database, noxitel, campaign_id)
     assert again.counts == {"submitted": 10}

@@ -137,11 +137,11 @@ async def test_waiting_ends_for_batches_no_report_will_come_for(
     sandbox.faults("/api/v2/sms", "drop")
     async with local_sender(database, settings, "noxitel") as sender:
         assert (await send_campaign(database, sender, campaign_id)).counts == {"ambiguous": 6}
-        await wait_for_reports(database, sender, "noxitel", campaign_id, [], timeout=600)
+        await wait_for_reports(database, sender, "noxitel", campaign_id, settings)
         other = plan_and_start(database, tmp_path, "noxitel", "sms")
         await send_campaign(database, sender, other)
         sandbox.reset()  # the provider forgets the batch
-        await wait_for_reports(database, sender, "noxitel", other, [], timeout=600)
+        await wait_for_reports(database, sender, "noxitel", other, settings)
     assert status(database, other).counts == {"submitted": 6}
 
 
@@ -150,10 +150,9 @@ async def test_pixabits_whatsapp_failures_push_nothing_and_the_quiet_ends_the_wa
 ) -> None:
     settings = Settings()  # the embedded sandbox, whose pushes come into this process
     campaign_id = plan_and_start(database, tmp_path, "pixabits", "whatsapp", count=40)
-    inbox: list[DeliveryReport] = []
-    async with local_sender(database, settings, "pixabits", inbox) as sender:
+    async with local_sender(database, settings, "pixabits", receive=True) as sender:
         await send_campaign(database, sender, campaign_id)
-        await wait_for_reports(database, sender, "pixabits", campaign_id, inbox, timeout=600, quiet=1.0)
+        await wait_for_reports(database, sender, "pixabits", campaign_id, settings, quiet=1.0)
     counts = status(database, campaign_id).counts
     delivered = sum(fate(SandboxConfig(), f"91{9_000_000_000 + i}") == "delivered" for i in range(40))
     assert counts.get("delivered") == delivered and counts.get("submitted", 0) == 40 - delivered
@@ -174,7 +173,7 @@ async def test_the_poller_settles_batches_then_expires_what_never_reports(
         second = plan_and_start(database, tmp_path, "noxitel", "sms", count=10)
         await send_campaign(database, sender, second)
         later = clock.now() + timedelta(hours=73)
-        old = await poll_due(database, sender.providers, sender.throttles, timedelta(hours=72), later)
+        old = await poll_due(database, sender.providers, sender.throttles, timedelta(hours=72), moment=later)
     assert old.expired == 10
     assert status(database, second).counts == {"expired": 10}
     assert status(database, second).batches == {"settled": 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from engine.planner import PlanContext, PlanRefused, PlanRequest, build_plan, cu
 from engine.plans import CALL_LIMITS
 from engine.pricing import PriceTable
 from engine.providers.base import Balance
+from engine.quota import next_day
 
 PRICES = PriceTable.load()
 DLT = DltTemplate(
@@ -115,11 +117,13 @@ def test_batches_are_cut_by_request_size_and_by_day() -> None:
 def test_daily_quota_spreads_over_days_or_refuses(tmp_path: Path) -> None:
     path = contacts_file(tmp_path / "c.csv", 2_500)
     plan = build_plan(request(path, provider="pixabits"), context(daily_quota=1_000, plan_name="starter"))
+    starts = [datetime.fromisoformat(day.pop("starts_at")) for day in plan.summary["days"]]
     assert plan.summary["days"] == [
         {"day": 1, "messages": 1_000, "batches": 1},
         {"day": 2, "messages": 1_000, "batches": 1},
         {"day": 3, "messages": 500, "batches": 1},
     ]
+    assert starts[1:] == [next_day(starts[0]), next_day(starts[0]) + timedelta(days=1)]  # as the quota rolls over
     assert plan.batch_days.tolist() == [0, 1, 2]
     with pytest.raises(
         PlanRefused, match=r"2,500 messages exceed the daily quota of 1,000 of the pixabits starter plan.*3 days"

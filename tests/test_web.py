@@ -29,8 +29,10 @@ SEND = ["--provider", "noxitel", "--sender", "ACMEIN", "--dlt-template-id", "120
 
 @pytest.fixture
 def env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
+    key = sandbox.account()
     return {**os.environ, "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
-            "NOXITEL_BASE_URL": sandbox.noxitel_url, "NOXITEL_API_KEY": sandbox.account(),
+            "NOXITEL_BASE_URL": sandbox.noxitel_url, "NOXITEL_API_KEY": key,
+            "PIXABITS_BASE_URL": sandbox.pixabits_url, "PIXABITS_API_KEY": key,
             "CAMPAIGN_WEBHOOK_SECRET": WEBHOOK_SECRET}
 
 
@@ -84,6 +86,39 @@ def test_noxitel_pushes_settle_the_campaign(
     engine.dispose()
     words = {"delivered": "delivered", "failed": "undeliverable", "expired": "expired"}
     assert counts == dict(Counter(words[fate(SandboxConfig(seed=SANDBOX_SEED), n[1:])] for n in numbers))
+
+
+def test_pixabits_pushes_are_kept_answered_then_applied_until_every_recipient_is_final(
+    env: dict[str, str], sandbox: Sandbox, receiver: str, tmp_path: Path
+) -> None:
+    sandbox.configure(webhook_url=receiver + "/webhooks/pixabits")
+    sent = campaign(env, "send", str(EXAMPLE), *SEND[2:], "--provider", "pixabits",
+                    "--rejects", str(tmp_path / "r.csv"), "--yes", "--json")
+    campaign_id = orjson.loads(sent.stdout.strip().splitlines()[-1])["campaign_id"]
+    sandbox.advance_clock(5)
+    engine = open_database(env["CAMPAIGN_DATABASE_URL"])
+    deadline = time.monotonic() + 30
+    while status(engine, campaign_id).counts.get("submitted") and time.monotonic() < deadline:
+        time.sleep(0.1)  # the sandbox pushes, the receiver keeps, then applies
+    counts = status(engine, campaign_id).counts
+    with engine.connect() as connection:
+        numbers = [row[0] for row in connection.exec_driver_sql("SELECT address FROM messages")]
+        kept = connection.exec_driver_sql("SELECT count(*), count(message_id) FROM delivery_events").one()
+    engine.dispose()
+    words = {"delivered": "delivered", "failed": "undeliverable", "expired": "expired"}
+    assert counts == dict(Counter(words[fate(SandboxConfig(seed=SANDBOX_SEED), n[1:])] for n in numbers))
+    assert tuple(kept) == (len(numbers), len(numbers))  # each push kept once, each matched to its message
+
+
+def test_a_forged_report_is_refused_and_nothing_is_kept(env: dict[str, str], receiver: str) -> None:
+    body = {"event": "sms.message.delivered", "data": {"message_id": "m1", "to": "+919876543210"}}
+    assert post(receiver + "/webhooks/pixabits", body, secret="forged") == 401
+    assert post(receiver + "/webhooks/noxitel", {"batch_id": "b1", "mobile": "919876543210",
+                                                 "dlr": {"status": "Handset Delivered"}}, secret="") == 401
+    engine = open_database(env["CAMPAIGN_DATABASE_URL"])
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM delivery_events").scalar_one() == 0
+    engine.dispose()
 
 
 def test_stop_replies_and_hard_bounces_are_suppressed(env: dict[str, str], receiver: str) -> None:

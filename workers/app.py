@@ -1,7 +1,7 @@
 """The Celery app: Redis broker, one queue per provider, and settings that make a lost task harmless.
 
 Run a worker with `celery -A workers.app worker -Q send.pixabits,send.noxitel,plan,dlr,default`
-and beat with `celery -A workers.app beat`.
+and beat with `celery -A workers.app beat` (its schedule is in `schedules/`).
 
 The database holds the work and the broker only rings the bell, so the broker
 settings aim at "delivered at least once, acted on at most once":
@@ -18,6 +18,7 @@ from celery import Celery
 from kombu import Queue
 
 from engine.settings import Settings, get_settings
+from schedules.beat import ROUTES, beat_schedule
 
 SEND_QUEUES = ("send.pixabits", "send.noxitel")
 QUEUES = (*SEND_QUEUES, "plan", "dlr", "default")
@@ -31,7 +32,7 @@ def send_queue(provider: str) -> str:
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("campaign", include=["workers.tasks"])
+    app = Celery("campaign", include=["workers.tasks", "schedules.tasks"])
     broker = settings.broker_url or "redis://127.0.0.1:6379/0"
     transport = {"visibility_timeout": VISIBILITY_TIMEOUT, "global_keyprefix": settings.broker_prefix}
     app.conf.update(
@@ -50,15 +51,12 @@ def make_app(settings: Settings) -> Celery:
         task_soft_time_limit=TASK_TIME_LIMIT - 60,
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue="default",
-        task_routes={"campaign.start_campaign": {"queue": "plan"}, "campaign.poll_dlr": {"queue": "dlr"}},
+        task_routes={"campaign.start_campaign": {"queue": "plan"}, "campaign.poll_dlr": {"queue": "dlr"}, **ROUTES},
         result_expires=24 * 3600,
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
-        beat_schedule={
-            "recovery-sweep": {"task": "campaign.sweep", "schedule": settings.sweep_seconds},
-            "delivery-reports": {"task": "campaign.poll_dlr", "schedule": settings.dlr_poll_seconds},
-        },
+        beat_schedule=beat_schedule(settings),
     )
     return app
 

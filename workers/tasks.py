@@ -60,5 +60,9 @@ def poll_dlr() -> dict[str, int]:
     runtime = Runtime.get()
     sender = runtime.sender
     max_age = timedelta(hours=runtime.settings.dlr_max_age_hours)
-    result = runtime.run(poll_due(runtime.engine, sender.providers, sender.throttles, max_age))
-    return {"polled": result.polled, "reports": result.reports, "expired": result.expired}
+    wait = timedelta(seconds=runtime.settings.rcs_fallback_wait_seconds)
+    result = runtime.run(poll_due(runtime.engine, sender.providers, sender.throttles, max_age, wait))
+    if result.fallbacks:
+        sweep_task.delay()  # ring for the SMS fallback batches now rather than at the next sweep
+    return {"polled": result.polled, "reports": result.reports, "expired": result.expired,
+            "pushed": result.pushed, "fallbacks": result.fallbacks}

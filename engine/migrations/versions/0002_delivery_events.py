@@ -1,8 +1,8 @@
 """Delivery events kept once and parked until matched; batch kinds and reported cost; messages by address.
 
 `delivery_events` had never been written to, so it is recreated in its new
-shape (a unique fingerprint, no foreign key, no CHECK on the status: an unknown
-provider word is kept with a NULL status).
+shape (keyed by a fingerprint of the report, no foreign key, no CHECK on the
+status: an unknown provider word is kept with a NULL status).
 
 Revision ID: 0002
 Revises: 0001
@@ -26,8 +26,7 @@ def upgrade() -> None:
     op.drop_table("delivery_events")
     op.create_table(
         "delivery_events",
-        sa.Column("id", Id, nullable=False),
-        sa.Column("fingerprint", sa.BigInteger(), nullable=False),
+        sa.Column("fingerprint", Id, autoincrement=False, nullable=False),
         sa.Column("message_id", Id, nullable=True),
         sa.Column("campaign_id", Id, nullable=True),
         sa.Column("provider", sa.String(length=32), nullable=False),
@@ -43,14 +42,13 @@ def upgrade() -> None:
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("processed", sa.Boolean(), nullable=False),
         sa.Column("raw", sa.Text(), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_delivery_events")),
-        sa.UniqueConstraint("fingerprint", name=op.f("uq_delivery_events_fingerprint")),
+        sa.PrimaryKeyConstraint("fingerprint", name=op.f("pk_delivery_events")),
     )
     with op.batch_alter_table("delivery_events", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_delivery_events_message_id"), ["message_id"], unique=False)
         batch_op.create_index(
             "ix_delivery_events_parked", ["received_at"], unique=False,
-            postgresql_where=sa.text("NOT processed"), sqlite_where=sa.text("NOT processed"),
+            postgresql_where=sa.text("NOT processed"), sqlite_where=sa.text("processed = 0"),
         )
     with op.batch_alter_table("batches", schema=None) as batch_op:
         batch_op.add_column(sa.Column("kind", sa.String(length=16), server_default="send", nullable=False))

@@ -1,0 +1,33 @@
+"""The beat-driven tasks: thin wrappers that call the engine and ring the bells of what it started."""
+
+from __future__ import annotations
+
+from engine.recovery import due_batches
+from engine.schedule import scan
+from engine.wallet import check_wallets
+from workers.app import app
+from workers.runtime import Runtime
+from workers.tasks import ring
+
+
+@app.task(name="campaign.scan_schedules")
+def scan_schedules() -> dict[str, int]:
+    """Start the campaigns that have come due (scheduled, window opened, recurring) and ring their batches.
+
+    Safe to run twice at once: each campaign is set running by one scan only. If
+    this task dies after that, the recovery sweep rings the batches instead.
+    """
+    runtime = Runtime.get()
+    result = scan(runtime.engine, runtime.settings)
+    rung = sum(ring(runtime, due_batches(runtime.engine, campaign_id=c)) for c in result.campaigns)
+    return {"started": len(result.started), "woken": len(result.woken), "planned": len(result.planned),
+            "refused": len(result.refused), "rung": rung}
+
+
+@app.task(name="campaign.check_wallets")
+def check_wallets_task() -> dict[str, float | None]:
+    """Log a warning for each provider whose balance is under CAMPAIGN_WALLET_WARN_BELOW; returns what is left."""
+    runtime = Runtime.get()
+    sender = runtime.sender
+    readings = runtime.run(check_wallets(sender.providers, sender.throttles, runtime.settings.wallet_warn_below))
+    return {reading.provider: reading.left for reading in readings}

@@ -1,0 +1,216 @@
+"""Reconciling delivery reports: kept once, parked until their message is known, applied forward only;
+the engine's SMS fallback for RCS sent once; temporary failures retried, refusals never."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pytest
+from sqlalchemy import Engine, func, select
+
+from engine import clock, dlr, fallback, models
+from engine.campaigns import retry_failed, start, status
+from engine.dlt import DltTemplate
+from engine.local import local_sender, poll_campaign, send_campaign, send_due
+from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.pricing import PriceTable
+from engine.providers.base import Channel, DeliveryReport
+from engine.sandbox.config import SandboxConfig
+from engine.sandbox.noxitel_api import WA_PRICE
+from engine.sandbox.outcomes import fate, rcs_capable
+from engine.settings import Settings
+from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
+
+SANDBOX = SandboxConfig(seed=SANDBOX_SEED)
+DLT = DltTemplate("1207161234567890123", "1201159876543210987", "ACMEIN", None, "Hi {#var#}, your sale is on. -ACME")
+E, M, B = models.DeliveryEvent.__table__, models.Message.__table__, models.Batch.__table__
+MAX_AGE = timedelta(hours=72)
+
+
+def phones(count: int) -> list[str]:
+    return [f"+91{9_000_000_000 + i}" for i in range(count)]
+
+
+def plan(engine: Engine, tmp_path: Path, count: int, provider: str, channel: str = "sms",
+         fallback_message: str | None = None, message: str = "Hi #name#, your sale is on. -ACME") -> int:
+    path = tmp_path / f"contacts-{provider}-{channel}-{count}.csv"
+    pa_csv.write_csv(pa.table({"name": [f"Asha{i}" for i in range(count)],
+                               "mobile": (9_000_000_000 + np.arange(count)).astype(str)}), str(path))
+    request = PlanRequest(contacts=path, channel=channel, provider=provider, message=message, sender="ACMEIN",
+                          dlt_template=DLT if channel != "whatsapp" else None, fallback_message=fallback_message,
+                          agent_id="42" if channel == "rcs" else None)
+    campaign_id = save_plan(engine, build_plan(request, PlanContext(prices=PriceTable.load())))
+    start(engine, campaign_id)
+    return campaign_id
+
+
+@pytest.fixture
+def settings(sandbox: Sandbox) -> Settings:
+    key = sandbox.account()
+    return Settings(pixabits_base_url=sandbox.pixabits_url, pixabits_api_key=key, noxitel_base_url=sandbox.noxitel_url,
+                    noxitel_api_key=key, noxitel_rate=1000, rcs_fallback="engine")
+
+
+def pushed(status: str, to: str, detail: str | None = None, channel: Channel = Channel.SMS) -> DeliveryReport:
+    return DeliveryReport("pixabits", channel, to, status, detail, message_id=f"msg-{to}-{status}",
+                          raw={"event": status, "data": {"to": to}})
+
+
+def statuses(engine: Engine, campaign_id: int) -> dict[str, str]:
+    with engine.connect() as connection:
+        return dict(connection.execute(select(M.c.address, M.c.status).where(M.c.campaign_id == campaign_id)).all())
+
+
+def stored(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(E)).scalar_one())
+
+
+async def test_pushed_reports_are_kept_once_parked_until_their_message_is_known_and_applied_forward(
+    database: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    first, second, third = phones(3)
+    campaign_id = plan(database, tmp_path, 3, "pixabits")
+    # The provider is faster than our commit: a report for a message not yet sent is parked, not lost.
+    assert dlr.store_pushed(database, [pushed("sms.message.delivered", first)]) == 1
+    early = dlr.apply_pending(database, MAX_AGE)
+    assert (early.parked, sum(early.counts.values())) == (1, 0)
+    assert statuses(database, campaign_id)[first] == "planned"
+    async with local_sender(database, settings, "pixabits") as sender:
+        await send_campaign(database, sender, campaign_id)
+    matched = dlr.apply_pending(database, MAX_AGE)
+    assert (matched.parked, matched.counts, matched.campaigns) == (0, Counter(delivered=1), {campaign_id})
+    # The same push again stores nothing; a late lower one and a failure after delivery change nothing.
+    assert dlr.store_pushed(database, [pushed("sms.message.delivered", first)]) == 0
+    assert dlr.store_pushed(database, [pushed("sms.message.failed", first, "UNDELIV"),
+                                       pushed("sms.message.failed", second, "UNDELIV"),
+                                       pushed("sms.message.teleported", third)]) == 3
+    later = dlr.apply_pending(database, MAX_AGE)
+    assert later.counts == Counter(undeliverable=2, unknown=1)
+    assert statuses(database, campaign_id) == {first: "delivered", second: "undeliverable", third: "submitted"}
+    with database.connect() as connection:
+        events = connection.execute(select(E.c.status, E.c.provider_status, E.c.message_id, E.c.processed,
+                                           E.c.raw)).all()
+        message_ids = set(connection.execute(select(M.c.id)).scalars())
+    assert len(events) == 4 and all(e.processed and e.message_id in message_ids for e in events)
+    assert {e.provider_status for e in events if e.status is None} == {"sms.message.teleported"}  # kept raw
+    assert all('"to"' in e.raw for e in events)
+
+
+async def test_a_parked_report_that_never_matches_is_given_up_after_the_maximum_age(database: Engine) -> None:
+    dlr.store_pushed(database, [pushed("sms.message.delivered", "+15550000000")])
+    assert dlr.apply_pending(database, MAX_AGE).parked == 1
+    clock.advance(MAX_AGE.total_seconds() + 60)
+    try:
+        gone = dlr.apply_pending(database, MAX_AGE)
+    finally:
+        clock.reset()
+    assert (gone.abandoned, gone.parked, stored(database)) == (1, 0, 1)
+
+
+async def test_polled_pages_are_stored_once_and_settle_to_the_sandbox_fates(
+    database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    campaign_id = plan(database, tmp_path, 25, "noxitel")
+    async with local_sender(database, settings, "noxitel") as sender:
+        await send_campaign(database, sender, campaign_id)
+        sandbox.advance_clock(5)
+        provider, throttle = sender.providers["noxitel"], sender.throttles["noxitel"]
+        assert await poll_campaign(database, provider, throttle, campaign_id, set()) == 25
+        await poll_campaign(database, provider, throttle, campaign_id, set())  # nothing new: stored once
+    words = {"delivered": "delivered", "failed": "undeliverable", "expired": "expired"}
+    assert statuses(database, campaign_id) == {n: words[fate(SANDBOX, n[1:])] for n in phones(25)}
+    assert stored(database) == 25
+    assert status(database, campaign_id).batches == {"settled": 1}
+
+
+async def test_rcs_that_does_not_arrive_gets_its_sms_fallback_once_and_never_after_delivery(
+    database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    numbers = phones(40)
+    campaign_id = plan(database, tmp_path, 40, "noxitel", "rcs", fallback_message="Hi #name#, your sale is on. -ACME")
+    async with local_sender(database, settings, "noxitel") as sender:
+        await send_campaign(database, sender, campaign_id)  # devices without RCS: SMS at once
+        sandbox.advance_clock(5)
+        await poll_campaign(database, sender.providers["noxitel"], sender.throttles["noxitel"], campaign_id, set())
+        moved = fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id])
+        await send_due(database, sender, campaign_id)
+        assert fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id]) == 0  # once
+        clock.advance(3600)  # long past the fallback wait: nothing else qualifies
+        try:
+            assert fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id]) == 0
+        finally:
+            clock.reset()
+    capable = {n for n in numbers if rcs_capable(SANDBOX, n[1:])}
+    reached = {n for n in capable if fate(SANDBOX, n[1:]) == "delivered"}
+    assert moved == len(capable - reached)
+    rcs = Counter(sandbox.endpoint("POST /api/v2/rcs/message")["recipients"])
+    sms = Counter(sandbox.endpoint("POST /api/v2/sms")["recipients"])
+    assert rcs == Counter({n[1:]: 1 for n in capable}) or rcs == Counter({n: 1 for n in capable})
+    expected_sms = set(numbers) - reached
+    assert set(sms) in ({n[1:] for n in expected_sms}, expected_sms) and set(sms.values()) == {1}
+    current = status(database, campaign_id)
+    assert current.fallbacks == len(expected_sms)
+    with database.connect() as connection:
+        used = dict(connection.execute(select(M.c.address, M.c.channel_used)).all())
+    assert {n for n, channel in used.items() if channel == "sms"} == expected_sms
+
+
+async def test_rcs_with_no_delivery_within_the_wait_falls_back(
+    database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.configure(dlr_delay=86_400, rcs_share=1.0)  # every device takes RCS; no report comes today
+    campaign_id = plan(database, tmp_path, 5, "noxitel", "rcs", fallback_message="Hi #name#, your sale is on. -ACME")
+    async with local_sender(database, settings, "noxitel") as sender:
+        await send_campaign(database, sender, campaign_id)
+        assert fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id]) == 0  # not yet
+        clock.advance(11 * 60)
+        try:
+            assert fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id]) == 5
+        finally:
+            clock.reset()
+        await send_due(database, sender, campaign_id)
+    assert len(sandbox.endpoint("POST /api/v2/sms")["recipients"]) == 5
+    assert status(database, campaign_id).counts == {"submitted": 5}
+
+
+async def test_retry_failed_resends_temporary_failures_only(
+    database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    numbers = phones(6)
+    campaign_id = plan(database, tmp_path, 6, "noxitel")
+    async with local_sender(database, settings, "noxitel") as sender:
+        await send_campaign(database, sender, campaign_id)
+        words = ["Expired", "Failed", "Undelivered", "DLT Template Not Registered", "Handset Delivered", "DND"]
+        dlr.apply(database, [DeliveryReport("noxitel", Channel.SMS, n, w) for n, w in zip(numbers, words,
+                                                                                          strict=True)], campaign_id)
+        assert statuses(database, campaign_id) == dict(zip(numbers, [
+            "expired", "failed", "undeliverable", "rejected", "delivered", "rejected"], strict=True))
+        assert retry_failed(database, campaign_id) == 2
+        assert retry_failed(database, campaign_id) == 0  # moved once: now planned, not failed
+        outcome = await send_campaign(database, sender, campaign_id)
+    assert outcome.state == "completed"
+    sent = sandbox.endpoint("POST /api/v2/sms")["recipients"]
+    assert sorted(sent.values()) == [1, 1, 1, 1, 2, 2]
+    assert {n for n, c in sent.items() if c == 2} in ({n[1:] for n in numbers[:2]}, set(numbers[:2]))
+    with database.connect() as connection:
+        kinds = Counter(connection.execute(select(B.c.kind).where(B.c.campaign_id == campaign_id)).scalars())
+    assert kinds == Counter(send=1, retry=1)
+
+
+async def test_status_shows_the_cost_the_provider_reported_beside_the_estimate(
+    database: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    campaign_id = plan(database, tmp_path, 4, "noxitel", "whatsapp", message="Your sale is on. -ACME")
+    assert status(database, campaign_id).reported_cost is None
+    async with local_sender(database, settings, "noxitel") as sender:
+        await send_campaign(database, sender, campaign_id)
+    current = status(database, campaign_id)
+    assert current.reported_cost == pytest.approx(4 * WA_PRICE)  # Noxitel's `total_cost`
+    assert current.as_dict()["reported_cost"] == current.reported_cost
+    assert current.estimated_cost > 0
