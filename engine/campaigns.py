@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import Engine, and_, case, exists, func, select, update
+from sqlalchemy import Engine, and_, case, exists, func, or_, select, update
 
 from engine import models, rebatch
 from engine.csvsafe import write_csv
 from engine.errors import CampaignError
+from engine.poller import UNREPORTED
 from engine.store import mark_campaign
 
 C, B, M = models.Campaign.__table__, models.Batch.__table__, models.Message.__table__
@@ -250,15 +251,24 @@ TEMPORARY_FAILURES = (models.MessageStatus.FAILED.value, models.MessageStatus.EX
 def retry_failed(engine: Engine, campaign_id: int) -> int:
     """Give the temporarily failed messages new batches, due now; returns how many will be sent again.
 
-    Each message moves once per call (the move re-checks its status), so two
-    retries at the same moment do not send it twice.
+    Not retried: a message the engine itself gave up waiting for (no report
+    came: it may well have arrived), and a number that has opted out since
+    (it becomes `suppressed`). Each message moves once per call (the move
+    re-checks its status), so two retries at the same moment do not send it twice.
     """
     campaign = _campaign(engine, campaign_id)
     if campaign.state == State.CANCELLED.value:
         raise CampaignError(f"campaign {campaign_id} is cancelled")
-    failed = M.c.status.in_(TEMPORARY_FAILURES)
+    opted_out = exists().where(models.Suppression.address == M.c.address)
+    failed = and_(M.c.status.in_(TEMPORARY_FAILURES), or_(M.c.error.is_(None), M.c.error != UNREPORTED))
+    in_campaign = M.c.batch_id.in_(select(B.c.id).where(B.c.campaign_id == campaign_id))
     moved = 0
     with engine.begin() as connection:
+        rebatch.lock(connection, campaign_id)
+        connection.execute(
+            update(M).where(in_campaign, failed, opted_out)
+            .values(status=models.MessageStatus.SUPPRESSED.value, error="opted out since it was sent")
+        )
         channels = connection.execute(
             select(B.c.channel).where(B.c.campaign_id == campaign_id).distinct()
         ).scalars().all()

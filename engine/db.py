@@ -53,7 +53,8 @@ def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets the pragmas every connection needs."""
     url = normalize_url(url)
     try:
-        engine = create_engine(url, future=True)
+        # Statement parameters hold addresses and message texts: never in an error or a log line.
+        engine = create_engine(url, future=True, hide_parameters=True)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise ConfigurationError(f"CAMPAIGN_DATABASE_URL is not usable: {exc}") from None
     if engine.dialect.name == "sqlite":

@@ -58,6 +58,7 @@ from engine.providers.errors import (
 )
 from engine.quota import DailyQuota, next_day
 from engine.rcs import CapabilityCache, MemoryCapabilityCache, capabilities
+from engine.rebatch import lock
 from engine.recovery import LEASE_EXPIRED
 from engine.store import complete_if_done, mark_campaign, set_provider_ids, update_messages
 from engine.throttle import Throttle
@@ -455,6 +456,7 @@ class Sender:
         moved: list[int] = []
         if without:
             with self.engine.begin() as connection:
+                lock(connection, campaign.id)
                 if connection.execute(select(B.c.id).where(self._ours(batch.id))).first() is None:
                     return BatchState.AMBIGUOUS.value  # the sweep took it meanwhile: leave it to its rules
                 moved = route_now(connection, campaign, without).batches

@@ -125,6 +125,7 @@ FOLD_STAGING = Table(
     "fold_staging",
     _staging_metadata,
     Column("message_id", BigInteger, primary_key=True),
+    Column("batch_id", BigInteger),
     Column("status", String(16)),
     Column("rank", Integer),
     Column("detail", String(200)),
@@ -194,18 +195,17 @@ def apply(
     chosen = [False] * len(reports)
     for _, i in best.values():
         chosen[i] = True
-    # Each report's message is found by its number. `+ 0` keeps SQLite, which has no statistics here,
-    # from walking the batch's 50,000 rows per report through the batch index instead; PostgreSQL
-    # knows its tables, and joins the page to the batch's messages as it sees fit.
-    by_number = M.c.campaign_id + 0 == campaign_id if batch_id is None else M.c.batch_id + 0 == batch_id
+    # Each report's message is found by its number within the batch. PostgreSQL knows its tables and
+    # joins the page to the batch's messages; SQLite, which has no statistics here, is told to look
+    # each number up by the address index (`+ 0` keeps it from walking the batch index instead).
     scope = M.c.campaign_id == campaign_id if batch_id is None else M.c.batch_id == batch_id
     staged = events.EVENT_STAGING
     with engine.begin() as connection:
         if connection.dialect.name == "sqlite":
-            scope = by_number
+            scope = M.c.campaign_id + 0 == campaign_id if batch_id is None else M.c.batch_id + 0 == batch_id
         events.stage(connection, reports, statuses, rank=ranks, best=chosen, error=errors)
-        match = select(M.c.id).where(by_number, M.c.address == staged.c.address).scalar_subquery()
-        events.keep_staged(connection, match, literal(campaign_id, BigInteger), processed=True)
+        joined = staged.outerjoin(M, and_(scope, M.c.address == staged.c.address))
+        events.keep_staged(connection, M.c.id, literal(campaign_id, BigInteger), processed=True, join=joined)
         if best:
             connection.execute(
                 update(M)
@@ -257,29 +257,42 @@ class Applied:
 
     counts: Counter[str] = field(default_factory=Counter)
     campaigns: set[int] = field(default_factory=set)
+    #: Events taken from the queue this round (a full page means more may wait).
+    events: int = 0
     parked: int = 0
     abandoned: int = 0
+
+
+#: Key of the PostgreSQL advisory lock that lets one process at a time apply stored events.
+APPLY_LOCK = 0x636D5F646C72  # "cm_dlr"
 
 
 def apply_pending(engine: Engine, max_age: timedelta) -> Applied:
     """Match unprocessed (pushed or parked) events to their messages and fold them into the messages' statuses.
 
     Events that match nothing stay parked for the next round; those older than
-    `max_age` are given up (kept, marked processed, without a message).
+    `max_age` are given up (kept, marked processed, without a message). One
+    process at a time does this (the receiver and the beat poller both may):
+    on PostgreSQL a transaction-scoped advisory lock orders them; SQLite
+    has one writer anyway.
     """
     applied = Applied()
     moment = now()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(select(func.pg_advisory_xact_lock(APPLY_LOCK)))
         events.match(connection, moment - max_age)
         rows = connection.execute(
             select(E.c.fingerprint, E.c.message_id, E.c.campaign_id, E.c.status, E.c.provider_status, E.c.detail,
-                   E.c.provider_message_id, E.c.cost, B.c.provider_fallback, M.c.batch_id)
+                   E.c.provider_message_id, E.c.cost, E.c.channel, B.c.channel.label("batch_channel"),
+                   B.c.provider_fallback, M.c.batch_id)
             .join(M, M.c.id == E.c.message_id)
             .join(B, B.c.id == M.c.batch_id)
             .where(~E.c.processed)
             .order_by(E.c.received_at, E.c.fingerprint)
             .limit(PAGE)
         ).all()
+        applied.events = len(rows)
         if rows:
             applied.counts = _fold(connection, rows)
             applied.campaigns = {row.campaign_id for row in rows}
@@ -303,11 +316,13 @@ def apply_pending(engine: Engine, max_age: timedelta) -> Applied:
 def _fold(connection: Connection, rows: Sequence[Any]) -> Counter[str]:
     """The best status each message's events carry, applied forward-only in one UPDATE."""
     seen: Counter[str] = Counter()
-    best: dict[int, tuple[str, int, str | None, str | None, float | None]] = {}
+    best: dict[int, tuple[str, int, str | None, str | None, float | None, int]] = {}
     for row in rows:
         status = row.status
         if status is None:
             seen["unknown"] += 1
+            continue
+        if row.channel != row.batch_channel:  # about an earlier attempt (RCS before its SMS fallback): kept only
             continue
         if status == S.UNDELIVERABLE and row.provider_status.lower() == "incompatible" and row.provider_fallback:
             status = S.FALLBACK.value  # the provider sends the SMS itself
@@ -316,7 +331,7 @@ def _fold(connection: Connection, rows: Sequence[Any]) -> Counter[str]:
         known = best.get(row.message_id)
         if known is None or rank > known[1]:
             pmid = row.provider_message_id or (known[3] if known else None)
-            best[row.message_id] = (status, rank, row.detail, pmid, row.cost)
+            best[row.message_id] = (status, rank, row.detail, pmid, row.cost, row.batch_id)
     if not best:
         return seen
     FOLD_STAGING.create(connection, checkfirst=True)
@@ -325,6 +340,7 @@ def _fold(connection: Connection, rows: Sequence[Any]) -> Counter[str]:
     values = [best[i] for i in ids]
     bulk_insert(connection, "fold_staging", {
         "message_id": ids,
+        "batch_id": [v[5] for v in values],
         "status": [v[0] for v in values],
         "rank": [v[1] for v in values],
         "detail": [_error(v[0], v[2]) for v in values],
@@ -334,7 +350,10 @@ def _fold(connection: Connection, rows: Sequence[Any]) -> Counter[str]:
     F = FOLD_STAGING
     connection.execute(
         update(M)
-        .where(M.c.id == F.c.message_id, _forward(F.c.rank))
+        # Still in the batch its events were judged for: a message moved meanwhile (to its SMS
+        # fallback) is not given its earlier attempt's news; PostgreSQL re-checks this on a row
+        # another transaction just changed.
+        .where(M.c.id == F.c.message_id, M.c.batch_id == F.c.batch_id, _forward(F.c.rank))
         .values(status=F.c.status, status_at=now(), error=F.c.detail,
                 provider_message_id=func.coalesce(M.c.provider_message_id, F.c.provider_message_id),
                 cost=func.coalesce(F.c.cost, M.c.cost))

@@ -130,19 +130,28 @@ def stage(
     })
 
 
-def keep_staged(connection: Connection, message_id: Any, campaign_id: Any, processed: bool, count: bool = False) -> int:
+def keep_staged(
+    connection: Connection,
+    message_id: Any,
+    campaign_id: Any,
+    processed: bool,
+    count: bool = False,
+    join: Any = None,
+) -> int:
     """Copy the staged events into `delivery_events`, skipping any already there.
 
-    `message_id` and `campaign_id` are SQL expressions over `event_staging`
-    (a join for a polled page, NULL for a push still to be matched). With
-    `count`, returns how many were new (read back, which a polled page of
-    50,000 does not need); else -1.
+    `message_id` and `campaign_id` are SQL expressions over `event_staging`,
+    or over `join` (`event_staging` joined to what finds each event's message);
+    NULL for a push still to be matched. With `count`, returns how many were
+    new (read back, which a polled page of 50,000 does not need); else -1.
     """
     S = EVENT_STAGING
     source = select(
         *(S.c[name] for name in COLUMNS), message_id, campaign_id,
         literal(now(), DateTime(timezone=True)), literal(processed, Boolean),
     ).where(true())  # SQLite reads `ON CONFLICT` after a bare SELECT as a join clause without it
+    if join is not None:
+        source = source.select_from(join)
     dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     statement = dialect_insert(E).from_select(
         [*COLUMNS, "message_id", "campaign_id", "received_at", "processed"], source
@@ -154,11 +163,13 @@ def keep_staged(connection: Connection, message_id: Any, campaign_id: Any, proce
 
 
 def match(connection: Connection, since: datetime) -> None:
-    """Give each unmatched, unprocessed event its message, in one statement.
+    """Give each unmatched, unprocessed event its message, in a few set-based statements.
 
-    The provider's batch id, where the event carries one (Noxitel SMS), and
-    the number always; among the candidates, the one holding the event's
-    provider message id first, then one still waiting for news, then the oldest.
+    The provider's batch id where the event carries one (Noxitel SMS), the
+    number always, and the channel; the message holding the event's provider
+    message id first; else, by number, a message holding no other provider id:
+    one still waiting for news (the oldest), else the newest. Only events that
+    find a message are written, so parked events are not rewritten every round.
     """
     candidates = (
         select(M.c.id)
@@ -175,15 +186,23 @@ def match(connection: Connection, since: datetime) -> None:
     )
     # Written as each database's partial index on parked events states it, so that index serves.
     unmatched = and_(~E.c.processed, E.c.message_id.is_(None), E.c.received_at >= since)
-    by_id = candidates.where(M.c.provider_message_id == E.c.provider_message_id).scalar_subquery()
-    connection.execute(update(E).where(unmatched, E.c.provider_message_id.is_not(None)).values(message_id=by_id))
+    by_id = candidates.where(M.c.provider_message_id == E.c.provider_message_id)
+    connection.execute(
+        update(E)
+        .where(unmatched, E.c.provider_message_id.is_not(None), by_id.exists())
+        .values(message_id=by_id.scalar_subquery())
+    )
     # SQLite allows the outer row in the subquery's WHERE only, so the order is by the message alone.
-    by_number = candidates.order_by(case((M.c.status.in_(OPEN), 0), else_=1), M.c.id).scalar_subquery()
-    connection.execute(update(E).where(unmatched).values(message_id=by_number))
+    waiting = M.c.status.in_(OPEN)
+    by_number = candidates.where(
+        or_(E.c.provider_message_id.is_(None), M.c.provider_message_id.is_(None),
+            M.c.provider_message_id == E.c.provider_message_id)
+    ).order_by(case((waiting, 0), else_=1), case((waiting, M.c.id), else_=-M.c.id))
+    connection.execute(
+        update(E).where(unmatched, by_number.exists()).values(message_id=by_number.scalar_subquery())
+    )
     connection.execute(
         update(E)
         .where(~E.c.processed, E.c.message_id.is_not(None), E.c.campaign_id.is_(None))
         .values(campaign_id=select(M.c.campaign_id).where(M.c.id == E.c.message_id).scalar_subquery())
     )
-
-

@@ -28,12 +28,18 @@ S = models.MessageStatus
 NOT_ARRIVED = (S.UNDELIVERABLE.value, S.FAILED.value, S.EXPIRED.value)
 #: Taken by the provider, with no final news yet.
 UNCONFIRMED = (S.SUBMITTED.value, S.SENT.value)
+#: A settled RCS batch is looked at this long after settling (the failures that settled it move then).
+SETTLED_LOOKBACK = timedelta(hours=1)
+#: Campaign states in which a fallback may still be sent (a paused one keeps it planned until resumed).
+MOVABLE = (models.CampaignState.RUNNING.value, models.CampaignState.COMPLETED.value,
+           models.CampaignState.WAITING.value, models.CampaignState.PAUSED.value)
 
 
 def _in_engine_rcs_batch() -> Any:
-    """In an RCS batch whose call did not ask the provider for its own fallback."""
+    """In a Noxitel RCS batch whose call did not ask the provider for its own fallback (the engine routes
+    Noxitel's only; a Pixabits RCS fallback is the provider's, set in its dashboard)."""
     return exists().where(
-        B.c.id == M.c.batch_id, B.c.channel == "rcs", B.c.provider_fallback == false()
+        B.c.id == M.c.batch_id, B.c.channel == "rcs", B.c.provider == "noxitel", B.c.provider_fallback == false()
     )
 
 
@@ -46,10 +52,12 @@ def route_now(connection: Connection, campaign: Any, message_ids: Sequence[int])
 def due(engine: Engine, wait: timedelta, max_age: timedelta, campaign_ids: Iterable[int] | None = None) -> int:
     """After sending: give the SMS fallback to each RCS message that did not arrive, or not within `wait`.
 
-    Only RCS batches submitted within `max_age` (the time reports are awaited)
-    are looked at, through the batch index. Returns how many messages were
-    moved to fallback batches (they are sent by whoever sends planned batches:
-    the workers after the next sweep, or local mode).
+    The search starts from the engine-routed RCS batches still awaiting
+    reports, or settled within the last hour (their failures are what settled
+    them), submitted within `max_age`: through the batch index, never the
+    whole messages table. Returns how many messages were moved to fallback
+    batches (they are sent by whoever sends planned batches: the workers after
+    the next sweep, or local mode).
     """
     moment = now()
     cutoff = moment - wait
@@ -59,27 +67,33 @@ def due(engine: Engine, wait: timedelta, max_age: timedelta, campaign_ids: Itera
         _in_engine_rcs_batch(),
         or_(M.c.status.in_(NOT_ARRIVED), and_(M.c.status.in_(UNCONFIRMED), M.c.submitted_at < cutoff)),
     )
-    campaigns = select(C).where(
-        C.c.channel == "rcs",
-        C.c.fallback_template.is_not(None),
-        C.c.state.in_((models.CampaignState.RUNNING.value, models.CampaignState.COMPLETED.value,
-                       models.CampaignState.WAITING.value)),
+    recent = select(B.c.id, B.c.campaign_id).where(
+        B.c.channel == "rcs", B.c.provider == "noxitel", B.c.provider_fallback == false(),
+        B.c.submitted_at >= moment - max_age,
+        or_(B.c.state == models.BatchState.SUBMITTED.value,
+            and_(B.c.state == models.BatchState.SETTLED.value, B.c.settled_at >= moment - SETTLED_LOOKBACK)),
     )
     if campaign_ids is not None:
-        campaigns = campaigns.where(C.c.id.in_(list(campaign_ids)))
+        recent = recent.where(B.c.campaign_id.in_(list(campaign_ids)))
     moved = 0
-    with engine.begin() as connection:
-        for campaign in connection.execute(campaigns).all():
-            recent = select(B.c.id).where(
-                B.c.campaign_id == campaign.id, B.c.channel == "rcs", B.c.submitted_at >= moment - max_age,
-                B.c.state.in_((models.BatchState.SUBMITTED.value, models.BatchState.SETTLED.value)),
-            )
+    with engine.connect() as connection:
+        batches: dict[int, list[int]] = {}
+        for batch_id, campaign_id in connection.execute(recent).all():
+            batches.setdefault(campaign_id, []).append(batch_id)
+    prices = rebatch.load_prices()
+    for campaign_id, batch_ids in batches.items():
+        with engine.begin() as connection:  # one campaign per transaction: its rows are locked briefly
+            rebatch.lock(connection, campaign_id)
+            campaign = connection.execute(select(C).where(
+                C.c.id == campaign_id, C.c.fallback_template.is_not(None), C.c.state.in_(MOVABLE))).first()
+            if campaign is None:
+                continue
             ids = connection.execute(
-                select(M.c.id).where(M.c.batch_id.in_(recent), qualifies).order_by(M.c.id)
+                select(M.c.id).where(M.c.batch_id.in_(batch_ids), qualifies).order_by(M.c.id)
             ).scalars().all()
-            count = rebatch.move(connection, campaign, ids, qualifies, "sms", models.BatchKind.FALLBACK).messages
-            if count:
-                log.info("campaign %s: %d RCS messages did not arrive; their SMS fallback is queued",
-                         campaign.id, count)
-            moved += count
+            count = rebatch.move(connection, campaign, ids, qualifies, "sms", models.BatchKind.FALLBACK,
+                                 prices).messages
+        if count:
+            log.info("campaign %s: %d RCS messages did not arrive; their SMS fallback is queued", campaign_id, count)
+        moved += count
     return moved

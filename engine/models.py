@@ -299,7 +299,9 @@ class DeliveryEvent(Base):
 
     __tablename__ = "delivery_events"
     __table_args__ = (
-        Index(None, "message_id"),
+        # Matched events only: the parked ones (NULL) are found through the index below.
+        Index(None, "message_id", postgresql_where=text("message_id IS NOT NULL"),
+              sqlite_where=text("message_id IS NOT NULL")),
         Index("ix_delivery_events_parked", "received_at",
               postgresql_where=text("NOT processed"), sqlite_where=text("processed = 0")),
     )

@@ -125,15 +125,22 @@ async def poll_due(
     return Poll(polled, heard, expired, pushed, fallbacks)
 
 
+#: The error of a message the engine gave up on: no report came, so it may well have been delivered.
+UNREPORTED = "no final delivery report within the maximum age"
+
+
 def expire_old(engine: Engine, before: datetime) -> int:
-    """Messages of batches submitted before `before` that are still not through become `expired`."""
+    """Messages of batches submitted before `before` that are still not through become `expired`.
+
+    An `ambiguous` message stays so: whether it went out is still unknown, and
+    `campaign resend-ambiguous` is how it is dealt with.
+    """
     old = select(B.c.id).where(B.c.state == models.BatchState.SUBMITTED.value, B.c.submitted_at < before)
     with engine.begin() as connection:
         count = connection.execute(
             update(M)
-            .where(M.c.batch_id.in_(old), M.c.status.not_in(dlr.THROUGH))
-            .values(status=models.MessageStatus.EXPIRED.value, status_at=now(),
-                    error="no final delivery report within the maximum age")
+            .where(M.c.batch_id.in_(old), M.c.status.not_in((*dlr.THROUGH, models.MessageStatus.AMBIGUOUS.value)))
+            .values(status=models.MessageStatus.EXPIRED.value, status_at=now(), error=UNREPORTED)
         ).rowcount
         connection.execute(
             update(B).where(B.c.id.in_(old))

@@ -31,6 +31,18 @@ class Moved(NamedTuple):
     batches: list[int]
 
 
+def lock(connection: Connection, campaign_id: int) -> None:
+    """Take the campaign's row for this transaction, so one mover at a time reads its next batch number.
+
+    The receiver, the poller, a worker and a user may all move messages of one
+    campaign. A write is what locks on both databases: the row on PostgreSQL,
+    the database on SQLite, which is why it must be the transaction's first
+    statement there (a transaction that read first cannot take the lock later
+    if another wrote meanwhile).
+    """
+    connection.execute(update(C).where(C.c.id == campaign_id).values(updated_at=now()))
+
+
 def move(
     connection: Connection,
     campaign: Any,
@@ -42,11 +54,14 @@ def move(
 ) -> Moved:
     """Move the messages that still satisfy `qualifies` into new `kind` batches on `channel`.
 
-    Runs in the caller's transaction. The new batches are `planned` and due
-    now; a campaign already marked completed is running again.
+    Runs in the caller's transaction, which should have begun with `lock`. The
+    new batches are `planned` and due now; a campaign already marked completed
+    is running again.
     """
     if not message_ids:
         return Moved(0, [])
+    lock(connection, campaign.id)
+    prices = prices or load_prices()
     limit = BATCH_LIMITS[campaign.provider][channel]
     seq = connection.execute(select(func.coalesce(func.max(B.c.seq), 0)).where(B.c.campaign_id == campaign.id))
     next_seq = int(seq.scalar_one()) + 1
@@ -65,7 +80,7 @@ def move(
                 update(M)
                 .where(M.c.id.in_(ids), qualifies)
                 .values(batch_id=batch_id, status=S.PLANNED.value, error=None, provider_message_id=None,
-                        submitted_at=None, channel_used=None)
+                        submitted_at=None, channel_used=None, cost=None)
             ).rowcount
         if not count:
             connection.execute(B.delete().where(B.c.id == batch_id))
@@ -85,6 +100,14 @@ def move(
     return Moved(moved, batches)
 
 
+def load_prices() -> PriceTable | None:
+    """The price table for estimates, or None where it cannot be read (the estimate is then 0)."""
+    try:
+        return PriceTable.load()
+    except PricingError:
+        return None
+
+
 def _estimate(
     connection: Connection, batch_id: int, provider: str, channel: str, prices: PriceTable | None
 ) -> tuple[int, float]:
@@ -93,10 +116,11 @@ def _estimate(
         select(M.c.fallback_body if channel == "sms" else M.c.body, M.c.body, M.c.segments)
         .where(M.c.batch_id == batch_id)
     ).all()
+    if prices is None:
+        return sum(row.segments for row in texts), 0.0
     try:
-        table = prices or PriceTable.load()
         if channel != "sms":
-            price = table.price(provider, channel)
+            price = prices.price(provider, channel)
             units = sum(row.segments for row in texts)
             return units, (units if price.unit == "segment" else len(texts)) * price.amount
         units, cost = 0, 0.0
@@ -104,7 +128,7 @@ def _estimate(
             text = sms or body
             encoding = encoding_of(text)
             count = segments(text, encoding)
-            price = table.price(provider, "sms", encoding)
+            price = prices.price(provider, "sms", encoding)
             units += count
             cost += (count if price.unit == "segment" else 1) * price.amount
         return units, cost

@@ -172,7 +172,7 @@ def defer_outside_window(engine: Engine, batch_id: int, moment: datetime) -> boo
     reason = (f"outside its send window {window}: goes on at {local_text(opens, window.tz)} by itself where the "
               f"scheduler runs (beat, or `campaign schedule run`), or with `campaign resume {row.id}` then")
     with engine.begin() as connection:
-        connection.execute(
+        deferred = connection.execute(
             update(batches)
             .where(
                 batches.c.id == batch_id,
@@ -180,7 +180,9 @@ def defer_outside_window(engine: Engine, batch_id: int, moment: datetime) -> boo
                 batches.c.not_before.is_(None) | (batches.c.not_before <= moment),
             )
             .values(not_before=opens)
-        )
+        ).rowcount
+        if not deferred:  # not this one's to put off (already sent, or taken): the campaign goes on as it is
+            return False
         connection.execute(
             update(campaigns)
             .where(campaigns.c.id == row.id, campaigns.c.state == models.CampaignState.RUNNING.value)

@@ -4,6 +4,7 @@ the engine's SMS fallback for RCS sent once; temporary failures retried, refusal
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,19 +12,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from engine import clock, dlr, fallback, models
 from engine.campaigns import retry_failed, start, status
 from engine.dlt import DltTemplate
+from engine.events import match
 from engine.local import local_sender, poll_campaign, send_campaign, send_due
 from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.poller import UNREPORTED
 from engine.pricing import PriceTable
 from engine.providers.base import Channel, DeliveryReport
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.noxitel_api import WA_PRICE
 from engine.sandbox.outcomes import fate, rcs_capable
 from engine.settings import Settings
+from engine.suppressions import add
+from engine.web.receiver import PushedEvents
 from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
 
 SANDBOX = SandboxConfig(seed=SANDBOX_SEED)
@@ -57,7 +62,7 @@ def settings(sandbox: Sandbox) -> Settings:
 
 
 def pushed(status: str, to: str, detail: str | None = None, channel: Channel = Channel.SMS) -> DeliveryReport:
-    return DeliveryReport("pixabits", channel, to, status, detail, message_id=f"msg-{to}-{status}",
+    return DeliveryReport("pixabits", channel, to, status, detail, message_id=f"msg-{to}",
                           raw={"event": status, "data": {"to": to}})
 
 
@@ -214,3 +219,74 @@ async def test_status_shows_the_cost_the_provider_reported_beside_the_estimate(
     assert current.reported_cost == pytest.approx(4 * WA_PRICE)  # Noxitel's `total_cost`
     assert current.as_dict()["reported_cost"] == current.reported_cost
     assert current.estimated_cost > 0
+
+
+async def test_a_report_about_the_rcs_attempt_never_touches_its_sms_fallback(
+    database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.configure(rcs_share=1.0, dlr_delay=86_400)
+    number = phones(1)[0]
+    campaign_id = plan(database, tmp_path, 1, "noxitel", "rcs", fallback_message="Hi #name#, your sale is on. -ACME")
+    async with local_sender(database, settings, "noxitel") as sender:
+        await send_campaign(database, sender, campaign_id)
+        # A push about the RCS message is matched to it, then the message moves to its SMS fallback.
+        dlr.store_pushed(database, [DeliveryReport("noxitel", Channel.RCS, number, "failed")])
+        with database.begin() as connection:
+            match(connection, clock.now() - MAX_AGE)
+        clock.advance(11 * 60)
+        try:
+            assert fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id]) == 1
+        finally:
+            clock.reset()
+        await send_due(database, sender, campaign_id)
+    applied = dlr.apply_pending(database, MAX_AGE)
+    assert applied.events == 1  # taken from the queue, kept, and not applied to the SMS
+    with database.connect() as connection:
+        row = connection.execute(select(M.c.status, M.c.channel_used)).one()
+    assert tuple(row) == ("submitted", "sms")
+
+
+def test_concurrent_fallback_rounds_move_each_message_once(
+    database: Engine, tmp_path: Path
+) -> None:
+    campaign_id = plan(database, tmp_path, 30, "noxitel", "rcs", fallback_message="Hi #name#, your sale is on. -ACME")
+    with database.begin() as connection:  # as after sending: every RCS message refused by its device
+        connection.execute(update(M).values(status="undeliverable", submitted_at=clock.now()))
+        connection.execute(update(B).values(state="submitted", submitted_at=clock.now()))
+    with ThreadPoolExecutor(4) as pool:
+        moved = list(pool.map(lambda _: fallback.due(database, timedelta(minutes=10), MAX_AGE), range(4)))
+    assert sum(moved) == 30
+    with database.connect() as connection:
+        kinds = Counter(connection.execute(select(B.c.kind)).scalars())
+        sizes = connection.execute(select(func.sum(B.c.size)).where(B.c.kind == "fallback")).scalar_one()
+    assert kinds["fallback"] >= 1 and sizes == 30
+    assert statuses(database, campaign_id) == {n: "planned" for n in phones(30)}
+
+
+def test_retry_leaves_what_the_engine_gave_up_on_and_numbers_that_opted_out(
+    database: Engine, tmp_path: Path
+) -> None:
+    numbers = phones(3)
+    campaign_id = plan(database, tmp_path, 3, "noxitel")
+    with database.begin() as connection:
+        connection.execute(update(B).values(state="settled"))
+        connection.execute(update(M).values(status="expired", error="EXPIRED"))
+        connection.execute(update(M).where(M.c.address == numbers[1]).values(error=UNREPORTED))
+    add(database, [numbers[2]], reason="opt-out reply", source="test", region="IN")
+    assert retry_failed(database, campaign_id) == 1
+    assert statuses(database, campaign_id) == {numbers[0]: "planned", numbers[1]: "expired",
+                                               numbers[2]: "suppressed"}
+
+
+async def test_the_receiver_round_applies_more_than_a_page(
+    database: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    numbers = phones(25)
+    campaign_id = plan(database, tmp_path, 25, "pixabits")
+    async with local_sender(database, settings, "pixabits") as sender:
+        await send_campaign(database, sender, campaign_id)
+    dlr.store_pushed(database, [pushed("sms.message.delivered", n) for n in numbers])
+    monkeypatch.setattr(dlr, "PAGE", 10)
+    applied = PushedEvents.for_settings(database, settings).apply_once()
+    assert applied.counts == Counter(delivered=25)
+    assert set(statuses(database, campaign_id).values()) == {"delivered"}

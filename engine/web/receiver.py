@@ -75,12 +75,13 @@ class PushedEvents:
 
     def apply_once(self) -> dlr.Applied:
         """One round: stored reports to statuses (page by page), then the SMS fallback of RCS that did not arrive."""
-        applied = dlr.apply_pending(self.engine, self.max_age)
-        while sum(applied.counts.values()) >= dlr.PAGE:
+        applied = more = dlr.apply_pending(self.engine, self.max_age)
+        while more.events >= dlr.PAGE:  # a full page: there may be more behind it
             more = dlr.apply_pending(self.engine, self.max_age)
             applied.counts.update(more.counts)
             applied.campaigns |= more.campaigns
             applied.parked = more.parked
+            applied.abandoned += more.abandoned
         fallback.due(self.engine, self.fallback_wait, self.max_age)
         return applied
 

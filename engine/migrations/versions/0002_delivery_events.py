@@ -45,7 +45,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("fingerprint", name=op.f("pk_delivery_events")),
     )
     with op.batch_alter_table("delivery_events", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_delivery_events_message_id"), ["message_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_delivery_events_message_id"), ["message_id"], unique=False,
+            postgresql_where=sa.text("message_id IS NOT NULL"), sqlite_where=sa.text("message_id IS NOT NULL"),
+        )
         batch_op.create_index(
             "ix_delivery_events_parked", ["received_at"], unique=False,
             postgresql_where=sa.text("NOT processed"), sqlite_where=sa.text("processed = 0"),
@@ -56,6 +59,9 @@ def upgrade() -> None:
             sa.Column("provider_fallback", sa.Boolean(), server_default=sa.text("false"), nullable=False)
         )
         batch_op.add_column(sa.Column("reported_cost", sa.Float(), nullable=True))
+    # RCS batches sent before this revision may have asked the provider for its fallback: the engine
+    # must not send a second SMS for them.
+    op.execute("UPDATE batches SET provider_fallback = true WHERE channel = 'rcs'")
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_messages_address"), ["address"], unique=False)
 
