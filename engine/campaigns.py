@@ -179,7 +179,9 @@ def start(engine: Engine, campaign_id: int) -> Any:
 def pause(engine: Engine, campaign_id: int, reason: str = "paused by the user") -> None:
     campaign = _campaign(engine, campaign_id)
     if campaign.state not in PAUSABLE:
-        raise CampaignError(f"campaign {campaign_id} is {campaign.state}; only a running or scheduled one can pause")
+        raise CampaignError(
+            f"campaign {campaign_id} is {campaign.state}; only a running, scheduled or waiting one can pause"
+        )
     mark_campaign(engine, campaign_id, State.PAUSED, reason, PAUSABLE)
 
 
@@ -285,13 +287,16 @@ def retry_failed(engine: Engine, campaign_id: int) -> int:
     return moved
 
 
-#: Batch states in which a batch's messages have been dealt with (sent, refused or given up).
-THROUGH_BATCHES = ("submitted", "settled", "failed", "ambiguous", "cancelled")
+#: Batch states in which a batch's messages have been dealt with by the provider (taken, refused or in doubt).
+SENT_BATCHES = ("submitted", "settled", "failed", "ambiguous")
 
 
 def overview(engine: Engine) -> list[dict[str, Any]]:
     """Every campaign with its state and how far sending has got, from the small batches table."""
-    done = func.sum(case((B.c.state.in_(THROUGH_BATCHES), B.c.size), else_=0))
+    # Recipients, not sends: a fallback or retry batch sends again to recipients already counted,
+    # and a cancelled batch sent nothing.
+    first_send = B.c.kind == models.BatchKind.SEND.value
+    done = func.sum(case((and_(first_send, B.c.state.in_(SENT_BATCHES)), B.c.size), else_=0))
     with engine.connect() as connection:
         rows = connection.execute(
             select(C.c.id, C.c.name, C.c.channel, C.c.provider, C.c.state, C.c.total_messages, C.c.created_at,

@@ -44,7 +44,7 @@ from engine.commands_plan import PLAN_OPTIONS, _print_json, _user_errors, plan, 
 from engine.commands_schedule import Later
 from engine.console import console, err_console
 from engine.db import database
-from engine.errors import CampaignError
+from engine.errors import CampaignError, ConfigurationError
 from engine.local import local_sender, send_campaign, send_test, wait_for_reports
 from engine.planner import Plan, save_plan
 from engine.providers import require_services, uses_sandbox
@@ -210,9 +210,19 @@ def _send_locally(engine: Engine, settings: Settings, campaign_id: int, json_out
 
 def _enqueue(settings: Settings, campaign_id: int) -> None:
     require_services(settings)
+    from kombu.exceptions import OperationalError
+
     from workers.app import app
 
-    app.send_task("campaign.start_campaign", args=(campaign_id,))
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+        app.send_task("campaign.start_campaign", args=(campaign_id,), retry=False, ignore_result=True)
+    except OperationalError as exc:
+        raise ConfigurationError(
+            f"cannot reach the broker at CAMPAIGN_BROKER_URL ({exc.__class__.__name__}); campaign {campaign_id} "
+            "is saved and running: the workers' recovery sweep sends it once the broker, a worker and beat are up"
+        ) from None
     err_console.print(f"campaign {campaign_id} queued for the workers")
 
 

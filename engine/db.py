@@ -46,6 +46,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # 64 MiB of page cache rather than 2: a campaign's million rows and their indexes are read and
+    # written in place page after page (sending, applying reports).
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
 
 

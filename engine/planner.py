@@ -198,6 +198,8 @@ def _render(request: PlanRequest, file: ContactFile, rows: np.ndarray) -> _Texts
 def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = _noop) -> Plan:
     """Read, validate, render, check, cost and batch; refuse with a reason rather than plan something unsafe."""
     channel, provider = request.channel, request.provider
+    if request.agent_id is not None and provider == "noxitel" and not request.agent_id.strip().isdigit():
+        raise PlanRefused(f"Noxitel RCS agent ids are numbers; {request.agent_id!r} is not one")
     limit = _batch_limit(request)
 
     progress("reading", 0.0)

@@ -123,7 +123,7 @@ def test_pause_resume_and_cancel_of_a_saved_campaign(env: dict[str, str], sandbo
     saved = campaign(env, "plan", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--save", "--json")
     campaign_id = str(orjson.loads(saved.stdout)["campaign_id"])
     refused = campaign(env, "pause", campaign_id)
-    assert refused.returncode == 1 and "only a running or scheduled one can pause" in refused.stderr
+    assert refused.returncode == 1 and "only a running, scheduled or waiting one can pause" in refused.stderr
     cancelled = campaign(env, "cancel", campaign_id, "--yes")
     assert cancelled.returncode == 0 and "20 messages will not be sent" in cancelled.stdout
     assert orjson.loads(campaign(env, "status", campaign_id, "--json").stdout)["counts"] == {"cancelled": 20}
@@ -204,3 +204,12 @@ def test_report_and_list(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) 
     assert [(c["campaign_id"], c["state"], c["sent"], c["messages"]) for c in listed] == [
         (int(campaign_id), "completed", 20, 20)]
     assert "20 / 20 (100%)" in campaign(env, "list").stdout
+
+
+def test_an_unreachable_broker_is_one_clear_error_and_the_campaign_is_kept(env: dict[str, str]) -> None:
+    broken = {**env, "CAMPAIGN_BROKER_URL": "redis://127.0.0.1:9/0"}  # nothing listens on port 9
+    done = campaign(broken, "send", str(EXAMPLE), *SEND, "--yes")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "error: cannot reach the broker at CAMPAIGN_BROKER_URL" in done.stderr
+    listed = orjson.loads(campaign(env, "list", "--json").stdout)
+    assert [(c["state"], c["sent"]) for c in listed] == [("running", 0)]

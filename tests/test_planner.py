@@ -97,6 +97,13 @@ def test_one_recipient_endpoints_still_get_batches_and_noxitel_has_no_email(tmp_
         build_plan(request(path, channel="email", subject="x"), context())
 
 
+def test_a_noxitel_rcs_agent_id_must_be_a_number(tmp_path: Path) -> None:
+    """Refused at planning, not found out by a worker after the campaign is saved."""
+    path = contacts_file(tmp_path / "c.csv", 5)
+    with pytest.raises(PlanRefused, match="agent ids are numbers; 'acme_bot' is not one"):
+        build_plan(request(path, channel="rcs", agent_id="acme_bot", dlt_template=None), context())
+
+
 def test_batch_size_option_lowers_but_never_raises_the_limit(tmp_path: Path) -> None:
     path = contacts_file(tmp_path / "c.csv", 1_000)
     assert batch_sizes(build_plan(request(path, batch_size=300), context())) == [300, 300, 300, 100]
