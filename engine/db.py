@@ -143,22 +143,25 @@ def bulk_insert(connection: Connection, table: str, columns: Mapping[str, Sequen
     names = list(columns)
     if not names:
         return 0
-    arrays = [_as_arrow(values) for values in columns.values()]
-    count = len(arrays[0])
-    if any(len(a) != count for a in arrays):
+    counts = {len(values) for values in columns.values()}
+    if len(counts) != 1:
         raise ValueError("bulk_insert columns differ in length")
+    count = counts.pop()
     if count == 0:
         return 0
     raw = connection.connection.driver_connection
     if connection.dialect.name == "sqlite":
         placeholders = ", ".join("?" * len(names))
         statement = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({placeholders})"
+        # Python lists go to the driver as they are; only arrays are turned into Python values.
+        values = [v if isinstance(v, list) else _as_arrow(v).to_pylist() for v in columns.values()]
         cursor = raw.cursor()
         try:
-            cursor.executemany(statement, zip(*(a.to_pylist() for a in arrays), strict=True))
+            cursor.executemany(statement, zip(*values, strict=True))
         finally:
             cursor.close()
         return count
+    arrays = [_as_arrow(values) for values in columns.values()]
     if connection.dialect.name == "postgresql":
         _copy(raw, table, names, arrays)
         return count

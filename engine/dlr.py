@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -153,6 +154,76 @@ def _error(status: str, detail: str | None) -> str | None:
     return detail if status in FINAL and status not in (S.DELIVERED.value, S.READ.value) else None
 
 
+@dataclass
+class Page:
+    """A polled page judged and laid out in columns, ready to be written: all the Python work of applying it."""
+
+    columns: dict[str, Sequence[Any]]
+    seen: Counter[str]
+    changes: bool
+
+
+def prepare(reports: Sequence[DeliveryReport], provider_fallback: bool = False) -> Page:
+    """Canonical status, rank and error of each report, and which report of each number is its best."""
+    words: dict[tuple[str, str, str | None], tuple[str | None, int | None, str | None, bool]] = {}
+    statuses: list[str | None] = []
+    ranks: list[int | None] = []
+    errors: list[str | None] = []
+    best: dict[str, tuple[int, int]] = {}
+    for i, report in enumerate(reports):
+        key = (report.channel, report.status, report.detail)
+        known = words.get(key)
+        if known is None:  # a page holds a handful of distinct words: each is read once
+            status = canonical(report, provider_fallback)
+            if status == "unknown":
+                log.warning("%s reported an unknown status %r (kept as it was)", report.provider, report.status)
+            word = None if status is None or status == "unknown" else str(status)
+            error = _error(word, report.detail) if word else None
+            known = words[key] = (word, RANK[S(word)] if word else None, error, status == "unknown")
+        word, rank, error, _ = known
+        statuses.append(word)
+        ranks.append(rank)
+        errors.append(error)
+        if rank is not None:
+            held = best.get(report.to)
+            if held is None or rank > held[0]:
+                best[report.to] = (rank, i)
+    chosen = [False] * len(reports)
+    for _, i in best.values():
+        chosen[i] = True
+    staged = events.columns(reports, statuses, rank=ranks, best=chosen, error=errors)
+    return Page(staged, _seen(reports, words), bool(best))
+
+
+def write(engine: Engine, page: Page, campaign_id: int, batch_id: int | None = None) -> Counter[str]:
+    """Keep the page's reports (each once) and apply the best status per number, in one transaction.
+
+    Each report's message is found by its number within the batch. PostgreSQL
+    knows its tables and joins the page to the batch's messages; SQLite, which
+    has no statistics here, is told to look each number up by the address index
+    (`+ 0` keeps it from walking the batch index instead).
+    """
+    if not page.columns["fingerprint"]:
+        return page.seen
+    scope = M.c.campaign_id == campaign_id if batch_id is None else M.c.batch_id == batch_id
+    staged = events.EVENT_STAGING
+    with engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            scope = M.c.campaign_id + 0 == campaign_id if batch_id is None else M.c.batch_id + 0 == batch_id
+        events.stage(connection, page.columns)
+        joined = staged.outerjoin(M, and_(scope, M.c.address == staged.c.address))
+        events.keep_staged(connection, M.c.id, literal(campaign_id, BigInteger), processed=True, join=joined)
+        if page.changes:
+            connection.execute(
+                update(M)
+                .where(scope, M.c.address == staged.c.address, staged.c.best, _forward(staged.c.rank))
+                .values(status=staged.c.status, status_at=now(), error=staged.c.error,
+                        cost=func.coalesce(staged.c.cost, M.c.cost))
+            )
+            _settle(connection, B.c.campaign_id == campaign_id if batch_id is None else B.c.id == batch_id)
+    return page.seen
+
+
 def apply(
     engine: Engine,
     reports: Sequence[DeliveryReport],
@@ -168,64 +239,34 @@ def apply(
     status (and `unknown`), whether or not they changed a message: a report
     that only repeats or lags behind what is known changes nothing.
     """
-    if not reports:
-        return Counter()
-    words: dict[tuple[str, str, str | None], tuple[str | None, int | None, str | None]] = {}
-    statuses: list[str | None] = []
-    ranks: list[int | None] = []
-    errors: list[str | None] = []
-    best: dict[str, tuple[int, int]] = {}
-    for i, report in enumerate(reports):
-        key = (report.channel, report.status, report.detail)
-        known = words.get(key)
-        if known is None:  # a page holds a handful of distinct words: each is read once
-            status = canonical(report, provider_fallback)
-            if status == "unknown":
-                log.warning("%s reported an unknown status %r (kept as it was)", report.provider, report.status)
-            word = None if status is None or status == "unknown" else str(status)
-            known = words[key] = (word, RANK[S(word)] if word else None, _error(word, report.detail) if word else None)
-        word, rank, error = known
-        statuses.append(word)
-        ranks.append(rank)
-        errors.append(error)
-        if rank is not None:
-            held = best.get(report.to)
-            if held is None or rank > held[0]:
-                best[report.to] = (rank, i)
-    chosen = [False] * len(reports)
-    for _, i in best.values():
-        chosen[i] = True
-    # Each report's message is found by its number within the batch. PostgreSQL knows its tables and
-    # joins the page to the batch's messages; SQLite, which has no statistics here, is told to look
-    # each number up by the address index (`+ 0` keeps it from walking the batch index instead).
-    scope = M.c.campaign_id == campaign_id if batch_id is None else M.c.batch_id == batch_id
-    staged = events.EVENT_STAGING
-    with engine.begin() as connection:
-        if connection.dialect.name == "sqlite":
-            scope = M.c.campaign_id + 0 == campaign_id if batch_id is None else M.c.batch_id + 0 == batch_id
-        events.stage(connection, reports, statuses, rank=ranks, best=chosen, error=errors)
-        joined = staged.outerjoin(M, and_(scope, M.c.address == staged.c.address))
-        events.keep_staged(connection, M.c.id, literal(campaign_id, BigInteger), processed=True, join=joined)
-        if best:
-            connection.execute(
-                update(M)
-                .where(scope, M.c.address == staged.c.address, staged.c.best, _forward(staged.c.rank))
-                .values(status=staged.c.status, status_at=now(), error=staged.c.error,
-                        cost=func.coalesce(staged.c.cost, M.c.cost))
-            )
-            _settle(connection, B.c.campaign_id == campaign_id if batch_id is None else B.c.id == batch_id)
-    return _seen(reports, words)
+    return write(engine, prepare(reports, provider_fallback), campaign_id, batch_id)
 
 
-def _seen(reports: Sequence[DeliveryReport], words: dict[Any, tuple[str | None, Any, Any]]) -> Counter[str]:
+def apply_pages(
+    engine: Engine, pages: Iterable[tuple[int, int | None, Sequence[DeliveryReport], bool]]
+) -> Counter[str]:
+    """Apply many pages, (campaign, batch, reports, provider fallback) each, preparing the next page while
+    the database writes the current one: two cores share the work. One page is written at a time."""
+    seen: Counter[str] = Counter()
+    with ThreadPoolExecutor(1, thread_name_prefix="dlr-write") as writer:
+        pending: Future[Counter[str]] | None = None
+        for campaign_id, batch_id, reports, provider_fallback in pages:
+            page = prepare(reports, provider_fallback)
+            if pending is not None:
+                seen.update(pending.result())
+            pending = writer.submit(write, engine, page, campaign_id, batch_id)
+        if pending is not None:
+            seen.update(pending.result())
+    return seen
+
+
+def _seen(reports: Sequence[DeliveryReport], words: dict[Any, tuple[str | None, Any, Any, bool]]) -> Counter[str]:
     """How many reports carried each canonical status, `unknown` for words the engine does not know."""
     counts: Counter[str] = Counter()
-    for (channel, status, detail), count in Counter((r.channel, r.status, r.detail) for r in reports).items():
-        word = words[(channel, status, detail)][0]
-        if word is not None:
-            counts[word] += count
-        elif canonical(DeliveryReport(reports[0].provider, channel, "", status, detail)) == "unknown":
-            counts["unknown"] += count
+    for key, count in Counter((r.channel, r.status, r.detail) for r in reports).items():
+        word, _, _, unknown = words[key]
+        if word is not None or unknown:
+            counts[word or "unknown"] += count
     return counts
 
 
@@ -246,7 +287,7 @@ def store_pushed(engine: Engine, reports: Sequence[DeliveryReport]) -> int:
     words = [canonical(r) for r in reports]
     statuses = [None if w is None or w == "unknown" else str(w) for w in words]
     with engine.begin() as connection:
-        events.stage(connection, reports, statuses)
+        events.stage(connection, events.columns(reports, statuses))
         none = literal(None, BigInteger)
         return events.keep_staged(connection, none, none, processed=False, count=True)
 

@@ -101,19 +101,14 @@ def cost_of(report: DeliveryReport) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def stage(
-    connection: Connection,
-    reports: Sequence[DeliveryReport],
-    statuses: Sequence[str | None],
-    **extra: Sequence[Any],
-) -> None:
-    """Load reports into the connection's temporary staging table (emptied first), in one bulk insert.
+def columns(
+    reports: Sequence[DeliveryReport], statuses: Sequence[str | None], **extra: Sequence[Any]
+) -> dict[str, Sequence[Any]]:
+    """The staging table's columns for these reports (all the per-report work, none of it in the database).
 
     `extra` fills `rank`, `best` and `error` where the caller applies the page at once.
     """
-    EVENT_STAGING.create(connection, checkfirst=True)
-    connection.execute(text("DELETE FROM event_staging"))
-    bulk_insert(connection, "event_staging", {
+    return {
         "fingerprint": fingerprints(reports),
         "provider": [r.provider for r in reports],
         "channel": [r.channel.value for r in reports],
@@ -127,7 +122,14 @@ def stage(
         "occurred_at": [r.occurred_at for r in reports],
         "raw": [orjson.dumps(r.raw).decode() if r.raw else None for r in reports],
         **extra,
-    })
+    }
+
+
+def stage(connection: Connection, staged: dict[str, Sequence[Any]]) -> None:
+    """Load `columns` into the connection's temporary staging table (emptied first), in one bulk insert."""
+    EVENT_STAGING.create(connection, checkfirst=True)
+    connection.execute(text("DELETE FROM event_staging"))
+    bulk_insert(connection, "event_staging", staged)
 
 
 def keep_staged(

@@ -285,9 +285,11 @@ class DltTemplate(Base):
 class DeliveryEvent(Base):
     """One delivery report as received, kept raw once for audit, and the queue reports are applied from.
 
-    `fingerprint` (a 64-bit hash of what the provider said) is the key, so a
-    report delivered twice, or returned again by the next poll, is stored once
-    (and on SQLite it is the rowid: no second index to keep).
+    `fingerprint` (a 64-bit hash of what the provider said) is unique, so a
+    report delivered twice, or returned again by the next poll, is stored once.
+    Rows are appended in `id` order; the fingerprints, random, live in their own
+    small index (as SQLite's rowid they scattered every insert across a table
+    of raw JSON: a third slower at a million events).
     A pushed report is stored first with `processed` false; it is then matched
     to its message and folded into the message's status. One that matches no
     message yet (the provider was faster than our commit) stays parked,
@@ -306,7 +308,8 @@ class DeliveryEvent(Base):
               postgresql_where=text("NOT processed"), sqlite_where=text("processed = 0")),
     )
 
-    fingerprint: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    fingerprint: Mapped[int] = mapped_column(BigInteger, unique=True)
     message_id: Mapped[int | None] = mapped_column(Id)
     campaign_id: Mapped[int | None] = mapped_column(Id)
     provider: Mapped[str] = mapped_column(String(32))

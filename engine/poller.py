@@ -8,7 +8,9 @@ fetch.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -103,6 +105,8 @@ async def poll_due(
             .where(B.c.state == models.BatchState.SUBMITTED.value, B.c.provider == "noxitel")
         ).all()
     polled = heard = 0
+    # While the database applies one batch's page (in a thread), the next page is fetched and prepared.
+    writing: asyncio.Task[Counter[str]] | None = None
     for batch in open_batches:
         age = moment - _aware(batch.submitted_at or moment)
         if (moment - _aware(batch.updated_at or moment)).total_seconds() < _interval(age):
@@ -111,15 +115,22 @@ async def poll_due(
             connection.execute(update(B).where(B.c.id == batch.id).values(updated_at=moment))
         provider, throttle = providers[batch.provider], throttles[batch.provider]
         try:
-            count = await poll_batch(engine, provider, throttle, batch)
-        except RateLimited:
+            reports = await batch_reports(engine, provider, throttle, batch)
+        except RateLimited as exc:
+            await throttle.hold(exc.retry_after)
             break
         except ProviderError as exc:
             log.warning("reports of batch %s could not be read (%s); asked again later", batch.id, exc)
             continue
-        if count is not None:
-            polled += 1
-            heard += count
+        if reports is None:
+            continue
+        page = dlr.prepare(reports, batch.provider_fallback)
+        if writing is not None:
+            heard += sum((await writing).values())
+        writing = asyncio.create_task(asyncio.to_thread(dlr.write, engine, page, batch.campaign_id, batch.id))
+        polled += 1
+    if writing is not None:
+        heard += sum((await writing).values())
     pushed = sum(dlr.apply_pending(engine, max_age).counts.values())
     fallbacks = fallback.due(engine, fallback_wait, max_age) if fallback_wait is not None else 0
     return Poll(polled, heard, expired, pushed, fallbacks)

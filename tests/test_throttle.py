@@ -77,7 +77,8 @@ async def test_throttled_callers_get_no_429_from_the_provider(  # type: ignore[n
 ) -> None:
     sandbox.configure(noxitel_rate=40)
     key = sandbox.account()
-    throttle = make_throttle(noxitel_plan(40), headroom=0.9)
+    # 20% under the plan: on a loaded machine the event loop can hold sends back and let them go together.
+    throttle = make_throttle(noxitel_plan(40), headroom=0.8)
 
     async def send(client: NoxitelClient, i: int) -> None:
         await throttle.acquire()

@@ -1,7 +1,7 @@
 """Delivery events kept once and parked until matched; batch kinds and reported cost; messages by address.
 
 `delivery_events` had never been written to, so it is recreated in its new
-shape (keyed by a fingerprint of the report, no foreign key, no CHECK on the
+shape (a unique fingerprint of the report, no foreign key, no CHECK on the
 status: an unknown provider word is kept with a NULL status).
 
 Revision ID: 0002
@@ -26,7 +26,8 @@ def upgrade() -> None:
     op.drop_table("delivery_events")
     op.create_table(
         "delivery_events",
-        sa.Column("fingerprint", Id, autoincrement=False, nullable=False),
+        sa.Column("id", Id, nullable=False),
+        sa.Column("fingerprint", sa.BigInteger(), nullable=False),
         sa.Column("message_id", Id, nullable=True),
         sa.Column("campaign_id", Id, nullable=True),
         sa.Column("provider", sa.String(length=32), nullable=False),
@@ -42,7 +43,8 @@ def upgrade() -> None:
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("processed", sa.Boolean(), nullable=False),
         sa.Column("raw", sa.Text(), nullable=True),
-        sa.PrimaryKeyConstraint("fingerprint", name=op.f("pk_delivery_events")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_delivery_events")),
+        sa.UniqueConstraint("fingerprint", name=op.f("uq_delivery_events_fingerprint")),
     )
     with op.batch_alter_table("delivery_events", schema=None) as batch_op:
         batch_op.create_index(
