@@ -232,7 +232,8 @@ def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
         ).rowcount
         if count:
             pending = exists().where(M.c.batch_id == B.c.id, M.c.status == models.MessageStatus.PLANNED.value)
-            reopen = (models.BatchState.AMBIGUOUS.value, models.BatchState.SUBMITTED.value)
+            reopen = (models.BatchState.AMBIGUOUS.value, models.BatchState.SUBMITTED.value,
+                      models.BatchState.SETTLED.value)
             connection.execute(
                 update(B)
                 .where(B.c.campaign_id == campaign_id, B.c.state.in_(reopen), pending)

@@ -598,4 +598,5 @@ class Sender:
         `sending`, and the campaign would stay running for ever.
         """
         with self.engine.begin() as connection:
+            lock(connection, campaign_id)  # a write first: on SQLite, a transaction that read first cannot write
             complete_if_done(connection, campaign_id)

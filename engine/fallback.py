@@ -28,8 +28,6 @@ S = models.MessageStatus
 NOT_ARRIVED = (S.UNDELIVERABLE.value, S.FAILED.value, S.EXPIRED.value)
 #: Taken by the provider, with no final news yet.
 UNCONFIRMED = (S.SUBMITTED.value, S.SENT.value)
-#: A settled RCS batch is looked at this long after settling (the failures that settled it move then).
-SETTLED_LOOKBACK = timedelta(hours=1)
 #: Campaign states in which a fallback may still be sent (a paused one keeps it planned until resumed).
 MOVABLE = (models.CampaignState.RUNNING.value, models.CampaignState.COMPLETED.value,
            models.CampaignState.WAITING.value, models.CampaignState.PAUSED.value)
@@ -52,10 +50,9 @@ def route_now(connection: Connection, campaign: Any, message_ids: Sequence[int])
 def due(engine: Engine, wait: timedelta, max_age: timedelta, campaign_ids: Iterable[int] | None = None) -> int:
     """After sending: give the SMS fallback to each RCS message that did not arrive, or not within `wait`.
 
-    The search starts from the engine-routed RCS batches still awaiting
-    reports, or settled within the last hour (their failures are what settled
-    them), submitted within `max_age`: through the batch index, never the
-    whole messages table. Returns how many messages were moved to fallback
+    The search starts from the engine-routed RCS batches submitted, or settled,
+    within `max_age` (a round missed while nothing ran is made up by the next):
+    through the batch index, never the whole messages table. Returns how many messages were moved to fallback
     batches (they are sent by whoever sends planned batches: the workers after
     the next sweep, or local mode).
     """
@@ -71,7 +68,7 @@ def due(engine: Engine, wait: timedelta, max_age: timedelta, campaign_ids: Itera
         B.c.channel == "rcs", B.c.provider == "noxitel", B.c.provider_fallback == false(),
         B.c.submitted_at >= moment - max_age,
         or_(B.c.state == models.BatchState.SUBMITTED.value,
-            and_(B.c.state == models.BatchState.SETTLED.value, B.c.settled_at >= moment - SETTLED_LOOKBACK)),
+            and_(B.c.state == models.BatchState.SETTLED.value, B.c.settled_at >= moment - max_age)),
     )
     if campaign_ids is not None:
         recent = recent.where(B.c.campaign_id.in_(list(campaign_ids)))

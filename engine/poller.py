@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -104,36 +104,53 @@ async def poll_due(
                    B.c.updated_at, B.c.provider_fallback)
             .where(B.c.state == models.BatchState.SUBMITTED.value, B.c.provider == "noxitel")
         ).all()
-    polled = heard = 0
-    # While the database applies one batch's page (in a thread), the next page is fetched and prepared.
-    writing: asyncio.Task[Counter[str]] | None = None
-    for batch in open_batches:
-        age = moment - _aware(batch.submitted_at or moment)
-        if (moment - _aware(batch.updated_at or moment)).total_seconds() < _interval(age):
-            continue
-        with engine.begin() as connection:  # asked now: the backoff counts from here
-            connection.execute(update(B).where(B.c.id == batch.id).values(updated_at=moment))
-        provider, throttle = providers[batch.provider], throttles[batch.provider]
-        try:
-            reports = await batch_reports(engine, provider, throttle, batch)
-        except RateLimited as exc:
-            await throttle.hold(exc.retry_after)
-            break
-        except ProviderError as exc:
-            log.warning("reports of batch %s could not be read (%s); asked again later", batch.id, exc)
-            continue
-        if reports is None:
-            continue
-        page = dlr.prepare(reports, batch.provider_fallback)
-        if writing is not None:
-            heard += sum((await writing).values())
-        writing = asyncio.create_task(asyncio.to_thread(dlr.write, engine, page, batch.campaign_id, batch.id))
-        polled += 1
-    if writing is not None:
-        heard += sum((await writing).values())
+    polled, heard = await _poll_batches(engine, providers, throttles, open_batches, moment)
     pushed = sum(dlr.apply_pending(engine, max_age).counts.values())
     fallbacks = fallback.due(engine, fallback_wait, max_age) if fallback_wait is not None else 0
     return Poll(polled, heard, expired, pushed, fallbacks)
+
+
+async def _poll_batches(
+    engine: Engine,
+    providers: Mapping[str, Provider],
+    throttles: Mapping[str, Throttle],
+    open_batches: Sequence[Any],
+    moment: datetime,
+) -> tuple[int, int]:
+    """Ask about each due batch; while the database applies one page (in a thread), the next is fetched
+    and prepared. Returns how many batches were asked about and how many reports carried a status."""
+    polled = heard = 0
+    writing: asyncio.Task[Counter[str]] | None = None
+    try:
+        for batch in open_batches:
+            age = moment - _aware(batch.submitted_at or moment)
+            if (moment - _aware(batch.updated_at or moment)).total_seconds() < _interval(age):
+                continue
+            with engine.begin() as connection:  # asked now: the backoff counts from here
+                connection.execute(update(B).where(B.c.id == batch.id).values(updated_at=moment))
+            provider, throttle = providers[batch.provider], throttles[batch.provider]
+            try:
+                reports = await batch_reports(engine, provider, throttle, batch)
+            except RateLimited as exc:
+                await throttle.hold(exc.retry_after)
+                break
+            except ProviderError as exc:
+                log.warning("reports of batch %s could not be read (%s); asked again later", batch.id, exc)
+                continue
+            if reports is None:
+                continue
+            page = dlr.prepare(reports, batch.provider_fallback)
+            if writing is not None:
+                heard += sum((await writing).values())
+            writing = asyncio.create_task(asyncio.to_thread(dlr.write, engine, page, batch.campaign_id, batch.id))
+            polled += 1
+        if writing is not None:
+            heard += sum((await writing).values())
+            writing = None
+    finally:
+        if writing is not None:  # leaving on an error: the page in hand is still written, not abandoned
+            await asyncio.gather(writing, return_exceptions=True)
+    return polled, heard
 
 
 #: The error of a message the engine gave up on: no report came, so it may well have been delivered.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, exists, func, text, update
+from sqlalchemy import Connection, Engine, exists, func, select, text, update
 
 from engine import models
 from engine.db import bulk_insert
@@ -28,16 +28,28 @@ def mark_campaign(
 
 
 def complete_if_done(connection: Connection, campaign_id: Any = None) -> None:
-    """Running campaigns (one, or all) with no batch left to send are complete; their reports may still come."""
+    """Running campaigns (one, or all) with no batch left to send are complete; their reports may still come.
+
+    The candidates are locked first and checked again in a second statement:
+    on PostgreSQL a statement sees the batches committed before it began, so a
+    fallback or retry batch added while this waited for the campaign's row is
+    seen by the second look, and the campaign stays running for it.
+    """
     batch, campaign = models.Batch.__table__, models.Campaign.__table__
     pending = exists().where(
         batch.c.campaign_id == campaign.c.id,
         batch.c.state.in_([models.BatchState.PLANNED.value, models.BatchState.SENDING.value]),
     )
-    statement = update(campaign).where(campaign.c.state == models.CampaignState.RUNNING.value, ~pending)
+    candidates = select(campaign.c.id).where(campaign.c.state == models.CampaignState.RUNNING.value, ~pending)
     if campaign_id is not None:
-        statement = statement.where(campaign.c.id == campaign_id)
-    connection.execute(statement.values(state=models.CampaignState.COMPLETED.value, finished_at=func.now()))
+        candidates = candidates.where(campaign.c.id == campaign_id)
+    ids = connection.execute(candidates.with_for_update()).scalars().all()
+    if ids:
+        connection.execute(
+            update(campaign)
+            .where(campaign.c.id.in_(ids), campaign.c.state == models.CampaignState.RUNNING.value, ~pending)
+            .values(state=models.CampaignState.COMPLETED.value, finished_at=func.now())
+        )
 
 
 def update_messages(connection: Connection, message_ids: Sequence[int], **values: Any) -> None:

@@ -15,14 +15,15 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from engine import clock, dlr, fallback, models
-from engine.campaigns import retry_failed, start, status
+from engine.campaigns import resend_ambiguous, retry_failed, start, status
 from engine.dlt import DltTemplate
 from engine.events import match
 from engine.local import local_sender, poll_campaign, send_campaign, send_due
 from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.poller import UNREPORTED
+from engine.poller import UNREPORTED, expire_old
 from engine.pricing import PriceTable
 from engine.providers.base import Channel, DeliveryReport
+from engine.recovery import due_batches
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.noxitel_api import WA_PRICE
 from engine.sandbox.outcomes import fate, rcs_capable
@@ -290,3 +291,16 @@ async def test_the_receiver_round_applies_more_than_a_page(
     applied = PushedEvents.for_settings(database, settings).apply_once()
     assert applied.counts == Counter(delivered=25)
     assert set(statuses(database, campaign_id).values()) == {"delivered"}
+
+
+def test_resend_ambiguous_reopens_a_batch_the_poller_settled(database: Engine, tmp_path: Path) -> None:
+    """The poller settles an old batch but leaves its ambiguous messages so; re-sending them must reopen it."""
+    campaign_id = plan(database, tmp_path, 2, "noxitel")
+    with database.begin() as connection:
+        connection.execute(update(B).values(state="submitted", submitted_at=clock.now()))
+        connection.execute(update(M).values(status="ambiguous", submitted_at=clock.now()))
+    expire_old(database, clock.now() + timedelta(seconds=1))
+    assert (status(database, campaign_id).batches, status(database, campaign_id).counts) == (
+        {"settled": 1}, {"ambiguous": 2})
+    assert resend_ambiguous(database, campaign_id) == 2
+    assert len(due_batches(database, campaign_id=campaign_id)) == 1

@@ -61,9 +61,12 @@ def upgrade() -> None:
             sa.Column("provider_fallback", sa.Boolean(), server_default=sa.text("false"), nullable=False)
         )
         batch_op.add_column(sa.Column("reported_cost", sa.Float(), nullable=True))
-    # RCS batches sent before this revision may have asked the provider for its fallback: the engine
-    # must not send a second SMS for them.
-    op.execute("UPDATE batches SET provider_fallback = true WHERE channel = 'rcs'")
+    # Noxitel RCS batches sent before this revision may have asked the provider for its fallback: the
+    # engine must not send a second SMS for them. Batches not sent yet decide when they are.
+    op.execute(
+        "UPDATE batches SET provider_fallback = true "
+        "WHERE channel = 'rcs' AND provider = 'noxitel' AND submitted_at IS NOT NULL"
+    )
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_messages_address"), ["address"], unique=False)
 
