@@ -134,7 +134,7 @@ FOLD_STAGING = Table(
     Column("cost", Float),
     prefixes=["TEMPORARY"],
 )
-M, B, C, E = models.Message.__table__, models.Batch.__table__, models.Campaign.__table__, models.DeliveryEvent.__table__
+M, B, E = models.Message.__table__, models.Batch.__table__, models.DeliveryEvent.__table__
 #: Unprocessed pushed events applied per round.
 PAGE = 10_000
 

@@ -17,7 +17,6 @@ rows again, stores nothing new.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -51,9 +50,7 @@ from engine.clock import now
 from engine.db import bulk_insert
 from engine.providers.base import DeliveryReport
 
-log = logging.getLogger(__name__)
-E, M, B, C = (models.DeliveryEvent.__table__, models.Message.__table__, models.Batch.__table__,
-              models.Campaign.__table__)
+E, M, B = models.DeliveryEvent.__table__, models.Message.__table__, models.Batch.__table__
 #: Message statuses still waiting for news (a report can only move them forward).
 OPEN = ("submitted", "sent", "ambiguous", "queued", "fallback")
 
