@@ -202,6 +202,25 @@ def test_rcs_with_a_personal_fallback_through_the_workers(workers: Workers, fres
     assert {a for a, c in used.items() if c == "rcs"} == capable
 
 
+def test_rcs_that_fails_after_sending_gets_its_sms_through_the_beat_poller(
+    workers: Workers, fresh: Sandbox, tmp_path: Path
+) -> None:
+    """The poller reads the RCS failures, queues their SMS fallback and rings for it; each number gets one SMS."""
+    campaign_id, numbers = campaign(workers, tmp_path, 40, channel="rcs", message="Hi #name#, sale on",
+                                    agent_id="42", fallback_message="Order #order#: sale on at ACME")
+    launch(workers, campaign_id)
+    workers.wait_for(lambda: sent_all(workers, campaign_id), what="the campaign to be sent")
+    fresh.advance_clock(5)
+    assert workers.run("campaign.poll_dlr")["fallbacks"] > 0
+    capable = {n for n in numbers if rcs_capable(SANDBOX, n[1:])}
+    reached = {n for n in capable if fate(SANDBOX, n[1:]) == "delivered"}
+    workers.wait_for(lambda: len(recipients(fresh, "POST /api/v2/sms")) == len(numbers) - len(reached)
+                     and sent_all(workers, campaign_id), what="the fallback SMS to be sent")
+    assert set(recipients(fresh, "POST /api/v2/sms")) == set(numbers) - reached
+    assert set(recipients(fresh, "POST /api/v2/sms").values()) == {1}
+    assert workers.run("campaign.poll_dlr")["fallbacks"] == 0  # once
+
+
 def test_campaign_send_with_a_broker_queues_and_waits(workers: Workers, fresh: Sandbox, tmp_path: Path) -> None:
     example = Path(__file__).resolve().parent.parent / "config" / "examples" / "contacts.csv"
     done = subprocess.run(
