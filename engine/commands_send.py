@@ -292,7 +292,7 @@ def resume_command(
 ) -> None:
     """Send what is left of a paused (or stopped) campaign, from its recorded state."""
     settings = get_settings()
-    with _user_errors(), database(get_settings().database_url) as engine:
+    with _user_errors(), database(settings.database_url) as engine:
         start(engine, campaign_id)
         run_campaign(engine, settings, campaign_id, json_output, wait)
 
@@ -305,17 +305,13 @@ def resend_ambiguous_command(
 ) -> None:
     """Send again the messages whose sending is uncertain and that no delivery report vouches for."""
     settings = get_settings()
-    with _user_errors(), database(get_settings().database_url) as engine:
+    with _user_errors(), database(settings.database_url) as engine:
         uncertain = status(engine, campaign_id).counts.get("ambiguous", 0)
         if not uncertain:
             raise CampaignError(f"campaign {campaign_id} has no ambiguous messages")
         question = (f"{uncertain:,} messages of campaign {campaign_id} may have been sent already; "
                     "send those without a delivery report again?")
-        if not yes and not (sys.stdin.isatty() and typer.confirm(question, err=True)):
-            raise CampaignError("nothing was re-sent: add --yes to re-send without a question")
-        count = resend_ambiguous(engine, campaign_id)
-        err_console.print(f"re-sending {count:,} messages of campaign {campaign_id}")
-        run_campaign(engine, settings, campaign_id, json_output, wait)
+        _send_again(engine, settings, campaign_id, question, resend_ambiguous, yes, json_output, wait)
 
 
 def retry_failed_command(
@@ -333,11 +329,25 @@ def retry_failed_command(
         if not temporary:
             raise CampaignError(f"campaign {campaign_id} has no messages that failed for a temporary reason")
         question = f"send {temporary:,} failed or expired messages of campaign {campaign_id} again?"
-        if not yes and not (sys.stdin.isatty() and typer.confirm(question, err=True)):
-            raise CampaignError("nothing was re-sent: add --yes to re-send without a question")
-        count = retry_failed(engine, campaign_id)
-        err_console.print(f"re-sending {count:,} messages of campaign {campaign_id}")
-        run_campaign(engine, settings, campaign_id, json_output, wait)
+        _send_again(engine, settings, campaign_id, question, retry_failed, yes, json_output, wait)
+
+
+def _send_again(
+    engine: Engine,
+    settings: Settings,
+    campaign_id: int,
+    question: str,
+    requeue: Callable[[Engine, int], int],
+    yes: bool,
+    json_output: bool,
+    wait: bool,
+) -> None:
+    """Ask (unless `--yes`), give the chosen messages back to sending, and send them."""
+    if not yes and not (sys.stdin.isatty() and typer.confirm(question, err=True)):
+        raise CampaignError("nothing was re-sent: add --yes to re-send without a question")
+    count = requeue(engine, campaign_id)
+    err_console.print(f"re-sending {count:,} messages of campaign {campaign_id}")
+    run_campaign(engine, settings, campaign_id, json_output, wait)
 
 
 def report_command(

@@ -8,13 +8,13 @@ UPDATE joined to a staging table, not one UPDATE per message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -242,21 +242,33 @@ def apply(
     return write(engine, prepare(reports, provider_fallback), campaign_id, batch_id)
 
 
-def apply_pages(
-    engine: Engine, pages: Iterable[tuple[int, int | None, Sequence[DeliveryReport], bool]]
-) -> Counter[str]:
-    """Apply many pages, (campaign, batch, reports, provider fallback) each, preparing the next page while
-    the database writes the current one: two cores share the work. One page is written at a time."""
+class PolledPage(NamedTuple):
+    """One batch's page of reports, as the poller fetched it."""
+
+    campaign_id: int
+    batch_id: int
+    reports: Sequence[DeliveryReport]
+    provider_fallback: bool
+
+
+async def apply_stream(engine: Engine, pages: AsyncIterable[PolledPage]) -> Counter[str]:
+    """Apply pages as they come, preparing each while the database writes the one before (in a thread):
+    the two cores share the work, and one page is written at a time. A page in writing when the stream
+    fails is still written."""
     seen: Counter[str] = Counter()
-    with ThreadPoolExecutor(1, thread_name_prefix="dlr-write") as writer:
-        pending: Future[Counter[str]] | None = None
-        for campaign_id, batch_id, reports, provider_fallback in pages:
+    writing: asyncio.Task[Counter[str]] | None = None
+    try:
+        async for campaign_id, batch_id, reports, provider_fallback in pages:
             page = prepare(reports, provider_fallback)
-            if pending is not None:
-                seen.update(pending.result())
-            pending = writer.submit(write, engine, page, campaign_id, batch_id)
-        if pending is not None:
-            seen.update(pending.result())
+            if writing is not None:
+                seen.update(await writing)
+            writing = asyncio.create_task(asyncio.to_thread(write, engine, page, campaign_id, batch_id))
+        if writing is not None:
+            seen.update(await writing)
+            writing = None
+    finally:
+        if writing is not None:
+            await asyncio.gather(writing, return_exceptions=True)
     return seen
 
 

@@ -8,10 +8,8 @@ fetch.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,8 +35,16 @@ MAX_WAIT = 10.0
 async def batch_reports(
     engine: Engine, provider: Provider, throttle: Throttle, batch: Any
 ) -> list[DeliveryReport] | None:
-    """The provider's reports for one batch; None when there is no one batch to ask about
-    (an RCS batch the engine sent in two parts)."""
+    """The provider's reports for one batch; None when it has no provider batch id to ask about.
+    After a 429 every caller of the account is held before the error goes up."""
+    try:
+        return await _fetch(engine, provider, throttle, batch)
+    except RateLimited as exc:
+        await throttle.hold(exc.retry_after)
+        raise
+
+
+async def _fetch(engine: Engine, provider: Provider, throttle: Throttle, batch: Any) -> list[DeliveryReport] | None:
     if batch.channel == Channel.WHATSAPP.value:
         with engine.connect() as connection:
             ids = connection.execute(select(M.c.provider_message_id).where(
@@ -59,12 +65,8 @@ async def batch_reports(
 
 async def poll_batch(engine: Engine, provider: Provider, throttle: Throttle, batch: Any) -> int | None:
     """Fetch one batch's reports and apply them; how many carried a status, or None when it cannot be asked
-    about. A provider error goes up to the caller, whose policy differs; after a 429 the account is held."""
-    try:
-        reports = await batch_reports(engine, provider, throttle, batch)
-    except RateLimited as exc:
-        await throttle.hold(exc.retry_after)
-        raise
+    about. A provider error goes up to the caller, whose policy differs."""
+    reports = await batch_reports(engine, provider, throttle, batch)
     if reports is None:
         return None
     applied = dlr.apply(engine, reports, batch.campaign_id, batch.id, provider_fallback=batch.provider_fallback)
@@ -104,53 +106,45 @@ async def poll_due(
                    B.c.updated_at, B.c.provider_fallback)
             .where(B.c.state == models.BatchState.SUBMITTED.value, B.c.provider == "noxitel")
         ).all()
-    polled, heard = await _poll_batches(engine, providers, throttles, open_batches, moment)
+    asked = _Asked()
+    applied = await dlr.apply_stream(engine, _due_pages(engine, providers, throttles, open_batches, moment, asked))
+    polled, heard = asked.batches, sum(applied.values())
     pushed = sum(dlr.apply_pending(engine, max_age).counts.values())
     fallbacks = fallback.due(engine, fallback_wait, max_age) if fallback_wait is not None else 0
     return Poll(polled, heard, expired, pushed, fallbacks)
 
 
-async def _poll_batches(
+@dataclass
+class _Asked:
+    batches: int = 0
+
+
+async def _due_pages(
     engine: Engine,
     providers: Mapping[str, Provider],
     throttles: Mapping[str, Throttle],
     open_batches: Sequence[Any],
     moment: datetime,
-) -> tuple[int, int]:
-    """Ask about each due batch; while the database applies one page (in a thread), the next is fetched
-    and prepared. Returns how many batches were asked about and how many reports carried a status."""
-    polled = heard = 0
-    writing: asyncio.Task[Counter[str]] | None = None
-    try:
-        for batch in open_batches:
-            age = moment - _aware(batch.submitted_at or moment)
-            if (moment - _aware(batch.updated_at or moment)).total_seconds() < _interval(age):
-                continue
-            with engine.begin() as connection:  # asked now: the backoff counts from here
-                connection.execute(update(B).where(B.c.id == batch.id).values(updated_at=moment))
-            provider, throttle = providers[batch.provider], throttles[batch.provider]
-            try:
-                reports = await batch_reports(engine, provider, throttle, batch)
-            except RateLimited as exc:
-                await throttle.hold(exc.retry_after)
-                break
-            except ProviderError as exc:
-                log.warning("reports of batch %s could not be read (%s); asked again later", batch.id, exc)
-                continue
-            if reports is None:
-                continue
-            page = dlr.prepare(reports, batch.provider_fallback)
-            if writing is not None:
-                heard += sum((await writing).values())
-            writing = asyncio.create_task(asyncio.to_thread(dlr.write, engine, page, batch.campaign_id, batch.id))
-            polled += 1
-        if writing is not None:
-            heard += sum((await writing).values())
-            writing = None
-    finally:
-        if writing is not None:  # leaving on an error: the page in hand is still written, not abandoned
-            await asyncio.gather(writing, return_exceptions=True)
-    return polled, heard
+    asked: _Asked,
+) -> AsyncIterator[dlr.PolledPage]:
+    """The report page of each batch that is due, fetched in turn; a 429 ends the round, another provider
+    error skips the batch until its next turn."""
+    for batch in open_batches:
+        age = moment - _aware(batch.submitted_at or moment)
+        if (moment - _aware(batch.updated_at or moment)).total_seconds() < _interval(age):
+            continue
+        with engine.begin() as connection:  # asked now: the backoff counts from here
+            connection.execute(update(B).where(B.c.id == batch.id).values(updated_at=moment))
+        try:
+            reports = await batch_reports(engine, providers[batch.provider], throttles[batch.provider], batch)
+        except RateLimited:
+            return
+        except ProviderError as exc:
+            log.warning("reports of batch %s could not be read (%s); asked again later", batch.id, exc)
+            continue
+        if reports is not None:
+            asked.batches += 1
+            yield dlr.PolledPage(batch.campaign_id, batch.id, reports, batch.provider_fallback)
 
 
 #: The error of a message the engine gave up on: no report came, so it may well have been delivered.

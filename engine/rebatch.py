@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
+import pyarrow as pa
 from sqlalchemy import Connection, func, insert, select, update
 
 from engine import models
 from engine.clock import now
-from engine.gsm import encoding_of, segments
 from engine.plans import BATCH_LIMITS
 from engine.pricing import PriceTable, PricingError
+from engine.render import encode
 
 M, B, C = models.Message.__table__, models.Batch.__table__, models.Campaign.__table__
 S = models.MessageStatus
@@ -111,26 +113,20 @@ def load_prices() -> PriceTable | None:
 def _estimate(
     connection: Connection, batch_id: int, provider: str, channel: str, prices: PriceTable | None
 ) -> tuple[int, float]:
-    """Segments and estimated cost of a new batch, from the texts it will send."""
-    texts = connection.execute(
+    """Segments and estimated cost of a new batch, from the texts it will send (the planner's own measures)."""
+    rows = connection.execute(
         select(M.c.fallback_body if channel == "sms" else M.c.body, M.c.body, M.c.segments)
         .where(M.c.batch_id == batch_id)
     ).all()
+    if channel == "sms":
+        encoded = encode(pa.array([sms or body for sms, body, _ in rows], pa.string()))
+        ucs2, units = encoded.ucs2, encoded.segments
+    else:
+        ucs2, units = np.zeros(len(rows), dtype=bool), np.array([row.segments for row in rows], dtype=np.int64)
     if prices is None:
-        return sum(row.segments for row in texts), 0.0
+        return int(units.sum()), 0.0
     try:
-        if channel != "sms":
-            price = prices.price(provider, channel)
-            units = sum(row.segments for row in texts)
-            return units, (units if price.unit == "segment" else len(texts)) * price.amount
-        units, cost = 0, 0.0
-        for sms, body, _ in texts:
-            text = sms or body
-            encoding = encoding_of(text)
-            count = segments(text, encoding)
-            price = prices.price(provider, "sms", encoding)
-            units += count
-            cost += (count if price.unit == "segment" else 1) * price.amount
-        return units, cost
+        costs, _ = prices.costs(provider, channel, ucs2, units)
     except PricingError:
-        return sum(row.segments for row in texts), 0.0
+        return int(units.sum()), 0.0
+    return int(units.sum()), float(costs.sum())

@@ -259,8 +259,12 @@ def test_concurrent_fallback_rounds_move_each_message_once(
     assert sum(moved) == 30
     with database.connect() as connection:
         kinds = Counter(connection.execute(select(B.c.kind)).scalars())
-        sizes = connection.execute(select(func.sum(B.c.size)).where(B.c.kind == "fallback")).scalar_one()
+        sizes, units, cost = connection.execute(
+            select(func.sum(B.c.size), func.sum(B.c.segments), func.sum(B.c.estimated_cost))
+            .where(B.c.kind == "fallback")).one()
     assert kinds["fallback"] >= 1 and sizes == 30
+    # The SMS is estimated like the planner does: one GSM-7 segment each at the Noxitel SMS price.
+    assert units == 30 and cost == pytest.approx(30 * PriceTable.load().price("noxitel", "sms", "gsm7").amount)
     assert statuses(database, campaign_id) == {n: "planned" for n in phones(30)}
 
 

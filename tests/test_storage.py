@@ -29,7 +29,8 @@ def test_a_new_sqlite_file_is_migrated_on_first_use(tmp_path: Path) -> None:
 
 
 def test_postgresql_is_migrated_on_purpose_only(postgres_url: str) -> None:
-    with pytest.raises(ConfigurationError, match=f"is at schema none, not {head_revision()}: run `campaign db upgrade`"):
+    expected = f"is at schema none, not {head_revision()}: run `campaign db upgrade`"
+    with pytest.raises(ConfigurationError, match=expected):
         open_database(postgres_url)
     engine = make_engine(postgres_url)
     upgrade(engine)

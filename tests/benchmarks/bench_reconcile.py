@@ -13,8 +13,10 @@ the committed statuses (batches settle as part of it).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +62,12 @@ def pages(engine: Engine) -> list[tuple[int, list[DeliveryReport]]]:
 
 def engine_apply(engine: Engine, campaign_id: int) -> tuple[float, int]:
     work = pages(engine)
+    async def stream() -> AsyncIterator[dlr.PolledPage]:
+        for batch_id, reports in work:
+            yield dlr.PolledPage(campaign_id, batch_id, reports, False)
+
     started = time.perf_counter()
-    dlr.apply_pages(engine, ((campaign_id, batch_id, reports, False) for batch_id, reports in work))
+    asyncio.run(dlr.apply_stream(engine, stream()))
     elapsed = time.perf_counter() - started
     with engine.connect() as connection:
         left = connection.execute(text("SELECT count(*) FROM messages WHERE status = 'submitted'")).scalar_one()
