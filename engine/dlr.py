@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NamedTuple
 
+import numpy as np
+import orjson
+import zstandard
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -26,11 +29,12 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     and_,
     case,
     exists,
     func,
-    literal,
+    insert,
     or_,
     select,
     text,
@@ -121,6 +125,19 @@ def canonical(report: DeliveryReport, provider_fallback: bool = False) -> S | st
 
 
 _staging_metadata = MetaData()
+#: The best report of each number in a polled page, joined by one UPDATE of `messages`. PostgreSQL empties
+#: it at commit, so the DELETE before each page finds nothing to do there.
+REPORT_STAGING = Table(
+    "report_staging",
+    _staging_metadata,
+    Column("address", String(320)),
+    Column("status", String(16)),
+    Column("rank", Integer),
+    Column("error", Text),
+    Column("cost", Float),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DELETE ROWS",
+)
 #: Pushed events' best status per message, joined by one UPDATE of `messages`.
 FOLD_STAGING = Table(
     "fold_staging",
@@ -134,9 +151,12 @@ FOLD_STAGING = Table(
     Column("cost", Float),
     prefixes=["TEMPORARY"],
 )
-M, B, E = models.Message.__table__, models.Batch.__table__, models.DeliveryEvent.__table__
+M, B, E, P = (models.Message.__table__, models.Batch.__table__, models.DeliveryEvent.__table__,
+              models.DeliveryPage.__table__)
 #: Unprocessed pushed events applied per round.
 PAGE = 10_000
+#: How `delivery_pages.fingerprints` holds each one.
+FINGERPRINT = np.dtype("<i8")
 
 
 def _rank_of(column: object) -> object:
@@ -156,19 +176,27 @@ def _error(status: str, detail: str | None) -> str | None:
 
 @dataclass
 class Page:
-    """A polled page judged and laid out in columns, ready to be written: all the Python work of applying it."""
+    """A polled page judged, hashed and laid out in columns, ready to be written: all the Python work of applying it.
 
-    columns: dict[str, Sequence[Any]]
+    `best` holds the staging columns of each number's highest-ranked report. A
+    report that says nothing new (pending) or that the engine cannot read is
+    staged as `submitted`: it is still the provider's word that it has the
+    message, which is what an `ambiguous` one waits for.
+    """
+
+    reports: Sequence[DeliveryReport]
+    statuses: list[str | None]
+    fingerprints: list[int]
+    best: dict[str, list[Any]]
     seen: Counter[str]
-    changes: bool
+    #: The whole page as `delivery_pages.events`, for when none of it was kept before (the usual case).
+    document: bytes
 
 
 def prepare(reports: Sequence[DeliveryReport], provider_fallback: bool = False) -> Page:
-    """Canonical status, rank and error of each report, and which report of each number is its best."""
-    words: dict[tuple[str, str, str | None], tuple[str | None, int | None, str | None, bool]] = {}
+    """Canonical status of each report, which report of each number is its best, and the page as stored."""
+    words: dict[tuple[str, str, str | None], tuple[str | None, int, str | None, bool]] = {}
     statuses: list[str | None] = []
-    ranks: list[int | None] = []
-    errors: list[str | None] = []
     best: dict[str, tuple[int, int]] = {}
     for i, report in enumerate(reports):
         key = (report.channel, report.status, report.detail)
@@ -178,66 +206,135 @@ def prepare(reports: Sequence[DeliveryReport], provider_fallback: bool = False) 
             if status == "unknown":
                 log.warning("%s reported an unknown status %r (kept as it was)", report.provider, report.status)
             word = None if status is None or status == "unknown" else str(status)
-            error = _error(word, report.detail) if word else None
-            known = words[key] = (word, RANK[S(word)] if word else None, error, status == "unknown")
-        word, rank, error, _ = known
-        statuses.append(word)
-        ranks.append(rank)
-        errors.append(error)
-        if rank is not None:
-            held = best.get(report.to)
-            if held is None or rank > held[0]:
-                best[report.to] = (rank, i)
-    chosen = [False] * len(reports)
-    for _, i in best.values():
-        chosen[i] = True
-    staged = events.columns(reports, statuses, rank=ranks, best=chosen, error=errors)
-    return Page(staged, _seen(reports, words), bool(best))
+            rank = RANK[S(word)] if word else RANK[S.SUBMITTED]
+            known = words[key] = (word, rank, _error(word, report.detail) if word else None, status == "unknown")
+        statuses.append(known[0])
+        held = best.get(report.to)
+        if held is None or known[1] > held[0]:
+            best[report.to] = (known[1], i)
+    chosen = [reports[i] for _, i in best.values()]
+    judged = [words[(r.channel, r.status, r.detail)] for r in chosen]
+    staged = {
+        "address": list(best),
+        "status": [word or S.SUBMITTED.value for word, _, _, _ in judged],
+        "rank": [rank for _, rank, _, _ in judged],
+        "error": [error for _, _, error, _ in judged],
+        "cost": [events.cost_of(r) for r in chosen],
+    }
+    fingerprints = events.fingerprints(reports)
+    return Page(reports, statuses, fingerprints, staged, _seen(reports, words), _document(reports, statuses))
 
 
-def write(engine: Engine, page: Page, campaign_id: int, batch_id: int | None = None) -> Counter[str]:
-    """Keep the page's reports (each once) and apply the best status per number, in one transaction.
+def _document(reports: Sequence[DeliveryReport], statuses: Sequence[str | None]) -> bytes:
+    """The reports as `delivery_pages.events`: one array per field (lists serialize in C, unlike a row each),
+    compressed (zstd's fastest level makes a page some thirty times smaller in a few milliseconds)."""
+    return zstandard.compress(orjson.dumps({
+        "to": [r.to for r in reports],
+        "status": [r.status for r in reports],
+        "detail": [r.detail for r in reports],
+        "message_id": [r.message_id for r in reports],
+        "batch_id": [r.batch_id for r in reports],
+        "occurred_at": [r.occurred_at for r in reports],
+        "canonical": statuses,
+        "raw": [r.raw or None for r in reports],
+    }, default=dict), level=1)
 
-    Each report's message is found by its number within the batch. PostgreSQL
-    knows its tables and joins the page to the batch's messages; SQLite, which
-    has no statistics here, is told to look each number up by the address index
-    (`+ 0` keeps it from walking the batch index instead).
+
+def _hashes(fingerprints: Sequence[int]) -> bytes:
+    """Fingerprints as `delivery_pages.fingerprints`: 64-bit little-endian integers."""
+    return np.asarray(fingerprints, dtype=FINGERPRINT).tobytes()
+
+
+def write(engine: Engine, page: Page, campaign_id: int, batch_id: int) -> Counter[str]:
+    """Keep the reports earlier polls of the batch did not return, and apply each number's best, in one transaction.
+
+    The batch's row is written first: on both databases that makes one writer
+    at a time per batch, so two pollers cannot both find the same report new.
+    A page with nothing new was applied when it was first kept, and is done
+    with at that. Each report's message is found by its number within the
+    batch (`+ 0` keeps SQLite, which has no statistics here, on the address
+    index rather than walking the batch's).
     """
-    if not page.columns["fingerprint"]:
+    if not page.reports:
         return page.seen
-    scope = M.c.campaign_id == campaign_id if batch_id is None else M.c.batch_id == batch_id
-    staged = events.EVENT_STAGING
+    staged = REPORT_STAGING
     with engine.begin() as connection:
-        if connection.dialect.name == "sqlite":
-            scope = M.c.campaign_id + 0 == campaign_id if batch_id is None else M.c.batch_id + 0 == batch_id
-        events.stage(connection, page.columns)
-        joined = staged.outerjoin(M, and_(scope, M.c.address == staged.c.address))
-        events.keep_staged(connection, M.c.id, literal(campaign_id, BigInteger), processed=True, join=joined)
-        if page.changes:
-            connection.execute(
-                update(M)
-                .where(scope, M.c.address == staged.c.address, staged.c.best, _forward(staged.c.rank))
-                .values(status=staged.c.status, status_at=now(), error=staged.c.error,
-                        cost=func.coalesce(staged.c.cost, M.c.cost))
-            )
-            _settle(connection, B.c.campaign_id == campaign_id if batch_id is None else B.c.id == batch_id)
+        connection.execute(text("UPDATE batches SET state = state WHERE id = :id"), {"id": batch_id})
+        document = _new_reports(connection, page, batch_id)
+        if document is None:
+            return page.seen
+        count, fingerprints, reports = document
+        connection.execute(insert(P).values(
+            campaign_id=campaign_id, batch_id=batch_id, provider=page.reports[0].provider,
+            channel=page.reports[0].channel.value, reports=count, received_at=now(),
+            fingerprints=fingerprints, events=reports,
+        ))
+        _stage(connection, page.best)
+        in_batch = M.c.batch_id + 0 if connection.dialect.name == "sqlite" else M.c.batch_id
+        connection.execute(
+            update(M)
+            .where(in_batch == batch_id, M.c.address == staged.c.address,
+                   or_(_forward(staged.c.rank), M.c.status == S.AMBIGUOUS.value))
+            .values(status=staged.c.status, status_at=now(), error=staged.c.error,
+                    cost=func.coalesce(staged.c.cost, M.c.cost))
+        )
+        _settle(connection, B.c.id == batch_id)
     return page.seen
+
+
+def _stage(connection: Connection, best: dict[str, list[Any]]) -> None:
+    """Load each number's best report into the connection's `report_staging` (emptied first).
+
+    SQLite is given the rows as one JSON array and unpacks them itself: one
+    statement, during which the driver lets go of the GIL, so the next page is
+    prepared meanwhile (binding row by row, the two threads took turns).
+    """
+    REPORT_STAGING.create(connection, checkfirst=True)
+    connection.execute(text("DELETE FROM report_staging"))
+    if connection.dialect.name != "sqlite":
+        bulk_insert(connection, "report_staging", best)
+        return
+    fields = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(best)))
+    connection.exec_driver_sql(
+        f"INSERT INTO report_staging ({', '.join(best)}) SELECT {fields} FROM json_each(?)",
+        (orjson.dumps(list(zip(*best.values(), strict=True))).decode(),),
+    )
+
+
+def _new_reports(connection: Connection, page: Page, batch_id: int) -> tuple[int, bytes, bytes] | None:
+    """The page's reports that no earlier page of the batch holds (each once): their count, fingerprints and
+    document; None when there are none."""
+    kept: set[int] = set()
+    for (stored,) in connection.execute(select(P.c.fingerprints).where(P.c.batch_id == batch_id)):
+        kept.update(np.frombuffer(stored, dtype=FINGERPRINT).tolist())
+    fingerprints = page.fingerprints
+    if not kept and len(set(fingerprints)) == len(fingerprints):
+        return len(fingerprints), _hashes(fingerprints), page.document
+    fresh: dict[int, int] = {}
+    for i, fingerprint in enumerate(fingerprints):
+        if fingerprint not in kept:
+            fresh.setdefault(fingerprint, i)
+    if not fresh:
+        return None
+    chosen = list(fresh.values())
+    document = _document([page.reports[i] for i in chosen], [page.statuses[i] for i in chosen])
+    return len(chosen), _hashes(list(fresh)), document
 
 
 def apply(
     engine: Engine,
     reports: Sequence[DeliveryReport],
     campaign_id: int,
-    batch_id: int | None = None,
+    batch_id: int,
     provider_fallback: bool = False,
 ) -> Counter[str]:
-    """Keep a polled page of reports and apply it to the messages (matched by number within the batch).
+    """Keep a polled page of a batch's reports and apply it to the messages (matched by number within the batch).
 
-    Every report is stored once in `delivery_events` (a report the provider
-    returns again is skipped); then the best status per number is applied in
-    one forward-only UPDATE. Returns how many reports carried each canonical
-    status (and `unknown`), whether or not they changed a message: a report
-    that only repeats or lags behind what is known changes nothing.
+    Every report is kept once (one the provider returns again is not kept
+    again); then the best status per number is applied in one forward-only
+    UPDATE. Returns how many reports carried each canonical status (and
+    `unknown`), whether or not they changed a message: a report that only
+    repeats or lags behind what is known changes nothing.
     """
     return write(engine, prepare(reports, provider_fallback), campaign_id, batch_id)
 
@@ -251,25 +348,41 @@ class PolledPage(NamedTuple):
     provider_fallback: bool
 
 
+#: Pages PostgreSQL writes while the next is prepared, each on its own connection: a statement runs on one
+#: core of the server, and two pages in flight keep two busy. SQLite, which runs in this process and has
+#: one writer, writes one page while the next is prepared (both measured in tests/benchmarks/RESULTS.md).
+WRITERS = 2
+
+
 async def apply_stream(engine: Engine, pages: AsyncIterable[PolledPage]) -> Counter[str]:
-    """Apply pages as they come, preparing each while the database writes the one before (in a thread):
-    the two cores share the work, and one page is written at a time. A page in writing when the stream
-    fails is still written."""
+    """Apply pages as they come, each written in a thread while the event loop fetches and prepares the next.
+
+    Pages of different batches touch different rows, and two of one batch
+    take turns on its row, so they may be written side by side. A page in
+    writing when the stream fails is still written.
+    """
     seen: Counter[str] = Counter()
-    writing: asyncio.Task[Counter[str]] | None = None
+    writing: set[asyncio.Task[Counter[str]]] = set()
+    room = WRITERS if engine.dialect.name == "postgresql" else 1
     try:
         async for campaign_id, batch_id, reports, provider_fallback in pages:
             page = prepare(reports, provider_fallback)
-            if writing is not None:
-                seen.update(await writing)
-            writing = asyncio.create_task(asyncio.to_thread(write, engine, page, campaign_id, batch_id))
-        if writing is not None:
-            seen.update(await writing)
-            writing = None
+            writing.add(asyncio.create_task(asyncio.to_thread(write, engine, page, campaign_id, batch_id)))
+            await _written(writing, seen, room)
+        await _written(writing, seen, 0)
     finally:
-        if writing is not None:
-            await asyncio.gather(writing, return_exceptions=True)
+        if writing:
+            await asyncio.gather(*writing, return_exceptions=True)
     return seen
+
+
+async def _written(writing: set[asyncio.Task[Counter[str]]], seen: Counter[str], left: int) -> None:
+    """Wait until no more than `left` pages are still being written, counting what the written ones saw."""
+    while len(writing) > left:
+        done, _ = await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
+        writing.difference_update(done)
+        for task in done:
+            seen.update(task.result())
 
 
 def _seen(reports: Sequence[DeliveryReport], words: dict[Any, tuple[str | None, Any, Any, bool]]) -> Counter[str]:
@@ -300,8 +413,7 @@ def store_pushed(engine: Engine, reports: Sequence[DeliveryReport]) -> int:
     statuses = [None if w is None or w == "unknown" else str(w) for w in words]
     with engine.begin() as connection:
         events.stage(connection, events.columns(reports, statuses))
-        none = literal(None, BigInteger)
-        return events.keep_staged(connection, none, none, processed=False, count=True)
+        return events.keep_staged(connection)
 
 
 @dataclass

@@ -1,27 +1,25 @@
-"""Raw delivery events: each stored once for audit, and matched to its message, or parked until it can be.
+"""Pushed delivery events: each stored once for audit, and matched to its message, or parked until it can be.
 
-Both paths of `engine.dlr` keep what the provider said before acting on it. A
-polled page knows its batch, so its events are stored already matched and
-applied at once. A pushed event
-names only the provider, a number, perhaps the provider's batch or message id:
+The receiver keeps what the provider said before acting on it (polled pages,
+which know their batch, are kept by `engine.dlr` in `delivery_pages`). A pushed
+event names only the provider, a number, perhaps the provider's batch or message id:
 it is stored unprocessed, matched in SQL to its message, and folded into the
 message's status; an event that matches nothing yet (the provider was faster
 than our commit of its ids) stays parked and is tried again on every later
 round, until it matches or outlives the reports' maximum age.
 
 Each event's fingerprint (a 64-bit hash of what the provider said) is unique
-in the table, so a push delivered twice, or a poll that returns the same
-rows again, stores nothing new.
+in the table, so a push delivered twice stores nothing new.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
+import xxhash
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -29,7 +27,6 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Float,
-    Integer,
     MetaData,
     String,
     Table,
@@ -50,13 +47,14 @@ from engine.clock import now
 from engine.db import bulk_insert
 from engine.providers.base import DeliveryReport
 
+#: Moves xxh3's unsigned 64 bits into a signed BIGINT's range.
+SIGNED = 1 << 63
 E, M, B = models.DeliveryEvent.__table__, models.Message.__table__, models.Batch.__table__
 #: Message statuses still waiting for news (a report can only move them forward).
 OPEN = ("submitted", "sent", "ambiguous", "queued", "fallback")
 
 _metadata = MetaData()
-#: One page of events on its way into `delivery_events`; `rank`, `best` and `error` serve the UPDATE of
-#: the messages (`best`: the highest-ranked report of its number in the page), which reads the same rows.
+#: Pushed events on their way into `delivery_events`.
 EVENT_STAGING = Table(
     "event_staging",
     _metadata,
@@ -72,23 +70,21 @@ EVENT_STAGING = Table(
     Column("cost", Float),
     Column("occurred_at", DateTime(timezone=True)),
     Column("raw", Text),
-    Column("rank", Integer),
-    Column("best", Boolean),
-    Column("error", Text),
     prefixes=["TEMPORARY"],
 )
-#: What of a staged event is kept.
-COLUMNS = [c.name for c in EVENT_STAGING.columns if c.name not in ("rank", "best", "error")]
+COLUMNS = [c.name for c in EVENT_STAGING.columns]
 
 
 def fingerprints(reports: Sequence[DeliveryReport]) -> list[int]:
-    """A signed 64-bit hash of what the provider said, per report (a BIGINT on both databases)."""
-    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    """A 64-bit hash of what the provider said, per report, as a signed BIGINT on both databases.
+
+    Each report's fields go through orjson, in C, and xxh3: five times faster
+    than formatting a string for blake2b, which was half of a page's Python work.
+    """
+    dumps, digest = orjson.dumps, xxhash.xxh3_64_intdigest
     return [
-        from_bytes(blake2b(f"{r.provider}\x1f{r.channel}\x1f{r.to}\x1f{r.status}\x1f{r.detail}\x1f{r.batch_id}"
-                           f"\x1f{r.message_id}\x1f{r.occurred_at}".encode(), digest_size=8).digest(),
-                   "big", signed=True)
-        for r in reports
+        digest(dumps((r.provider, r.channel, r.to, r.status, r.detail, r.batch_id, r.message_id, r.occurred_at)))
+        - SIGNED for r in reports
     ]
 
 
@@ -98,13 +94,8 @@ def cost_of(report: DeliveryReport) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def columns(
-    reports: Sequence[DeliveryReport], statuses: Sequence[str | None], **extra: Sequence[Any]
-) -> dict[str, Sequence[Any]]:
-    """The staging table's columns for these reports (all the per-report work, none of it in the database).
-
-    `extra` fills `rank`, `best` and `error` where the caller applies the page at once.
-    """
+def columns(reports: Sequence[DeliveryReport], statuses: Sequence[str | None]) -> dict[str, Sequence[Any]]:
+    """The staging table's columns for these reports (all the per-report work, none of it in the database)."""
     return {
         "fingerprint": fingerprints(reports),
         "provider": [r.provider for r in reports],
@@ -118,7 +109,6 @@ def columns(
         "cost": [cost_of(r) for r in reports],
         "occurred_at": [r.occurred_at for r in reports],
         "raw": [orjson.dumps(r.raw).decode() if r.raw else None for r in reports],
-        **extra,
     }
 
 
@@ -129,35 +119,19 @@ def stage(connection: Connection, staged: dict[str, Sequence[Any]]) -> None:
     bulk_insert(connection, "event_staging", staged)
 
 
-def keep_staged(
-    connection: Connection,
-    message_id: Any,
-    campaign_id: Any,
-    processed: bool,
-    count: bool = False,
-    join: Any = None,
-) -> int:
-    """Copy the staged events into `delivery_events`, skipping any already there.
-
-    `message_id` and `campaign_id` are SQL expressions over `event_staging`,
-    or over `join` (`event_staging` joined to what finds each event's message);
-    NULL for a push still to be matched. With `count`, returns how many were
-    new (read back, which a polled page of 50,000 does not need); else -1.
-    """
+def keep_staged(connection: Connection) -> int:
+    """Copy the staged events into `delivery_events`, unmatched and unprocessed, skipping any already there;
+    returns how many were new."""
     S = EVENT_STAGING
+    none = literal(None, BigInteger)
     source = select(
-        *(S.c[name] for name in COLUMNS), message_id, campaign_id,
-        literal(now(), DateTime(timezone=True)), literal(processed, Boolean),
+        *(S.c[name] for name in COLUMNS), none, none,
+        literal(now(), DateTime(timezone=True)), literal(False, Boolean),
     ).where(true())  # SQLite reads `ON CONFLICT` after a bare SELECT as a join clause without it
-    if join is not None:
-        source = source.select_from(join)
     dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     statement = dialect_insert(E).from_select(
         [*COLUMNS, "message_id", "campaign_id", "received_at", "processed"], source
     ).on_conflict_do_nothing(index_elements=["fingerprint"])
-    if not count:
-        connection.execute(statement)
-        return -1
     return len(connection.execute(statement.returning(E.c.fingerprint)).all())
 
 

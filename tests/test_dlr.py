@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
+import zstandard
 from sqlalchemy import Engine, select, update
 
 from engine import clock, dlr, models
@@ -23,6 +26,7 @@ from engine.sandbox.outcomes import fate
 from engine.settings import Settings
 from tests.fixtures.sandbox import Sandbox
 
+P = models.DeliveryPage.__table__
 M, B = models.Message.__table__, models.Batch.__table__
 
 
@@ -77,6 +81,13 @@ def campaign(database: Engine, tmp_path: Path) -> int:
     return campaign_id
 
 
+def apply(engine: Engine, reports: list[DeliveryReport], campaign_id: int) -> Counter[str]:
+    """A page of reports about the campaign's one batch, as a poll returns it."""
+    with engine.connect() as connection:
+        batch_id = connection.execute(select(B.c.id).where(B.c.campaign_id == campaign_id)).scalar_one()
+    return dlr.apply(engine, reports, campaign_id, batch_id)
+
+
 def statuses(engine: Engine) -> dict[str, str]:
     with engine.connect() as connection:
         return dict(connection.execute(select(M.c.address, M.c.status)).all())
@@ -84,29 +95,50 @@ def statuses(engine: Engine) -> dict[str, str]:
 
 def test_statuses_only_move_forward(database: Engine, campaign: int) -> None:
     one, two, three = "+919000000000", "+919000000001", "+919000000002"
-    dlr.apply(database, [report("Handset Delivered", one), report("Undelivered", two)], campaign)
-    dlr.apply(database, [report("sent", one, channel=Channel.SMS)], campaign)  # late and lower: ignored
-    dlr.apply(database, [report("Handset Delivered", two)], campaign)  # a final status is final
+    apply(database, [report("Handset Delivered", one), report("Undelivered", two)], campaign)
+    apply(database, [report("sent", one, channel=Channel.SMS)], campaign)  # late and lower: ignored
+    apply(database, [report("Handset Delivered", two)], campaign)  # a final status is final
     assert statuses(database) == {one: "delivered", two: "undeliverable", three: "submitted"}
-    dlr.apply(database, [report("read", one, channel=Channel.RCS)], campaign)  # read outranks delivered
-    dlr.apply(database, [report("failed", one, channel=Channel.RCS)], campaign)
+    apply(database, [report("read", one, channel=Channel.RCS)], campaign)  # read outranks delivered
+    apply(database, [report("failed", one, channel=Channel.RCS)], campaign)
     assert statuses(database)[one] == "read"
 
 
 def test_one_page_holds_duplicates_and_out_of_order_reports(database: Engine, campaign: int) -> None:
     one, two = "+919000000000", "+919000000001"
-    seen = dlr.apply(database, [report("Handset Delivered", one), report("Pending", two), report("sent", one),
+    seen = apply(database, [report("Handset Delivered", one), report("Pending", two), report("sent", one),
                                 report("Handset Delivered", one), report("Moonlit", two)], campaign)
     assert seen == {"delivered": 2, "sent": 1, "unknown": 1}
     assert statuses(database)[one] == "delivered" and statuses(database)[two] == "submitted"
 
 
+def test_a_report_polled_again_is_kept_once(database: Engine, campaign: int) -> None:
+    one, two = "+919000000000", "+919000000001"
+    apply(database, [report("sent", one), report("sent", two)], campaign)
+    apply(database, [report("sent", one), report("sent", two)], campaign)  # nothing new: nothing kept
+    apply(database, [report("sent", one), report("Handset Delivered", two, detail="DELIVRD")], campaign)
+    with database.connect() as connection:
+        pages = connection.execute(select(P.c.reports, P.c.events).order_by(P.c.id)).all()
+    assert [count for count, _ in pages] == [2, 1]
+    latest = orjson.loads(zstandard.decompress(pages[1].events))
+    assert (latest["to"], latest["status"], latest["canonical"]) == ([two], ["Handset Delivered"], ["delivered"])
+    assert statuses(database) == {one: "sent", two: "delivered", "+919000000002": "submitted"}
+
+
+def test_any_report_tells_an_ambiguous_message_was_sent(database: Engine, campaign: int) -> None:
+    one, two = "+919000000000", "+919000000001"
+    with database.begin() as connection:
+        connection.execute(update(M).values(status="ambiguous"))
+    apply(database, [report("Pending", one), report("Moonlit", two)], campaign)
+    assert statuses(database) == {one: "submitted", two: "submitted", "+919000000002": "ambiguous"}
+
+
 def test_a_batch_settles_when_every_message_is_final(database: Engine, campaign: int) -> None:
     numbers = [f"+91900000000{i}" for i in range(3)]
-    dlr.apply(database, [report("Handset Delivered", n) for n in numbers[:2]], campaign)
+    apply(database, [report("Handset Delivered", n) for n in numbers[:2]], campaign)
     with database.connect() as connection:
         assert connection.execute(select(B.c.state)).scalar_one() == "submitted"
-    dlr.apply(database, [report("Expired", numbers[2], detail="EXPIRED")], campaign)
+    apply(database, [report("Expired", numbers[2], detail="EXPIRED")], campaign)
     with database.connect() as connection:
         assert connection.execute(select(B.c.state)).scalar_one() == "settled"
         assert connection.execute(select(M.c.error).where(M.c.address == numbers[2])).scalar_one() == "EXPIRED"

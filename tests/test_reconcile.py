@@ -9,9 +9,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
+import zstandard
 from sqlalchemy import Engine, func, select, update
 
 from engine import clock, dlr, fallback, models
@@ -35,6 +37,7 @@ from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
 SANDBOX = SandboxConfig(seed=SANDBOX_SEED)
 DLT = DltTemplate("1207161234567890123", "1201159876543210987", "ACMEIN", None, "Hi {#var#}, your sale is on. -ACME")
 E, M, B = models.DeliveryEvent.__table__, models.Message.__table__, models.Batch.__table__
+P = models.DeliveryPage.__table__
 MAX_AGE = timedelta(hours=72)
 
 
@@ -131,7 +134,12 @@ async def test_polled_pages_are_stored_once_and_settle_to_the_sandbox_fates(
         await poll_campaign(database, provider, throttle, campaign_id, set())  # nothing new: stored once
     words = {"delivered": "delivered", "failed": "undeliverable", "expired": "expired"}
     assert statuses(database, campaign_id) == {n: words[fate(SANDBOX, n[1:])] for n in phones(25)}
-    assert stored(database) == 25
+    with database.connect() as connection:
+        pages = connection.execute(select(P.c.reports, P.c.events)).all()
+    assert [count for count, _ in pages] == [25]  # the second poll returned nothing new
+    kept = orjson.loads(zstandard.decompress(pages[0].events))
+    assert sorted(kept["to"]) == phones(25) and all(row["dlr"]["status"] for row in kept["raw"])
+    assert stored(database) == 0
     assert status(database, campaign_id).batches == {"settled": 1}
 
 
@@ -193,8 +201,11 @@ async def test_retry_failed_resends_temporary_failures_only(
     async with local_sender(database, settings, "noxitel") as sender:
         await send_campaign(database, sender, campaign_id)
         words = ["Expired", "Failed", "Undelivered", "DLT Template Not Registered", "Handset Delivered", "DND"]
+        with database.connect() as connection:
+            batch_id = connection.execute(select(B.c.id).where(B.c.campaign_id == campaign_id)).scalar_one()
         dlr.apply(database, [DeliveryReport("noxitel", Channel.SMS, n, w) for n, w in zip(numbers, words,
-                                                                                          strict=True)], campaign_id)
+                                                                                          strict=True)],
+                  campaign_id, batch_id)
         assert statuses(database, campaign_id) == dict(zip(numbers, [
             "expired", "failed", "undeliverable", "rejected", "delivered", "rejected"], strict=True))
         assert retry_failed(database, campaign_id) == 2

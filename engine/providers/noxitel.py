@@ -155,20 +155,7 @@ class NoxitelClient(HttpProvider):
             raise InvalidRequest("give exactly one of batch_id or sms_id")
         query = {"batch_id": batch_id} if batch_id else {"sms_id": sms_id}
         data = (await self._call("GET", "/dlr", query)).data
-        return [
-            DeliveryReport(
-                provider=self.name,
-                channel=Channel.SMS,
-                to=from_noxitel(row["mobile"]),
-                status=str(row.get("dlr", {}).get("status", "")),
-                detail=row.get("dlr", {}).get("operator_reply"),
-                batch_id=batch_id,
-                message_id=sms_id,
-                occurred_at=parse_datetime(row.get("dlr", {}).get("delivery_time"), SYSTEM_ZONE),
-                raw=row,
-            )
-            for row in data.get("data", [])
-        ]
+        return [sms_report(row, batch_id, sms_id) for row in data.get("data", [])]
 
     async def balance(self) -> Balance:
         data = (await self._call("GET", "/credits")).data
@@ -305,18 +292,7 @@ class NoxitelClient(HttpProvider):
         if not isinstance(event, dict):
             return None
         if "dlr" in event and event.get("mobile"):
-            dlr = event.get("dlr") or {}
-            return DeliveryReport(
-                provider=self.name,
-                channel=Channel.SMS,
-                to=from_noxitel(event["mobile"]),
-                status=str(dlr.get("status", "")),
-                detail=dlr.get("operator_reply"),
-                batch_id=event.get("batch_id"),
-                message_id=event.get("sms_id"),
-                occurred_at=parse_datetime(dlr.get("delivery_time"), SYSTEM_ZONE),
-                raw=event,
-            )
+            return sms_report(event, event.get("batch_id"), event.get("sms_id"))
         name = str(event.get("event", ""))
         at = parse_datetime(event.get("timestamp"))
         if name == "message.received":
@@ -380,3 +356,20 @@ def _mode(unicode: bool | None, message: str, messages: Sequence[OutboundMessage
     else:
         texts = (m.body for m in messages)
     return "unicode" if not any(is_gsm7(t) for t in texts) else "text"
+
+
+def sms_report(row: Mapping[str, Any], batch_id: str | None, sms_id: str | None = None) -> DeliveryReport:
+    """One row of a `/dlr` answer (polled by batch or by message), or an SMS push, which is such a row, as a
+    report."""
+    dlr = row.get("dlr") or {}
+    return DeliveryReport(
+        provider=NoxitelClient.name,
+        channel=Channel.SMS,
+        to=from_noxitel(row["mobile"]),
+        status=str(dlr.get("status", "")),
+        detail=dlr.get("operator_reply"),
+        batch_id=batch_id,
+        message_id=sms_id,
+        occurred_at=parse_datetime(dlr.get("delivery_time"), SYSTEM_ZONE),
+        raw=row,
+    )

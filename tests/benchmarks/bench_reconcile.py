@@ -1,11 +1,12 @@
 """Applying 1,000,000 delivery reports to the messages table, beside the per-message UPDATE loop.
 
-The engine keeps each provider page (one batch, 50,000 reports) in
-`delivery_events` and applies it with one UPDATE joined to a staging table,
-preparing the next page while the database writes the current one, as the
-poller does; the baseline runs one UPDATE per report, on a sample,
-extrapolated. Both on SQLite and PostgreSQL, timed from the parsed reports to
-the committed statuses (batches settle as part of it).
+The reports are Noxitel `/dlr` rows, read by the engine's own client. The
+engine keeps each page (one batch, 50,000 reports) in `delivery_pages` and
+applies it with one UPDATE joined to a staging table, as the poller does
+(`engine.dlr.apply_stream`): pages are written in threads while the next is
+prepared, two at a time on PostgreSQL. The baseline runs one UPDATE per
+report, on a sample, extrapolated. Both on SQLite and PostgreSQL, timed from
+the parsed reports to the committed statuses (batches settle as part of it).
 
     python -m tests.benchmarks.bench_reconcile [--messages 1000000] [--sample 5000]
 """
@@ -28,13 +29,17 @@ from engine import dlr, models
 from engine.db import open_database
 from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
 from engine.pricing import PriceTable
-from engine.providers.base import Channel, DeliveryReport
+from engine.providers.base import DeliveryReport
+from engine.providers.noxitel import sms_report
 from tests.benchmarks.bench_plan import postgres_database
 
+#: What the sandbox (like Noxitel) says of a message: its status word and the operator's reply.
+WORDS = (("Handset Delivered", "DELIVRD"), ("Undelivered", "UNDELIV"), ("Expired", "EXPIRED"))
 
-def word(i: int) -> str:
+
+def word(i: int) -> tuple[str, str]:
     """80% delivered, 15% undelivered, 5% expired, spread through every page."""
-    return "Expired" if i % 20 == 19 else "Undelivered" if i % 10 in (8, 9) else "Handset Delivered"
+    return WORDS[2] if i % 20 == 19 else WORDS[1] if i % 10 in (8, 9) else WORDS[0]
 
 
 def planned(url: str, path: Path) -> tuple[Engine, int]:
@@ -49,14 +54,17 @@ def planned(url: str, path: Path) -> tuple[Engine, int]:
 
 
 def pages(engine: Engine) -> list[tuple[int, list[DeliveryReport]]]:
-    """Each batch's report page, as a Noxitel `/dlr` poll would return it."""
+    """Each batch's report page: `/dlr` rows as Noxitel returns them, read by the engine's own client."""
     messages = models.Message.__table__
     with engine.connect() as connection:
         rows = connection.execute(select(messages.c.batch_id, messages.c.address).order_by(messages.c.id)).all()
     by_batch: dict[int, list[DeliveryReport]] = {}
     for i, (batch_id, address) in enumerate(rows):
-        report = DeliveryReport("noxitel", Channel.SMS, address, word(i))
-        by_batch.setdefault(batch_id, []).append(report)
+        status, reply = word(i)
+        row = {"sms_shoot_id": f"user_{i:x}", "mobile": int(address[1:]), "sender_id": "ACMEIN",
+               "sent": "2026-11-23 10:00:00",
+               "dlr": {"status": status, "operator_reply": reply, "delivery_time": f"2026-11-23 10:{i % 60:02}:07"}}
+        by_batch.setdefault(batch_id, []).append(sms_report(row, f"nx{batch_id}"))
     return list(by_batch.items())
 
 
