@@ -1,5 +1,5 @@
 """`python -m engine` is the `campaign` command."""
 
-from engine.cli import run
+from engine.cli.app import run
 
 run()

@@ -23,25 +23,26 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Engine, func, select
 
-from engine import dlr, fallback, models
-from engine.campaigns import status
-from engine.dispatch import Sender
+from engine.accounts import api_key_of, make_provider, notify_url, open_provider, plan_of, uses_sandbox
+from engine.campaigns.lifecycle import status
 from engine.errors import CampaignError
-from engine.models import CampaignState
-from engine.phones import normalize_one
-from engine.planner import Plan
-from engine.plans import PIXABITS_PLANS, RatePlan, noxitel_plan
-from engine.poller import poll_batch
-from engine.providers import make_provider, open_provider, uses_sandbox
+from engine.planning.phones import normalize_one
+from engine.planning.planner import Plan
 from engine.providers.base import Channel, Provider
 from engine.providers.errors import ProviderError, RateLimited
-from engine.quota import DatabaseQuota
-from engine.recovery import due_batches, sweep
 from engine.redact import mask_address
+from engine.reports import apply as dlr
+from engine.reports.poller import poll_batch
+from engine.reports.receiver import PushedEvents
+from engine.sending import fallback
+from engine.sending.dispatch import Sender
+from engine.sending.quota import DatabaseQuota
+from engine.sending.recovery import due_batches, sweep
+from engine.sending.throttle import MemoryThrottle, Throttle, account_id
 from engine.settings import Settings
-from engine.store import mark_campaign
-from engine.throttle import MemoryThrottle, Throttle, account_id
-from engine.web.receiver import PushedEvents
+from engine.store import models
+from engine.store.models import CampaignState
+from engine.store.writes import mark_campaign
 from engine.web.webhooks import build_app
 
 #: How often reports are gathered while waiting for them.
@@ -75,19 +76,12 @@ def _wait_for_deferred(engine: Engine, campaign_id: int) -> None:
         ).one()
     if later[1]:
         when = f" until {later[0]:%Y-%m-%d %H:%M} UTC" if later[0] else ""
-        mark_campaign(engine, campaign_id, CampaignState.WAITING,
-                      f"{later[1]:,} messages wait{when}; then `campaign resume {campaign_id}` sends them")
-
-
-def plan_of(provider: str, settings: Settings) -> RatePlan:
-    if provider == "pixabits":
-        return PIXABITS_PLANS[settings.pixabits_plan]
-    return noxitel_plan(settings.noxitel_rate)
-
-
-def api_key_of(provider: str, settings: Settings) -> str:
-    key = settings.pixabits_api_key if provider == "pixabits" else settings.noxitel_api_key
-    return key.get_secret_value()
+        mark_campaign(
+            engine,
+            campaign_id,
+            CampaignState.WAITING,
+            f"{later[1]:,} messages wait{when}; then `campaign resume {campaign_id}` sends them",
+        )
 
 
 @contextlib.asynccontextmanager
@@ -158,8 +152,9 @@ async def wait_for_reports(
     while True:
         heard = 0
         if provider.name == "noxitel":
-            heard = await poll_campaign(engine, provider, throttle, campaign_id, given_up,
-                                        whatsapp=rounds % WHATSAPP_EVERY == 0)
+            heard = await poll_campaign(
+                engine, provider, throttle, campaign_id, given_up, whatsapp=rounds % WHATSAPP_EVERY == 0
+            )
         heard += sum(dlr.apply_pending(engine, max_age).counts.values())
         if fallback.due(engine, fallback_wait, max_age, [campaign_id]):
             await send_due(engine, sender, campaign_id)
@@ -191,8 +186,13 @@ async def poll_campaign(
     batches = models.Batch.__table__
     with engine.connect() as connection:
         open_batches = connection.execute(
-            select(batches.c.id, batches.c.campaign_id, batches.c.channel, batches.c.provider_batch_id,
-                   batches.c.provider_fallback).where(
+            select(
+                batches.c.id,
+                batches.c.campaign_id,
+                batches.c.channel,
+                batches.c.provider_batch_id,
+                batches.c.provider_fallback,
+            ).where(
                 batches.c.campaign_id == campaign_id,
                 batches.c.state == models.BatchState.SUBMITTED.value,
                 batches.c.id.not_in(given_up),
@@ -221,13 +221,18 @@ def _awaiting(engine: Engine, campaign_id: int, given_up: set[int]) -> bool:
     """Whether a submitted batch still waits for reports (a batch settles once all its messages are through)."""
     batches = models.Batch.__table__
     with engine.connect() as connection:
-        return connection.execute(
-            select(batches.c.id).where(
-                batches.c.campaign_id == campaign_id,
-                batches.c.state == models.BatchState.SUBMITTED.value,
-                batches.c.id.not_in(given_up),
-            ).limit(1)
-        ).first() is not None
+        return (
+            connection.execute(
+                select(batches.c.id)
+                .where(
+                    batches.c.campaign_id == campaign_id,
+                    batches.c.state == models.BatchState.SUBMITTED.value,
+                    batches.c.id.not_in(given_up),
+                )
+                .limit(1)
+            ).first()
+            is not None
+        )
 
 
 def _sender(engine: Engine, settings: Settings, provider: Provider) -> Sender:
@@ -245,11 +250,6 @@ def _sender(engine: Engine, settings: Settings, provider: Provider) -> Sender:
         lease_seconds=settings.lease_seconds,
         rcs_fallback=settings.rcs_fallback,
     )
-
-
-def notify_url(settings: Settings) -> str | None:
-    """Where Noxitel should push delivery reports: the webhook receiver, if providers can reach it."""
-    return f"{settings.public_url.rstrip('/')}/webhooks/noxitel" if settings.public_url else None
 
 
 async def send_campaign(
@@ -279,8 +279,12 @@ async def send_campaign(
     sweep(engine)
     await send_due(engine, sender, campaign_id, one)
     if stop is not None and stop.is_set():
-        mark_campaign(engine, campaign_id, CampaignState.PAUSED,
-                      f"interrupted; `campaign resume {campaign_id}` continues where it stopped")
+        mark_campaign(
+            engine,
+            campaign_id,
+            CampaignState.PAUSED,
+            f"interrupted; `campaign resume {campaign_id}` continues where it stopped",
+        )
     _wait_for_deferred(engine, campaign_id)
     final = status(engine, campaign_id)
     return Outcome(final.state, final.reason, final.counts)
@@ -301,10 +305,13 @@ def messages_done(engine: Engine, campaign_id: int) -> int:
     batches = models.Batch.__table__
     through = ("submitted", "settled", "failed", "ambiguous", "cancelled")
     with engine.connect() as connection:
-        return int(connection.execute(
-            select(func.coalesce(func.sum(batches.c.size), 0))
-            .where(batches.c.campaign_id == campaign_id, batches.c.state.in_(through))
-        ).scalar_one())
+        return int(
+            connection.execute(
+                select(func.coalesce(func.sum(batches.c.size), 0)).where(
+                    batches.c.campaign_id == campaign_id, batches.c.state.in_(through)
+                )
+            ).scalar_one()
+        )
 
 
 async def send_test(engine: Engine, settings: Settings, plan: Plan, addresses: Sequence[str]) -> dict[str, Any]:

@@ -9,18 +9,19 @@ or a validation error never shows them.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from engine.plans import PIXABITS_PLANS
 from engine.windows import INDIA, SendWindow, WindowError, zone
 
 #: A base URL of this value starts the embedded sandbox instead of calling a real provider.
 SANDBOX = "sandbox"
 
+#: Pixabits' plans; their limits are the provider's facts, in `engine.providers.limits.PIXABITS_PLANS`.
 PlanName = Literal["starter", "growth", "enterprise", "premium"]
+PLAN_NAMES: tuple[str, ...] = get_args(PlanName)
 
 
 def _env(name: str) -> AliasChoices:
@@ -61,9 +62,7 @@ class Settings(BaseSettings):
     dlr_max_age_hours: float = Field(72.0, gt=0, validation_alias=_env("CAMPAIGN_DLR_MAX_AGE_HOURS"))
     rcs_fallback: Literal["provider", "engine"] = Field("provider", validation_alias=_env("CAMPAIGN_RCS_FALLBACK"))
     #: An RCS message with no delivery report this long after sending gets the SMS fallback (engine fallback).
-    rcs_fallback_wait_seconds: float = Field(
-        600.0, gt=0, validation_alias=_env("CAMPAIGN_RCS_FALLBACK_WAIT_SECONDS")
-    )
+    rcs_fallback_wait_seconds: float = Field(600.0, gt=0, validation_alias=_env("CAMPAIGN_RCS_FALLBACK_WAIT_SECONDS"))
     #: How often the webhook receiver retries reports parked because their message was not known yet.
     webhook_sweep_seconds: float = Field(5.0, gt=0, validation_alias=_env("CAMPAIGN_WEBHOOK_SWEEP_SECONDS"))
     report_wait_seconds: float = Field(120.0, gt=0, validation_alias=_env("CAMPAIGN_REPORT_WAIT_SECONDS"))
@@ -87,8 +86,8 @@ class Settings(BaseSettings):
         """Plans are written as the provider's dashboard shows them ("Growth"); compare in lower case."""
         if isinstance(value, str):
             value = value.strip().lower()
-            if value not in PIXABITS_PLANS:
-                raise ValueError(f"unknown Pixabits plan {value!r}; expected one of {', '.join(PIXABITS_PLANS)}")
+            if value not in PLAN_NAMES:
+                raise ValueError(f"unknown Pixabits plan {value!r}; expected one of {', '.join(PLAN_NAMES)}")
         return value
 
     @field_validator("timezone")

@@ -19,11 +19,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Engine, select, update
-
-from engine import models
+from engine.clock import next_day
 from engine.errors import CampaignError
-from engine.quota import next_day
 
 #: The zone of India's regulation on promotional SMS, whatever zone the user plans in.
 INDIA = "Asia/Kolkata"
@@ -149,43 +146,3 @@ def timing_text(summary: dict[str, Any], now: datetime) -> str | None:
     why = f" ({window['why']})" if window and window.get("why") else ""
     when = f"starts at {local_text(start, tz)}" if later and start else "starts now"
     return f"{hours}{why}; {when}"
-
-
-def defer_outside_window(engine: Engine, batch_id: int, moment: datetime) -> bool:
-    """Whether the batch's campaign may send at `moment`; if not, put the batch off and let the campaign wait.
-
-    The batch (if still planned and due) gets `not_before` at the window's next
-    opening, and a running campaign becomes `waiting` with `wake_at` then: the
-    scheduler sets it running again at that time, or `campaign resume` does.
-    """
-    campaigns, batches = models.Campaign.__table__, models.Batch.__table__
-    with engine.connect() as connection:
-        row = connection.execute(
-            select(campaigns.c.id, campaigns.c.window_start, campaigns.c.window_end, campaigns.c.window_tz)
-            .join(batches, batches.c.campaign_id == campaigns.c.id)
-            .where(batches.c.id == batch_id)
-        ).one_or_none()
-    window = SendWindow.of(row) if row is not None else None
-    if window is None or window.is_open(moment):
-        return True
-    opens = window.next_open(moment)
-    reason = (f"outside its send window {window}: goes on at {local_text(opens, window.tz)} by itself where the "
-              f"scheduler runs (beat, or `campaign schedule run`), or with `campaign resume {row.id}` then")
-    with engine.begin() as connection:
-        deferred = connection.execute(
-            update(batches)
-            .where(
-                batches.c.id == batch_id,
-                batches.c.state == models.BatchState.PLANNED.value,
-                batches.c.not_before.is_(None) | (batches.c.not_before <= moment),
-            )
-            .values(not_before=opens)
-        ).rowcount
-        if not deferred:  # not this one's to put off (already sent, or taken): the campaign goes on as it is
-            return False
-        connection.execute(
-            update(campaigns)
-            .where(campaigns.c.id == row.id, campaigns.c.state == models.CampaignState.RUNNING.value)
-            .values(state=models.CampaignState.WAITING.value, state_reason=reason, wake_at=opens)
-        )
-    return False

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from engine.recovery import due_batches
-from engine.schedule import scan
-from engine.wallet import check_wallets
+from engine.campaigns.schedules import scan
+from engine.sending.recovery import due_batches
+from engine.sending.wallet import check_wallets
 from workers.app import app
 from workers.runtime import Runtime
 from workers.tasks import ring
@@ -20,8 +20,13 @@ def scan_schedules() -> dict[str, int]:
     runtime = Runtime.get()
     result = scan(runtime.engine, runtime.settings)
     rung = sum(ring(runtime, due_batches(runtime.engine, campaign_id=c)) for c in result.campaigns)
-    return {"started": len(result.started), "woken": len(result.woken), "planned": len(result.planned),
-            "refused": len(result.refused), "rung": rung}
+    return {
+        "started": len(result.started),
+        "woken": len(result.woken),
+        "planned": len(result.planned),
+        "refused": len(result.refused),
+        "rung": rung,
+    }
 
 
 @app.task(name="campaign.check_wallets")

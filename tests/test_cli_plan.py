@@ -12,10 +12,11 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from engine import models, phones
-from engine.cli import app
-from engine.db import head_revision, open_database
+from engine.cli.app import app
+from engine.planning import phones
 from engine.settings import get_settings
+from engine.store import models
+from engine.store.db import head_revision, open_database
 
 MESSAGE = "Hi #name#, your order #order# has shipped and will reach you by #day#. -ACME"
 TEMPLATE_ID = "1207161234567890123"

@@ -14,28 +14,48 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from engine import models
-from engine.db import open_database
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.outcomes import fate
+from engine.store import models
+from engine.store.db import open_database
 from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "examples" / "contacts.csv"
-SEND = ["--provider", "noxitel", "--sender", "ACMEIN", "--dlt-template-id", "1207161234567890123",
-        "--message", "Hi #name#, your order #order# has shipped and will reach you by Friday. -ACME"]
+SEND = [
+    "--provider",
+    "noxitel",
+    "--sender",
+    "ACMEIN",
+    "--dlt-template-id",
+    "1207161234567890123",
+    "--message",
+    "Hi #name#, your order #order# has shipped and will reach you by Friday. -ACME",
+]
 
 
 @pytest.fixture
 def env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
     key = sandbox.account()
-    return {**os.environ, "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
-            "NOXITEL_BASE_URL": sandbox.noxitel_url, "NOXITEL_API_KEY": key,
-            "PIXABITS_BASE_URL": sandbox.pixabits_url, "PIXABITS_API_KEY": key, "COLUMNS": "200"}
+    return {
+        **os.environ,
+        "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
+        "NOXITEL_BASE_URL": sandbox.noxitel_url,
+        "NOXITEL_API_KEY": key,
+        "PIXABITS_BASE_URL": sandbox.pixabits_url,
+        "PIXABITS_API_KEY": key,
+        "COLUMNS": "200",
+    }
 
 
 def campaign(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args], env=env, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def contacts(tmp_path: Path, count: int) -> Path:
@@ -75,8 +95,16 @@ def test_nothing_is_sent_without_a_yes(env: dict[str, str], sandbox: Sandbox, tm
 def test_test_to_sends_the_first_message_to_test_numbers_only(
     env: dict[str, str], sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    done = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"),
-                    "--test-to", "98765 43210, +91 91234 56789")
+    done = campaign(
+        env,
+        "send",
+        str(EXAMPLE),
+        *SEND,
+        "--rejects",
+        str(tmp_path / "r.csv"),
+        "--test-to",
+        "98765 43210, +91 91234 56789",
+    )
     assert done.returncode == 0, done.stderr
     assert set(sandbox.endpoint("POST /api/v2/sms")["recipients"]) == {"+919876543210", "+919123456789"}
     body = sandbox.last_body("POST /api/v2/sms")
@@ -84,16 +112,31 @@ def test_test_to_sends_the_first_message_to_test_numbers_only(
     assert "test message sent to +91******3210" in done.stdout and "9876543210" not in done.stdout
 
 
-def test_ctrl_c_pauses_and_resume_sends_exactly_the_rest(
-    env: dict[str, str], sandbox: Sandbox, tmp_path: Path
-) -> None:
+def test_ctrl_c_pauses_and_resume_sends_exactly_the_rest(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:
     sandbox.configure(latency_ms=400)
     path = contacts(tmp_path, 400)
     env = {**env, "CAMPAIGN_SEND_CONCURRENCY": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "send", str(path), *SEND[:4], "--message", "Hi #name#, order #order#",
-         "--batch-size", "40", "--yes", "--json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "send",
+            str(path),
+            *SEND[:4],
+            "--message",
+            "Hi #name#, order #order#",
+            "--batch-size",
+            "40",
+            "--yes",
+            "--json",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     engine = open_database(env["CAMPAIGN_DATABASE_URL"])
     batches = models.Batch.__table__
     deadline = time.monotonic() + 60
@@ -134,8 +177,7 @@ def test_pause_resume_and_cancel_of_a_saved_campaign(env: dict[str, str], sandbo
 
 def test_a_broker_with_the_embedded_sandbox_is_refused_by_name(env: dict[str, str], tmp_path: Path) -> None:
     env = {**env, "CAMPAIGN_BROKER_URL": "redis://127.0.0.1:6379/0", "NOXITEL_BASE_URL": "sandbox"}
-    done = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--yes",
-                    "--skip-balance")
+    done = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--yes", "--skip-balance")
     assert done.returncode == 1
     assert "NOXITEL_BASE_URL is 'sandbox'" in done.stderr and "Traceback" not in done.stderr
 
@@ -178,8 +220,18 @@ def test_wait_gathers_noxitel_reports_by_polling(env: dict[str, str], sandbox: S
 def test_the_embedded_sandbox_run_ends_with_pushed_pixabits_reports(env: dict[str, str], tmp_path: Path) -> None:
     """No provider URL set: the sandbox runs in-process, pushes its reports, and the command stays for them."""
     env = {**env, "PIXABITS_BASE_URL": "sandbox", "PIXABITS_API_KEY": "sandbox"}
-    done = campaign(env, "send", str(EXAMPLE), "--provider", "pixabits", *SEND[2:], "--rejects",
-                    str(tmp_path / "r.csv"), "--yes", "--json")
+    done = campaign(
+        env,
+        "send",
+        str(EXAMPLE),
+        "--provider",
+        "pixabits",
+        *SEND[2:],
+        "--rejects",
+        str(tmp_path / "r.csv"),
+        "--yes",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     result = orjson.loads(done.stdout.strip().splitlines()[-1])
     engine = open_database(env["CAMPAIGN_DATABASE_URL"])
@@ -202,7 +254,8 @@ def test_report_and_list(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) 
     assert first[:4] == ['"2"', '"\'+917982597919"', '"sms"', '"submitted"'] and first[4].startswith('"samsms_')
     listed = orjson.loads(campaign(env, "list", "--json").stdout)
     assert [(c["campaign_id"], c["state"], c["sent"], c["messages"]) for c in listed] == [
-        (int(campaign_id), "completed", 20, 20)]
+        (int(campaign_id), "completed", 20, 20)
+    ]
     assert "20 / 20 (100%)" in campaign(env, "list").stdout
 
 

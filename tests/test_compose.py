@@ -31,9 +31,9 @@ from celery.bin.base import CLIContext
 from celery.bin.celery import celery as celery_cli
 from pydantic import SecretStr, ValidationError
 
-from engine.cli import app as campaign_app
+from engine.accounts import require_services
+from engine.cli.app import app as campaign_app
 from engine.errors import ConfigurationError
-from engine.providers import require_services
 from engine.sandbox.server import NOXITEL_PREFIX
 from engine.settings import Settings
 from engine.web.webhooks import ROUTES
@@ -132,8 +132,9 @@ def services(env: Mapping[str, str] = DEPLOYMENT) -> dict[str, dict[str, Any]]:
 
 def engine_services(env: Mapping[str, str] = DEPLOYMENT) -> dict[str, dict[str, Any]]:
     """The services that run this project's image (built from docker/Dockerfile)."""
-    return {name: s for name, s in services(env).items()
-            if (s.get("build") or {}).get("dockerfile") == "docker/Dockerfile"}
+    return {
+        name: s for name, s in services(env).items() if (s.get("build") or {}).get("dockerfile") == "docker/Dockerfile"
+    }
 
 
 def command(service: dict[str, Any]) -> list[str]:
@@ -166,8 +167,12 @@ def settings_names() -> set[str]:
 
 
 def secret_settings() -> set[str]:
-    return {str(choice) for field in Settings.model_fields.values() if SecretStr in _types(field.annotation)
-            for choice in field.validation_alias.choices}  # type: ignore[union-attr]
+    return {
+        str(choice)
+        for field in Settings.model_fields.values()
+        if SecretStr in _types(field.annotation)
+        for choice in field.validation_alias.choices
+    }  # type: ignore[union-attr]
 
 
 def flower_options() -> set[str]:
@@ -216,8 +221,11 @@ def parse_campaign(args: list[str]) -> Any:
 
 
 def test_each_campaign_command_is_a_real_command_with_real_options() -> None:
-    parsed = {name: parse_campaign(command(service)) for name, service in engine_services().items()
-              if command(service)[0] == "campaign"}
+    parsed = {
+        name: parse_campaign(command(service))
+        for name, service in engine_services().items()
+        if command(service)[0] == "campaign"
+    }
     assert {"migrate", "web", "sandbox"} <= set(parsed)
     assert command(services()["migrate"]) == ["campaign", "db", "upgrade"]
     assert parsed["web"].params["host"] == "0.0.0.0", "the receiver must be reachable from outside its container"
@@ -226,8 +234,9 @@ def test_each_campaign_command_is_a_real_command_with_real_options() -> None:
 def _celery_context() -> Any:
     from workers.app import app
 
-    return celery_cli.context_class(celery_cli, info_name="celery",
-                                    obj=CLIContext(app=app, no_color=True, workdir=None, quiet=True))
+    return celery_cli.context_class(
+        celery_cli, info_name="celery", obj=CLIContext(app=app, no_color=True, workdir=None, quiet=True)
+    )
 
 
 def celery_commands() -> Iterator[tuple[str, str, list[str]]]:
@@ -325,12 +334,15 @@ def test_the_services_find_each_other_by_name_and_port() -> None:
             assert (noxitel.hostname, noxitel.port, noxitel.path) == ("sandbox", sandbox_port, NOXITEL_PREFIX), name
         if "CAMPAIGN_PUBLIC_URL" in env:
             assert (_url(service, "CAMPAIGN_PUBLIC_URL").hostname, _url(service, "CAMPAIGN_PUBLIC_URL").port) == (
-                "web", web_port), name
+                "web",
+                web_port,
+            ), name
     pushes = urlsplit(option(command(found["sandbox"]), "--webhook-url"))
     assert (pushes.hostname, pushes.port) == ("web", web_port)
     assert ROUTES.get(pushes.path) == "pixabits"
-    assert environment(found["sandbox"])["CAMPAIGN_WEBHOOK_SECRET"] == environment(found["web"])[
-        "CAMPAIGN_WEBHOOK_SECRET"], "the receiver would reject every event the sandbox signs"
+    assert (
+        environment(found["sandbox"])["CAMPAIGN_WEBHOOK_SECRET"] == environment(found["web"])["CAMPAIGN_WEBHOOK_SECRET"]
+    ), "the receiver would reject every event the sandbox signs"
 
 
 def test_secrets_are_required_from_the_environment_never_written_in_the_file() -> None:
@@ -341,7 +353,8 @@ def test_secrets_are_required_from_the_environment_never_written_in_the_file() -
         for variable, value in environment(service).items():
             if variable in secret_names or SECRET_NAME.search(variable):
                 assert re.fullmatch(r"\$\{" + variable + r":\?[^}]*\}", value), (
-                    f"{name}: {variable} must be ${{{variable}:?...}}, not {value!r}")
+                    f"{name}: {variable} must be ${{{variable}:?...}}, not {value!r}"
+                )
             userinfo = re.match(r"[a-z+]+://[^:/@]+:(.+)@[^@]+$", value)
             if userinfo:
                 assert re.fullmatch(required, userinfo[1]), f"{name}: a password written into {variable}"
@@ -363,10 +376,12 @@ def test_compose_refuses_to_start_without_each_secret() -> None:
 
 def test_the_example_env_file_lists_every_required_variable() -> None:
     """Someone who fills in docker/compose.env.example has all that compose asks for, secrets left to fill."""
-    example = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
-                   if line.strip() and not line.startswith("#"))
-    required = {match["name"] for text in strings(raw_compose()) for match in VARIABLE.finditer(text)
-                if match["op"] == ":?"}
+    example = dict(
+        line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line.strip() and not line.startswith("#")
+    )
+    required = {
+        match["name"] for text in strings(raw_compose()) for match in VARIABLE.finditer(text) if match["op"] == ":?"
+    }
     assert required <= set(example), f"missing from the example: {required - set(example)}"
     for variable, value in example.items():
         if SECRET_NAME.search(variable) and not variable.endswith("_API_KEY"):
@@ -385,8 +400,9 @@ def test_the_sandbox_and_redis_are_reachable_only_inside_the_stack() -> None:
         assert "ports" not in found[name], f"{name} publishes a port"
         assert found[name].get("network_mode") is None, f"{name} shares the host's network"
     assert option(command(found["sandbox"]), "--host") == "0.0.0.0"  # the other containers must reach it
-    assert all(str(port).startswith("127.0.0.1:") for port in found["flower"].get("ports", [])), \
+    assert all(str(port).startswith("127.0.0.1:") for port in found["flower"].get("ports", [])), (
         "Flower shows every task's arguments: loopback of the host only"
+    )
 
 
 def test_the_schema_migration_runs_before_anything_uses_the_database() -> None:
@@ -446,10 +462,14 @@ def test_the_sandbox_health_check_passes_on_a_sandbox_and_fails_without_one(sand
 
 
 def test_the_web_health_check_passes_on_the_receiver_and_fails_without_one(tmp_path: Path) -> None:
-    env = {**os.environ, "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
-           "CAMPAIGN_WEBHOOK_SECRET": "hook-secret"}
-    process = subprocess.Popen([sys.executable, "-m", "engine", "web", "--port", "0"], env=env,
-                               stdout=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
+        "CAMPAIGN_WEBHOOK_SECRET": "hook-secret",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "web", "--port", "0"], env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
         port = urlsplit(read_banner(process)).port
         service = services()["web"]
@@ -544,13 +564,17 @@ def test_the_image_gets_every_file_the_package_is_built_from() -> None:
     patterns = dockerignore()
     for path in needed:
         assert any(path == source or path.startswith(source.rstrip("/") + "/") for source in copied), (
-            f"{path} is not copied into the image")
+            f"{path} is not copied into the image"
+        )
         assert not ignored(path, patterns), f"{path} is excluded by .dockerignore"
 
 
 def dockerignore() -> list[str]:
-    return [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+    return [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 def _pattern(pattern: str) -> re.Pattern[str]:
@@ -573,12 +597,23 @@ def ignored(path: str, patterns: list[str]) -> bool:
 
 def test_the_build_context_leaves_out_local_and_secret_files() -> None:
     patterns = dockerignore()
-    for path in (".venv/bin/python", ".git/HEAD", ".env", "docker/.env", "config/.env", "engine/__pycache__/cli.pyc",
-                 "tests/benchmarks/RESULTS.md", "campaigns.db", ".pytest_cache/v", "contacts.rejects.csv"):
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        ".env",
+        "docker/.env",
+        "config/.env",
+        "engine/__pycache__/cli.pyc",
+        "tests/benchmarks/RESULTS.md",
+        "campaigns.db",
+        ".pytest_cache/v",
+        "contacts.rejects.csv",
+    ):
         assert ignored(path, patterns), f"{path} would be sent to the build"
     # What a clean checkout holds under the copied paths (files a run leaves beside them are not the project's).
-    shipped = subprocess.run(["git", "ls-files", "--", *_copied_sources()], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.split()
+    shipped = subprocess.run(
+        ["git", "ls-files", "--", *_copied_sources()], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert len(shipped) > 20
     for path in shipped:
         assert not ignored(path, patterns), f"{path} is needed in the image but excluded by .dockerignore"

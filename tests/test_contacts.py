@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from engine import phones
-from engine.contacts import (
+from engine.planning import phones
+from engine.planning.contacts import (
     DUPLICATE,
     OK,
     REJECTED,

@@ -9,7 +9,7 @@ import phonenumbers
 import pyarrow as pa
 import pytest
 
-from engine import phones
+from engine.planning import phones
 
 
 def oracle(raw: str, region: str) -> tuple[str | None, int]:

@@ -24,8 +24,9 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8",
-                          timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120, stdin=subprocess.DEVNULL
+    )
 
 
 def summary_number(output: str, label: str) -> int:
@@ -78,13 +79,19 @@ def test_demo_ignores_the_users_settings_and_keeps_its_database_on_request(tmp_p
     cwd.mkdir()
     real_database = tmp_path / "real.db"
     settings = {
-        "CAMPAIGN_DATABASE_URL": f"sqlite:///{real_database}", "CAMPAIGN_BROKER_URL": "redis://127.0.0.1:9/0",
-        "PIXABITS_BASE_URL": "http://127.0.0.1:9", "PIXABITS_API_KEY": "live-key",
-        "NOXITEL_BASE_URL": "http://127.0.0.1:9/api/v2", "NOXITEL_API_KEY": "live-key",
+        "CAMPAIGN_DATABASE_URL": f"sqlite:///{real_database}",
+        "CAMPAIGN_BROKER_URL": "redis://127.0.0.1:9/0",
+        "PIXABITS_BASE_URL": "http://127.0.0.1:9",
+        "PIXABITS_API_KEY": "live-key",
+        "NOXITEL_BASE_URL": "http://127.0.0.1:9/api/v2",
+        "NOXITEL_API_KEY": "live-key",
     }
     (cwd / ".env").write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
-    done = run([str(CAMPAIGN), "demo", "--provider", "pixabits", "--contacts", "40", "--keep"], cwd,
-               clean_env(home, **settings))
+    done = run(
+        [str(CAMPAIGN), "demo", "--provider", "pixabits", "--contacts", "40", "--keep"],
+        cwd,
+        clean_env(home, **settings),
+    )
     rows = assert_finished(done, "pixabits", 40)
     assert not real_database.exists()
     kept = home / ".cache" / "campaign-engine" / "demo.db"
@@ -108,21 +115,36 @@ def test_demo_runs_from_a_plain_wheel_install(tmp_path: Path) -> None:
     templates and migrations inside the installed package."""
     source = tmp_path / "source"
     # A copy, so that building leaves nothing in the checkout; the engine/config link is kept as a link.
-    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "__pycache__", "*.egg-info", "build", "dist", "*.db*", ".pytest_cache", "tests", "*.whl"))
-    built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(source)],
-                tmp_path, dict(os.environ))
+    shutil.copytree(
+        ROOT,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "__pycache__", "*.egg-info", "build", "dist", "*.db*", ".pytest_cache", "tests", "*.whl"
+        ),
+    )
+    built = run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(source)],
+        tmp_path,
+        dict(os.environ),
+    )
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     site = tmp_path / "site"
-    installed = run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                    tmp_path, dict(os.environ))
+    installed = run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        tmp_path,
+        dict(os.environ),
+    )
     assert installed.returncode == 0, installed.stderr
 
     home, cwd = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     cwd.mkdir()
-    done = run([sys.executable, "-c", "import engine; print(engine.__file__); from engine.cli import run; run()",
-                "demo"], cwd, clean_env(home, PYTHONPATH=str(site)))
+    done = run(
+        [sys.executable, "-c", "import engine; print(engine.__file__); from engine.cli.app import run; run()", "demo"],
+        cwd,
+        clean_env(home, PYTHONPATH=str(site)),
+    )
     assert Path(done.stdout.splitlines()[0]).is_relative_to(site), done.stdout
     assert_finished(done, "noxitel", SHIPPED_CONTACTS)

@@ -12,24 +12,26 @@ import pyarrow.csv as pa_csv
 import pytest
 from sqlalchemy import Engine, select, update
 
-from engine import clock, models
-from engine.campaigns import cancel, resend_ambiguous, start, status
-from engine.dispatch import RetryPolicy, Sender
-from engine.dlt import DltTemplate
+from engine import clock
+from engine.campaigns.lifecycle import cancel, resend_ambiguous, start, status
 from engine.local import local_sender, send_campaign
-from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.pricing import PriceTable
+from engine.planning.dlt import DltTemplate
+from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.planning.pricing import PriceTable
 from engine.providers.errors import InsufficientCredits
-from engine.recovery import sweep
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.outcomes import rcs_capable
+from engine.sending.dispatch import RetryPolicy, Sender
+from engine.sending.recovery import sweep
 from engine.settings import Settings
+from engine.store import models
 from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
 
 SANDBOX = SandboxConfig(seed=SANDBOX_SEED)
 
-DLT = DltTemplate("1207161234567890123", "1201159876543210987", "ACMEIN", None,
-                  "Hi {#var#}, your order {#var#} has shipped. -ACME")
+DLT = DltTemplate(
+    "1207161234567890123", "1201159876543210987", "ACMEIN", None, "Hi {#var#}, your order {#var#} has shipped. -ACME"
+)
 MESSAGE = "Hi #name#, your order #order# has shipped. -ACME"
 B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
 
@@ -38,16 +40,39 @@ def phones(count: int, start: int = 9_000_000_000) -> list[str]:
     return [f"+91{start + i}" for i in range(count)]
 
 
-def plan_campaign(engine: Engine, tmp_path: Path, count: int, provider: str = "noxitel", channel: str = "sms",
-                  batch_size: int | None = None, message: str = MESSAGE, daily_quota: int | None = None,
-                  **options: object) -> int:
+def plan_campaign(
+    engine: Engine,
+    tmp_path: Path,
+    count: int,
+    provider: str = "noxitel",
+    channel: str = "sms",
+    batch_size: int | None = None,
+    message: str = MESSAGE,
+    daily_quota: int | None = None,
+    **options: object,
+) -> int:
     path = tmp_path / f"contacts-{count}.csv"
     numbers = (9_000_000_000 + np.arange(count)).astype(str)
-    pa_csv.write_csv(pa.table({"name": [f"Asha{i}" for i in range(count)], "mobile": numbers,
-                               "order": np.char.add("A", np.arange(count).astype(str))}), str(path))
-    request = PlanRequest(contacts=path, channel=channel, provider=provider, message=message, sender="ACMEIN",
-                          dlt_template=DLT if channel == "sms" else None, batch_size=batch_size,
-                          **options)  # type: ignore[arg-type]
+    pa_csv.write_csv(
+        pa.table(
+            {
+                "name": [f"Asha{i}" for i in range(count)],
+                "mobile": numbers,
+                "order": np.char.add("A", np.arange(count).astype(str)),
+            }
+        ),
+        str(path),
+    )
+    request = PlanRequest(
+        contacts=path,
+        channel=channel,
+        provider=provider,
+        message=message,
+        sender="ACMEIN",
+        dlt_template=DLT if channel == "sms" else None,
+        batch_size=batch_size,
+        **options,
+    )  # type: ignore[arg-type]
     context = PlanContext(prices=PriceTable.load(), daily_quota=daily_quota)
     campaign_id = save_plan(engine, build_plan(request, context))
     start(engine, campaign_id)
@@ -57,8 +82,13 @@ def plan_campaign(engine: Engine, tmp_path: Path, count: int, provider: str = "n
 @pytest.fixture
 def settings(sandbox: Sandbox) -> Settings:
     key = sandbox.account()
-    return Settings(pixabits_base_url=sandbox.pixabits_url, pixabits_api_key=key,
-                    noxitel_base_url=sandbox.noxitel_url, noxitel_api_key=key, noxitel_rate=1000)
+    return Settings(
+        pixabits_base_url=sandbox.pixabits_url,
+        pixabits_api_key=key,
+        noxitel_base_url=sandbox.noxitel_url,
+        noxitel_api_key=key,
+        noxitel_rate=1000,
+    )
 
 
 @pytest.fixture
@@ -194,8 +224,11 @@ async def test_a_dead_workers_batch_becomes_ambiguous_after_its_lease(
 ) -> None:
     campaign_id = plan_campaign(database, tmp_path, 20, batch_size=10)
     with database.begin() as connection:  # a worker claimed the first batch, then died
-        connection.execute(update(B).where(B.c.seq == 0).values(
-            state="sending", claimed_by="dead-worker", claim_expires_at=models.utcnow()))
+        connection.execute(
+            update(B)
+            .where(B.c.seq == 0)
+            .values(state="sending", claimed_by="dead-worker", claim_expires_at=models.utcnow())
+        )
     result = sweep(database)
     assert len(result.ambiguous_batches) == 1 and len(result.due) == 1
     outcome = await send_campaign(database, noxitel, campaign_id)
@@ -205,8 +238,9 @@ async def test_a_dead_workers_batch_becomes_ambiguous_after_its_lease(
 async def test_pixabits_rcs_claims_each_message_before_its_call(
     database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    campaign_id = plan_campaign(database, tmp_path, 6, provider="pixabits", channel="rcs",
-                                message="Hi #name#, sale today")
+    campaign_id = plan_campaign(
+        database, tmp_path, 6, provider="pixabits", channel="rcs", message="Hi #name#, sale today"
+    )
     async with local_sender(database, settings, "pixabits") as sender:
         outcome = await send_campaign(database, sender, campaign_id)
     assert outcome.counts == {"submitted": 6}
@@ -243,8 +277,15 @@ async def test_rcs_goes_to_capable_devices_and_sms_to_the_rest_never_both(
     fallback: str, database: Engine, noxitel: Sender, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """A shared fallback text is left to the provider's smsFallback; a personal one is routed by the engine."""
-    campaign_id = plan_campaign(database, tmp_path, 40, channel="rcs", message="Hi #name#, our sale is on",
-                                agent_id="42", fallback_message=fallback)
+    campaign_id = plan_campaign(
+        database,
+        tmp_path,
+        40,
+        channel="rcs",
+        message="Hi #name#, our sale is on",
+        agent_id="42",
+        fallback_message=fallback,
+    )
     outcome = await send_campaign(database, noxitel, campaign_id)
     assert outcome.counts == {"submitted": 40}
     capable = {n for n in phones(40) if rcs_capable(SANDBOX, n[1:])}
@@ -276,10 +317,22 @@ async def test_resend_ambiguous_skips_messages_a_report_vouches_for(
     events = models.DeliveryEvent.__table__
     with database.begin() as connection:
         vouched = connection.execute(select(M.c.id).order_by(M.c.id).limit(3)).scalars().all()
-        connection.execute(events.insert(), [
-            {"fingerprint": m, "message_id": m, "provider": "noxitel", "channel": "sms", "status": "delivered",
-             "provider_status": "Handset Delivered", "received_at": clock.now(), "processed": True}
-            for m in vouched])
+        connection.execute(
+            events.insert(),
+            [
+                {
+                    "fingerprint": m,
+                    "message_id": m,
+                    "provider": "noxitel",
+                    "channel": "sms",
+                    "status": "delivered",
+                    "provider_status": "Handset Delivered",
+                    "received_at": clock.now(),
+                    "processed": True,
+                }
+                for m in vouched
+            ],
+        )
     assert resend_ambiguous(database, campaign_id) == 7
     again = await send_campaign(database, noxitel, campaign_id)
     assert again.counts == {"submitted": 10}
@@ -328,9 +381,7 @@ async def test_the_sweep_never_overwrites_a_batch_that_was_recorded(
         assert connection.execute(select(B.c.state)).scalar_one() == "submitted"
 
 
-async def test_news_after_the_sweep_corrects_the_batch(
-    database: Engine, noxitel: Sender, tmp_path: Path
-) -> None:
+async def test_news_after_the_sweep_corrects_the_batch(database: Engine, noxitel: Sender, tmp_path: Path) -> None:
     """A worker that froze past its lease and then hears 402 knows nothing was sent: the batch goes back."""
     campaign_id = plan_campaign(database, tmp_path, 10)
     with database.connect() as connection:
@@ -375,10 +426,19 @@ async def test_email_and_whatsapp_go_through_the_same_path(
     database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     path = tmp_path / "emails.csv"
-    pa_csv.write_csv(pa.table({"email": [f"user{i}@example.com" for i in range(25)],
-                               "name": [f"Asha{i}" for i in range(25)]}), str(path))
-    request = PlanRequest(contacts=path, channel="email", provider="pixabits", message="<p>Hi #name#</p>",
-                          subject="News for #name#", sender="news@acme.example", batch_size=10)
+    pa_csv.write_csv(
+        pa.table({"email": [f"user{i}@example.com" for i in range(25)], "name": [f"Asha{i}" for i in range(25)]}),
+        str(path),
+    )
+    request = PlanRequest(
+        contacts=path,
+        channel="email",
+        provider="pixabits",
+        message="<p>Hi #name#</p>",
+        subject="News for #name#",
+        sender="news@acme.example",
+        batch_size=10,
+    )
     email_id = save_plan(database, build_plan(request, PlanContext(prices=PriceTable.load())))
     start(database, email_id)
     whatsapp_id = plan_campaign(database, tmp_path, 3, provider="pixabits", channel="whatsapp", message="Hi #name#")
@@ -387,5 +447,8 @@ async def test_email_and_whatsapp_go_through_the_same_path(
         assert (await send_campaign(database, sender, whatsapp_id)).counts == {"submitted": 3}
     assert sandbox.endpoint("POST /v2/email/send/bulk")["accepted_requests"] == 3
     assert sandbox.last_body("POST /v2/email/send/bulk")["messages"][0] == {
-        "to": "user20@example.com", "subject": "News for Asha20", "html": "<p>Hi Asha20</p>"}
+        "to": "user20@example.com",
+        "subject": "News for Asha20",
+        "html": "<p>Hi Asha20</p>",
+    }
     assert recipients(sandbox, "POST /v1/wa/messages") == {n: 1 for n in phones(3)}

@@ -14,50 +14,60 @@ import pytest
 import zstandard
 from sqlalchemy import Engine, select, update
 
-from engine import clock, dlr, models
-from engine.campaigns import start, status
+from engine import clock
+from engine.campaigns.lifecycle import start, status
 from engine.local import local_sender, send_campaign, wait_for_reports
-from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.poller import poll_due
-from engine.pricing import PriceTable
+from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.planning.pricing import PriceTable
 from engine.providers.base import Channel, DeliveryReport
+from engine.reports import apply as dlr
+from engine.reports.poller import poll_due
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.outcomes import fate
 from engine.settings import Settings
+from engine.store import models
 from tests.fixtures.sandbox import Sandbox
 
 P = models.DeliveryPage.__table__
 M, B = models.Message.__table__, models.Batch.__table__
 
 
-def report(status: str, to: str = "+919000000000", provider: str = "noxitel", channel: Channel = Channel.SMS,
-           detail: str | None = None) -> DeliveryReport:
+def report(
+    status: str,
+    to: str = "+919000000000",
+    provider: str = "noxitel",
+    channel: Channel = Channel.SMS,
+    detail: str | None = None,
+) -> DeliveryReport:
     return DeliveryReport(provider=provider, channel=channel, to=to, status=status, detail=detail)
 
 
-@pytest.mark.parametrize(("provider", "channel", "word", "detail", "expected"), [
-    ("noxitel", Channel.SMS, "Handset Delivered", "DELIVRD", "delivered"),
-    ("noxitel", Channel.SMS, "Undelivered", "UNDELIV", "undeliverable"),
-    ("noxitel", Channel.SMS, "Expired", "EXPIRED", "expired"),
-    ("noxitel", Channel.SMS, "Something new", "REJECTD", "rejected"),
-    ("noxitel", Channel.SMS, "DLT Template Not Registered", "REJECTD", "rejected"),
-    ("noxitel", Channel.SMS, "Pending", None, None),
-    ("noxitel", Channel.RCS, "read", None, "read"),
-    ("noxitel", Channel.RCS, "incompatible", None, "undeliverable"),
-    ("noxitel", Channel.WHATSAPP, "delivered", None, "delivered"),
-    ("pixabits", Channel.SMS, "sms.message.delivered", None, "delivered"),
-    ("pixabits", Channel.SMS, "sms.message.failed", "UNDELIV", "undeliverable"),
-    ("pixabits", Channel.SMS, "sms.message.failed", "NETWORK_ERROR", "failed"),
-    ("pixabits", Channel.SMS, "sms.message.failed", "EXPIRED", "expired"),
-    ("pixabits", Channel.SMS, "sms.message.failed", "DLT_TEMPLATE_NOT_REGISTERED", "rejected"),
-    ("pixabits", Channel.EMAIL, "email.bounced", "hard", "undeliverable"),
-    ("pixabits", Channel.EMAIL, "email.bounced", "soft", "failed"),
-    ("pixabits", Channel.EMAIL, "email.opened", None, "read"),
-    ("pixabits", Channel.RCS, "rcs.fallback.triggered", None, "fallback"),
-    ("pixabits", Channel.WHATSAPP, "wa.message.read", None, "read"),
-    ("noxitel", Channel.SMS, "Queued at the moon", "MOON", "unknown"),
-    ("pixabits", Channel.SMS, "sms.message.teleported", None, "unknown"),
-])
+@pytest.mark.parametrize(
+    ("provider", "channel", "word", "detail", "expected"),
+    [
+        ("noxitel", Channel.SMS, "Handset Delivered", "DELIVRD", "delivered"),
+        ("noxitel", Channel.SMS, "Undelivered", "UNDELIV", "undeliverable"),
+        ("noxitel", Channel.SMS, "Expired", "EXPIRED", "expired"),
+        ("noxitel", Channel.SMS, "Something new", "REJECTD", "rejected"),
+        ("noxitel", Channel.SMS, "DLT Template Not Registered", "REJECTD", "rejected"),
+        ("noxitel", Channel.SMS, "Pending", None, None),
+        ("noxitel", Channel.RCS, "read", None, "read"),
+        ("noxitel", Channel.RCS, "incompatible", None, "undeliverable"),
+        ("noxitel", Channel.WHATSAPP, "delivered", None, "delivered"),
+        ("pixabits", Channel.SMS, "sms.message.delivered", None, "delivered"),
+        ("pixabits", Channel.SMS, "sms.message.failed", "UNDELIV", "undeliverable"),
+        ("pixabits", Channel.SMS, "sms.message.failed", "NETWORK_ERROR", "failed"),
+        ("pixabits", Channel.SMS, "sms.message.failed", "EXPIRED", "expired"),
+        ("pixabits", Channel.SMS, "sms.message.failed", "DLT_TEMPLATE_NOT_REGISTERED", "rejected"),
+        ("pixabits", Channel.EMAIL, "email.bounced", "hard", "undeliverable"),
+        ("pixabits", Channel.EMAIL, "email.bounced", "soft", "failed"),
+        ("pixabits", Channel.EMAIL, "email.opened", None, "read"),
+        ("pixabits", Channel.RCS, "rcs.fallback.triggered", None, "fallback"),
+        ("pixabits", Channel.WHATSAPP, "wa.message.read", None, "read"),
+        ("noxitel", Channel.SMS, "Queued at the moon", "MOON", "unknown"),
+        ("pixabits", Channel.SMS, "sms.message.teleported", None, "unknown"),
+    ],
+)
 def test_provider_words_map_to_canonical_statuses(
     provider: str, channel: Channel, word: str, detail: str | None, expected: str | None
 ) -> None:
@@ -106,8 +116,17 @@ def test_statuses_only_move_forward(database: Engine, campaign: int) -> None:
 
 def test_one_page_holds_duplicates_and_out_of_order_reports(database: Engine, campaign: int) -> None:
     one, two = "+919000000000", "+919000000001"
-    seen = apply(database, [report("Handset Delivered", one), report("Pending", two), report("sent", one),
-                                report("Handset Delivered", one), report("Moonlit", two)], campaign)
+    seen = apply(
+        database,
+        [
+            report("Handset Delivered", one),
+            report("Pending", two),
+            report("sent", one),
+            report("Handset Delivered", one),
+            report("Moonlit", two),
+        ],
+        campaign,
+    )
     assert seen == {"delivered": 2, "sent": 1, "unknown": 1}
     assert statuses(database)[one] == "delivered" and statuses(database)[two] == "submitted"
 
@@ -147,14 +166,22 @@ def test_a_batch_settles_when_every_message_is_final(database: Engine, campaign:
 @pytest.fixture
 def settings(sandbox: Sandbox) -> Settings:
     key = sandbox.account()
-    return Settings(pixabits_base_url=sandbox.pixabits_url, pixabits_api_key=key,
-                    noxitel_base_url=sandbox.noxitel_url, noxitel_api_key=key)
+    return Settings(
+        pixabits_base_url=sandbox.pixabits_url,
+        pixabits_api_key=key,
+        noxitel_base_url=sandbox.noxitel_url,
+        noxitel_api_key=key,
+    )
 
 
 def plan_and_start(engine: Engine, tmp_path: Path, provider: str, channel: str, count: int = 6) -> int:
     path = tmp_path / "c.csv"
-    pa_csv.write_csv(pa.table({"mobile": (9_000_000_000 + np.arange(count)).astype(str),
-                               "name": [f"Asha{i}" for i in range(count)]}), str(path))
+    pa_csv.write_csv(
+        pa.table(
+            {"mobile": (9_000_000_000 + np.arange(count)).astype(str), "name": [f"Asha{i}" for i in range(count)]}
+        ),
+        str(path),
+    )
     request = PlanRequest(contacts=path, channel=channel, provider=provider, message="Hi #name#", sender="ACMEIN")
     campaign_id = save_plan(engine, build_plan(request, PlanContext(prices=PriceTable.load())))
     start(engine, campaign_id)

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import Engine
 
-from engine.dlt import (
+from engine.planning.dlt import (
     DltError,
     DltTemplate,
     default_registry,
@@ -17,7 +17,7 @@ from engine.dlt import (
     read_registry,
     stored_templates,
 )
-from engine.render import Template
+from engine.planning.render import Template
 
 SHIPPED = DltTemplate(
     "1207161234567890123",

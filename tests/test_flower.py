@@ -32,18 +32,19 @@ import pyarrow.csv as pa_csv
 import pytest
 from sqlalchemy import select
 
-from engine import models
-from engine.campaigns import start, status
-from engine.dlt import DltTemplate
-from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.pricing import PriceTable
+from engine.campaigns.lifecycle import start, status
+from engine.planning.dlt import DltTemplate
+from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.planning.pricing import PriceTable
+from engine.store import models
 from tests.fixtures.celery import Workers
 from tests.fixtures.sandbox import Sandbox
 from tests.test_compose import command, environment, run_health_check, services
 
 T = TypeVar("T")
-DLT = DltTemplate("1207161234567890123", "1201159876543210987", "ACMEIN", None,
-                  "Hi {#var#}, your order {#var#} has shipped. -ACME")
+DLT = DltTemplate(
+    "1207161234567890123", "1201159876543210987", "ACMEIN", None, "Hi {#var#}, your order {#var#} has shipped. -ACME"
+)
 #: Numbers no other test of the session messages.
 FIRST_NUMBER = 9_100_000_000
 
@@ -99,7 +100,10 @@ def flower(workers: Workers) -> Iterator[Flower]:
     env = {name: value for name, value in workers.env.items() if not name.startswith("FLOWER_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers.app", "flower", *options, "--port=0", "--address=127.0.0.1"],
-        env={**env, **settings}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**env, **settings},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: list[str] = []
     listening = threading.Event()
@@ -130,19 +134,33 @@ def flower(workers: Workers) -> Iterator[Flower]:
 def watching(flower: Flower, workers: Workers) -> Flower:
     """Flower once it receives the workers' events (their heartbeats): from then on it misses no task."""
     expected = worker_names(workers)
-    eventually(lambda: flower.get("/api/workers?status=true"),
-               lambda alive: all(alive.get(name) for name in expected), "Flower to see the workers' heartbeats")
+    eventually(
+        lambda: flower.get("/api/workers?status=true"),
+        lambda alive: all(alive.get(name) for name in expected),
+        "Flower to see the workers' heartbeats",
+    )
     return flower
 
 
 def plan(workers: Workers, tmp_path: Path, count: int, batch_size: int) -> int:
     numbers = (FIRST_NUMBER + np.arange(count)).astype(str)
     path = tmp_path / "contacts.csv"
-    pa_csv.write_csv(pa.table({"name": np.full(count, "Asha"), "mobile": numbers,
-                               "order": np.char.add("A", np.arange(count).astype(str))}), str(path))
-    request = PlanRequest(contacts=path, channel="sms", provider="noxitel", sender="ACMEIN", dlt_template=DLT,
-                          message="Hi #name#, your order #order# has shipped. -ACME", batch_size=batch_size,
-                          spread=False)
+    pa_csv.write_csv(
+        pa.table(
+            {"name": np.full(count, "Asha"), "mobile": numbers, "order": np.char.add("A", np.arange(count).astype(str))}
+        ),
+        str(path),
+    )
+    request = PlanRequest(
+        contacts=path,
+        channel="sms",
+        provider="noxitel",
+        sender="ACMEIN",
+        dlt_template=DLT,
+        message="Hi #name#, your order #order# has shipped. -ACME",
+        batch_size=batch_size,
+        spread=False,
+    )
     return save_plan(workers.engine, build_plan(request, PlanContext(prices=PriceTable.load())))
 
 
@@ -169,19 +187,25 @@ def test_flower_shows_each_batch_of_a_campaign_by_name_with_its_id(
     flower = watching
     campaign_id = plan(workers, tmp_path, count=20, batch_size=5)
     with workers.engine.connect() as connection:
-        batch_ids = set(connection.execute(
-            select(models.Batch.__table__.c.id).where(models.Batch.__table__.c.campaign_id == campaign_id)
-        ).scalars())
+        batch_ids = set(
+            connection.execute(
+                select(models.Batch.__table__.c.id).where(models.Batch.__table__.c.campaign_id == campaign_id)
+            ).scalars()
+        )
     assert len(batch_ids) == 4
     start(workers.engine, campaign_id)
     workers.run("campaign.start_campaign", campaign_id)
 
     def sent() -> list[dict[str, Any]]:
-        return [task for task in tasks(flower, "campaign.send_batch")
-                if task["state"] == "SUCCESS" and ids(task)[:1] and ids(task)[0] in batch_ids]
+        return [
+            task
+            for task in tasks(flower, "campaign.send_batch")
+            if task["state"] == "SUCCESS" and ids(task)[:1] and ids(task)[0] in batch_ids
+        ]
 
-    shown = eventually(sent, lambda found: {ids(task)[0] for task in found} == batch_ids,
-                       "Flower to show every batch sent", timeout=30)
+    shown = eventually(
+        sent, lambda found: {ids(task)[0] for task in found} == batch_ids, "Flower to show every batch sent", timeout=30
+    )
     assert status(workers.engine, campaign_id).batches == {"submitted": 4}
     for task in shown:
         assert task["name"] == "campaign.send_batch"
@@ -200,15 +224,25 @@ def test_flower_shows_the_report_poll_and_every_campaign_task_the_workers_run(
     flower = watching
     before = {task["uuid"] for task in tasks(flower, "campaign.poll_dlr")}
     workers.run("campaign.poll_dlr")
-    polls = eventually(lambda: [task for task in tasks(flower, "campaign.poll_dlr") if task["uuid"] not in before
-                                and task["state"] == "SUCCESS"], bool, "Flower to show the report poll")
+    polls = eventually(
+        lambda: [
+            task
+            for task in tasks(flower, "campaign.poll_dlr")
+            if task["uuid"] not in before and task["state"] == "SUCCESS"
+        ],
+        bool,
+        "Flower to show the report poll",
+    )
     assert ids(polls[0]) == ()
     assert set(ast.literal_eval(polls[0]["result"])) >= {"polled", "reports", "expired"}
 
     campaign_tasks = set(campaign_task_functions())
     assert {"campaign.send_batch", "campaign.start_campaign", "campaign.poll_dlr", "campaign.sweep"} <= campaign_tasks
-    registered = eventually(lambda: flower.get("/api/workers?refresh=1"),
-                            lambda found: worker_names(workers) <= set(found), "Flower to inspect the workers")
+    registered = eventually(
+        lambda: flower.get("/api/workers?refresh=1"),
+        lambda found: worker_names(workers) <= set(found),
+        "Flower to inspect the workers",
+    )
     for name in worker_names(workers):
         assert campaign_tasks <= set(registered[name]["registered"]), name
         assert {queue["name"] for queue in registered[name]["active_queues"]} >= {"send.pixabits", "send.noxitel"}
@@ -223,7 +257,8 @@ def test_every_campaign_task_takes_ids_only() -> None:
         hints = typing.get_type_hints(function)
         for parameter in signature.parameters.values():
             assert hints.get(parameter.name) is int and parameter.name.endswith("_id"), (
-                f"{name} takes {parameter.name}: {hints.get(parameter.name)}")
+                f"{name} takes {parameter.name}: {hints.get(parameter.name)}"
+            )
 
 
 def test_flower_shows_nothing_without_its_login(flower: Flower) -> None:

@@ -30,8 +30,13 @@ async def test_failures_never_log_or_raise_the_key_or_the_number(
     key = sandbox.account()
     batch = SmsBatch("ACMEIN", [OutboundMessage(PHONE, "Hi"), OutboundMessage("+919876543211", "Hi")])
     errors: list[ProviderError] = []
-    for path, fault in (("/v2/sms/bulk", "503"), ("/v2/sms/bulk", "drop"), ("/api/v2/sms", "500"),
-                        ("/api/v2/sms", "drop"), ("/api/v2/sms", "429")):
+    for path, fault in (
+        ("/v2/sms/bulk", "503"),
+        ("/v2/sms/bulk", "drop"),
+        ("/api/v2/sms", "500"),
+        ("/api/v2/sms", "drop"),
+        ("/api/v2/sms", "429"),
+    ):
         sandbox.faults(path, fault)
         client_type = NoxitelClient if path.startswith("/api") else PixabitsClient
         base = sandbox.noxitel_url if path.startswith("/api") else sandbox.pixabits_url

@@ -38,8 +38,10 @@ def numbers(count: int, start: int = 0) -> list[str]:
 
 
 def personalised(count: int, start: int = 0) -> SmsBatch:
-    messages = [OutboundMessage(n, f"Hi Sam{i}, your OTP is {i:04d}", params={"name": f"Sam{i}", "otp": f"{i:04d}"})
-                for i, n in enumerate(numbers(count, start))]
+    messages = [
+        OutboundMessage(n, f"Hi Sam{i}, your OTP is {i:04d}", params={"name": f"Sam{i}", "otp": f"{i:04d}"})
+        for i, n in enumerate(numbers(count, start))
+    ]
     return SmsBatch("NOXITL", messages, template="Hi #name#, your OTP is #otp#", **DLT)
 
 
@@ -64,18 +66,21 @@ async def test_personalised_sms_goes_as_template_with_parameters(client: Noxitel
 async def test_unicode_mode_is_chosen_when_the_text_needs_it(client: NoxitelClient, sandbox: Sandbox) -> None:
     await client.send_sms(SmsBatch("NOXITL", [OutboundMessage(n, "नमस्ते, offer ₹99") for n in numbers(2)]))
     assert sandbox.last_body("POST /api/v2/sms")["mode"] == "unicode"
-    await client.send_sms(SmsBatch("NOXITL", [OutboundMessage("+919800000009", "Hi José", params={"name": "José"})],
-                                   template="Hi #name#"))
+    await client.send_sms(
+        SmsBatch("NOXITL", [OutboundMessage("+919800000009", "Hi José", params={"name": "José"})], template="Hi #name#")
+    )
     assert sandbox.last_body("POST /api/v2/sms")["mode"] == "text"  # é is GSM-7
-    await client.send_sms(SmsBatch("NOXITL", [OutboundMessage("+919800000009", "Hi 李", params={"name": "李"})],
-                                   template="Hi #name#"))
+    await client.send_sms(
+        SmsBatch("NOXITL", [OutboundMessage("+919800000009", "Hi 李", params={"name": "李"})], template="Hi #name#")
+    )
     assert sandbox.last_body("POST /api/v2/sms")["mode"] == "unicode"  # a parameter forces it
 
 
 async def test_different_texts_without_a_template_are_refused(client: NoxitelClient, sandbox: Sandbox) -> None:
     with pytest.raises(InvalidRequest, match="one message text per call"):
-        await client.send_sms(SmsBatch("NOXITL", [OutboundMessage("+919800000001", "a"),
-                                                  OutboundMessage("+919800000002", "b")]))
+        await client.send_sms(
+            SmsBatch("NOXITL", [OutboundMessage("+919800000001", "a"), OutboundMessage("+919800000002", "b")])
+        )
     assert sandbox.stats()["endpoints"] == {}
 
 
@@ -180,8 +185,12 @@ async def test_rcs_capability_follows_the_device(client: NoxitelClient) -> None:
 
 
 async def test_rcs_with_provider_fallback(client: NoxitelClient, sandbox: Sandbox) -> None:
-    batch = RcsBatch([OutboundMessage(n, params={"name": "Sam"}) for n in numbers(50)], template="Hi #name#",
-                     fallback=SmsFallback("NOXITL", "Hi, see our sale", route_id=1), traffic_type="PROMOTION")
+    batch = RcsBatch(
+        [OutboundMessage(n, params={"name": "Sam"}) for n in numbers(50)],
+        template="Hi #name#",
+        fallback=SmsFallback("NOXITL", "Hi, see our sale", route_id=1),
+        traffic_type="PROMOTION",
+    )
     sub = await client.send_rcs(batch)
     assert sub.accepted == 50 and len(sub.message_ids) == 50
     body = sandbox.last_body("POST /api/v2/rcs/message")
@@ -199,8 +208,9 @@ async def test_whatsapp_text_template_and_reports(client: NoxitelClient, sandbox
     text = await client.send_whatsapp(WhatsAppBatch([OutboundMessage(n, "Order shipped") for n in numbers(2)]))
     assert text.cost == pytest.approx(0.10)
     template = WhatsAppTemplate("welcome_template", buttons=[{"index": 0, "url": "https://brand.example/offer"}])
-    sub = await client.send_whatsapp(WhatsAppBatch(
-        [OutboundMessage("+919800000005", params={"1": "Sam", "2": "Special Offer"})], template=template))
+    sub = await client.send_whatsapp(
+        WhatsAppBatch([OutboundMessage("+919800000005", params={"1": "Sam", "2": "Special Offer"})], template=template)
+    )
     contact = sandbox.last_body("POST /api/v2/whatsapp/message")["contacts"][0]
     assert contact["msisdn"] == "919800000005"
     assert contact["parameters"]["body"] == ["Sam", "Special Offer"]
@@ -210,12 +220,19 @@ async def test_whatsapp_text_template_and_reports(client: NoxitelClient, sandbox
     settled = await client.whatsapp_report(sub.message_ids["+919800000005"])
     assert settled.status == ("delivered" if fate(SANDBOX, "919800000005") == "delivered" else "failed")
     assert await client.whatsapp_window_open("+919800000005", "1234567890") == whatsapp_window_open(
-        SANDBOX, "919800000005")
+        SANDBOX, "919800000005"
+    )
 
 
 async def test_rich_cards_and_carousels_go_in_the_published_shapes(client: NoxitelClient, sandbox: Sandbox) -> None:
-    card = {"orientation": "VERTICAL", "card": {"title": "Flash Sale 40% Off", "description": "Use FLASH40",
-                                                "media": {"url": "https://cdn.example.com/sale.jpg"}}}
+    card = {
+        "orientation": "VERTICAL",
+        "card": {
+            "title": "Flash Sale 40% Off",
+            "description": "Use FLASH40",
+            "media": {"url": "https://cdn.example.com/sale.jpg"},
+        },
+    }
     sub = await client.send_rcs(RcsBatch([OutboundMessage(n) for n in numbers(2)], kind="rich_card", content=card))
     body = sandbox.last_body("POST /api/v2/rcs/message")
     assert (body["type"], body["content"]) == ("rich_card", card)

@@ -44,14 +44,19 @@ async def client(sandbox: Sandbox) -> AsyncIterator[PixabitsClient]:
 
 
 async def test_single_sms_gets_a_message_id_and_its_cost(client: PixabitsClient, sandbox: Sandbox) -> None:
-    sub = await client.send_sms(SmsBatch("PIXABT", [OutboundMessage("+919876543210", "Your OTP is 482901")],
-                                         kind="otp"))
+    sub = await client.send_sms(
+        SmsBatch("PIXABT", [OutboundMessage("+919876543210", "Your OTP is 482901")], kind="otp")
+    )
     assert sub.accepted == 1
     assert sub.message_ids["+919876543210"].startswith("msg_")
     assert sub.status == "queued"
     assert sub.cost == pytest.approx(0.15)
     assert sandbox.last_body("POST /v2/sms/send") == {
-        "to": "+919876543210", "body": "Your OTP is 482901", "sender": "PIXABT", "type": "otp"}
+        "to": "+919876543210",
+        "body": "Your OTP is 482901",
+        "sender": "PIXABT",
+        "type": "otp",
+    }
 
 
 async def test_bulk_sms_sends_each_recipient_once_with_dlt_ids(client: PixabitsClient, sandbox: Sandbox) -> None:
@@ -88,22 +93,40 @@ async def test_full_size_bulk_is_accepted(client: PixabitsClient, sandbox: Sandb
 
 
 async def test_email_single_and_bulk(client: PixabitsClient, sandbox: Sandbox) -> None:
-    one = await client.send_email(EmailBatch("noreply@acme.example", [
-        OutboundMessage("user@example.com", "<h1>Invoice</h1>", subject="Your Invoice #1234")]))
+    one = await client.send_email(
+        EmailBatch(
+            "noreply@acme.example",
+            [OutboundMessage("user@example.com", "<h1>Invoice</h1>", subject="Your Invoice #1234")],
+        )
+    )
     assert one.message_ids["user@example.com"].startswith("email_")
-    many = await client.send_email(EmailBatch("noreply@acme.example", [
-        OutboundMessage(f"user{i}@example.com", f"<p>Hi {i}</p>", subject="News") for i in range(3)]))
+    many = await client.send_email(
+        EmailBatch(
+            "noreply@acme.example",
+            [OutboundMessage(f"user{i}@example.com", f"<p>Hi {i}</p>", subject="News") for i in range(3)],
+        )
+    )
     assert many.accepted == 3 and many.batch_id
     assert sandbox.last_body("POST /v2/email/send/bulk")["messages"][2] == {
-        "to": "user2@example.com", "subject": "News", "html": "<p>Hi 2</p>"}
+        "to": "user2@example.com",
+        "subject": "News",
+        "html": "<p>Hi 2</p>",
+    }
 
 
 async def test_rcs_is_one_text_per_call(client: PixabitsClient, sandbox: Sandbox) -> None:
-    sub = await client.send_rcs(RcsBatch([OutboundMessage("+919876543210", "Sale today")],
-                                         content={"suggestions": [{"type": "reply", "text": "Stop"}]}))
+    sub = await client.send_rcs(
+        RcsBatch(
+            [OutboundMessage("+919876543210", "Sale today")],
+            content={"suggestions": [{"type": "reply", "text": "Stop"}]},
+        )
+    )
     assert sub.message_ids["+919876543210"].startswith("rcs_")
     assert sandbox.last_body("POST /v1/rcs/send") == {
-        "to": "+919876543210", "text": "Sale today", "suggestions": [{"type": "reply", "text": "Stop"}]}
+        "to": "+919876543210",
+        "text": "Sale today",
+        "suggestions": [{"type": "reply", "text": "Stop"}],
+    }
     with pytest.raises(InvalidRequest, match="dashboard"):
         await client.send_rcs(RcsBatch([OutboundMessage("+919876543210", "x")], fallback=SmsFallback("ACME", "x")))
     with pytest.raises(InvalidRequest, match="rich_card"):
@@ -115,8 +138,9 @@ async def test_whatsapp_text_and_template(client: PixabitsClient, sandbox: Sandb
     assert text.message_ids["+919876543210"].startswith("wamid_")
     assert text.status == "sent"
     template = WhatsAppTemplate("welcome_template", header=[{"type": "text", "value": "Welcome!"}])
-    await client.send_whatsapp(WhatsAppBatch([OutboundMessage("+919876543210", params={"2": "Offer", "1": "Sam"})],
-                                             template=template))
+    await client.send_whatsapp(
+        WhatsAppBatch([OutboundMessage("+919876543210", params={"2": "Offer", "1": "Sam"})], template=template)
+    )
     body = sandbox.last_body("POST /v1/wa/messages/template")
     assert body["parameters"]["body"] == ["Sam", "Offer"]
     assert body["template_id"] == "welcome_template"
@@ -152,8 +176,9 @@ async def test_validation_errors_carry_the_providers_message(client: PixabitsCli
 
 async def test_rate_limit_surfaces_retry_after(sandbox: Sandbox) -> None:
     async with PixabitsClient(sandbox.account(plan="starter"), sandbox.pixabits_url) as client:
-        results = await asyncio.gather(*(client.send_sms(sms_batch(1, start=i)) for i in range(60)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(client.send_sms(sms_batch(1, start=i)) for i in range(60)), return_exceptions=True
+        )
     limited = [r for r in results if isinstance(r, RateLimited)]
     assert len(results) - len(limited) >= 50  # the Starter burst
     assert limited, "60 simultaneous calls exceed the Starter burst of 50"

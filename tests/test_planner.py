@@ -10,13 +10,13 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
 
-from engine.contacts import read_contacts
-from engine.dlt import DltError, DltTemplate
-from engine.planner import PlanContext, PlanRefused, PlanRequest, build_plan, cut_batches
-from engine.plans import CALL_LIMITS
-from engine.pricing import PriceTable
+from engine.clock import next_day
+from engine.planning.contacts import read_contacts
+from engine.planning.dlt import DltError, DltTemplate
+from engine.planning.planner import PlanContext, PlanRefused, PlanRequest, build_plan, cut_batches
+from engine.planning.pricing import PriceTable
 from engine.providers.base import Balance
-from engine.quota import next_day
+from engine.providers.limits import CALL_LIMITS
 
 PRICES = PriceTable.load()
 DLT = DltTemplate(
@@ -324,8 +324,9 @@ def test_noxitel_whatsapp_text_cannot_be_personalised(tmp_path: Path) -> None:
 
 def test_the_dlt_warning_counts_only_the_messages_that_would_go(tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
-    path.write_text("name,mobile,order\nAsha,9876543210,A1\nRavi,+91 98765 43210,A2\nSita,12345,A3\n"
-                    "Anu,9123456789,A4\n")
+    path.write_text(
+        "name,mobile,order\nAsha,9876543210,A1\nRavi,+91 98765 43210,A2\nSita,12345,A3\nAnu,9123456789,A4\n"
+    )
     plan = build_plan(request(path, dlt_template=None), context())
     assert plan.summary["messages"] == 2  # one duplicate, one invalid number
     assert plan.summary["warnings"][0].startswith("2 India-bound SMS have no DLT template")

@@ -16,22 +16,25 @@ import pytest
 import zstandard
 from sqlalchemy import Engine, func, select, update
 
-from engine import clock, dlr, fallback, models
-from engine.campaigns import resend_ambiguous, retry_failed, start, status
-from engine.dlt import DltTemplate
-from engine.events import match
+from engine import clock
+from engine.campaigns.lifecycle import resend_ambiguous, retry_failed, start, status
 from engine.local import local_sender, poll_campaign, send_campaign, send_due
-from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.poller import UNREPORTED, expire_old
-from engine.pricing import PriceTable
+from engine.planning.dlt import DltTemplate
+from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.planning.pricing import PriceTable
+from engine.planning.suppressions import add
 from engine.providers.base import Channel, DeliveryReport
-from engine.recovery import due_batches
+from engine.reports import apply as dlr
+from engine.reports.poller import UNREPORTED, expire_old
+from engine.reports.pushed import match
+from engine.reports.receiver import PushedEvents
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.noxitel_api import WA_PRICE
 from engine.sandbox.outcomes import fate, rcs_capable
+from engine.sending import fallback
+from engine.sending.recovery import due_batches
 from engine.settings import Settings
-from engine.suppressions import add
-from engine.web.receiver import PushedEvents
+from engine.store import models
 from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
 
 SANDBOX = SandboxConfig(seed=SANDBOX_SEED)
@@ -45,14 +48,32 @@ def phones(count: int) -> list[str]:
     return [f"+91{9_000_000_000 + i}" for i in range(count)]
 
 
-def plan(engine: Engine, tmp_path: Path, count: int, provider: str, channel: str = "sms",
-         fallback_message: str | None = None, message: str = "Hi #name#, your sale is on. -ACME") -> int:
+def plan(
+    engine: Engine,
+    tmp_path: Path,
+    count: int,
+    provider: str,
+    channel: str = "sms",
+    fallback_message: str | None = None,
+    message: str = "Hi #name#, your sale is on. -ACME",
+) -> int:
     path = tmp_path / f"contacts-{provider}-{channel}-{count}.csv"
-    pa_csv.write_csv(pa.table({"name": [f"Asha{i}" for i in range(count)],
-                               "mobile": (9_000_000_000 + np.arange(count)).astype(str)}), str(path))
-    request = PlanRequest(contacts=path, channel=channel, provider=provider, message=message, sender="ACMEIN",
-                          dlt_template=DLT if channel != "whatsapp" else None, fallback_message=fallback_message,
-                          agent_id="42" if channel == "rcs" else None)
+    pa_csv.write_csv(
+        pa.table(
+            {"name": [f"Asha{i}" for i in range(count)], "mobile": (9_000_000_000 + np.arange(count)).astype(str)}
+        ),
+        str(path),
+    )
+    request = PlanRequest(
+        contacts=path,
+        channel=channel,
+        provider=provider,
+        message=message,
+        sender="ACMEIN",
+        dlt_template=DLT if channel != "whatsapp" else None,
+        fallback_message=fallback_message,
+        agent_id="42" if channel == "rcs" else None,
+    )
     campaign_id = save_plan(engine, build_plan(request, PlanContext(prices=PriceTable.load())))
     start(engine, campaign_id)
     return campaign_id
@@ -61,13 +82,20 @@ def plan(engine: Engine, tmp_path: Path, count: int, provider: str, channel: str
 @pytest.fixture
 def settings(sandbox: Sandbox) -> Settings:
     key = sandbox.account()
-    return Settings(pixabits_base_url=sandbox.pixabits_url, pixabits_api_key=key, noxitel_base_url=sandbox.noxitel_url,
-                    noxitel_api_key=key, noxitel_rate=1000, rcs_fallback="engine")
+    return Settings(
+        pixabits_base_url=sandbox.pixabits_url,
+        pixabits_api_key=key,
+        noxitel_base_url=sandbox.noxitel_url,
+        noxitel_api_key=key,
+        noxitel_rate=1000,
+        rcs_fallback="engine",
+    )
 
 
 def pushed(status: str, to: str, detail: str | None = None, channel: Channel = Channel.SMS) -> DeliveryReport:
-    return DeliveryReport("pixabits", channel, to, status, detail, message_id=f"msg-{to}",
-                          raw={"event": status, "data": {"to": to}})
+    return DeliveryReport(
+        "pixabits", channel, to, status, detail, message_id=f"msg-{to}", raw={"event": status, "data": {"to": to}}
+    )
 
 
 def statuses(engine: Engine, campaign_id: int) -> dict[str, str]:
@@ -96,15 +124,24 @@ async def test_pushed_reports_are_kept_once_parked_until_their_message_is_known_
     assert (matched.parked, matched.counts, matched.campaigns) == (0, Counter(delivered=1), {campaign_id})
     # The same push again stores nothing; a late lower one and a failure after delivery change nothing.
     assert dlr.store_pushed(database, [pushed("sms.message.delivered", first)]) == 0
-    assert dlr.store_pushed(database, [pushed("sms.message.failed", first, "UNDELIV"),
-                                       pushed("sms.message.failed", second, "UNDELIV"),
-                                       pushed("sms.message.teleported", third)]) == 3
+    assert (
+        dlr.store_pushed(
+            database,
+            [
+                pushed("sms.message.failed", first, "UNDELIV"),
+                pushed("sms.message.failed", second, "UNDELIV"),
+                pushed("sms.message.teleported", third),
+            ],
+        )
+        == 3
+    )
     later = dlr.apply_pending(database, MAX_AGE)
     assert later.counts == Counter(undeliverable=2, unknown=1)
     assert statuses(database, campaign_id) == {first: "delivered", second: "undeliverable", third: "submitted"}
     with database.connect() as connection:
-        events = connection.execute(select(E.c.status, E.c.provider_status, E.c.message_id, E.c.processed,
-                                           E.c.raw)).all()
+        events = connection.execute(
+            select(E.c.status, E.c.provider_status, E.c.message_id, E.c.processed, E.c.raw)
+        ).all()
         message_ids = set(connection.execute(select(M.c.id)).scalars())
     assert len(events) == 4 and all(e.processed and e.message_id in message_ids for e in events)
     assert {e.provider_status for e in events if e.status is None} == {"sms.message.teleported"}  # kept raw
@@ -203,11 +240,15 @@ async def test_retry_failed_resends_temporary_failures_only(
         words = ["Expired", "Failed", "Undelivered", "DLT Template Not Registered", "Handset Delivered", "DND"]
         with database.connect() as connection:
             batch_id = connection.execute(select(B.c.id).where(B.c.campaign_id == campaign_id)).scalar_one()
-        dlr.apply(database, [DeliveryReport("noxitel", Channel.SMS, n, w) for n, w in zip(numbers, words,
-                                                                                          strict=True)],
-                  campaign_id, batch_id)
-        assert statuses(database, campaign_id) == dict(zip(numbers, [
-            "expired", "failed", "undeliverable", "rejected", "delivered", "rejected"], strict=True))
+        dlr.apply(
+            database,
+            [DeliveryReport("noxitel", Channel.SMS, n, w) for n, w in zip(numbers, words, strict=True)],
+            campaign_id,
+            batch_id,
+        )
+        assert statuses(database, campaign_id) == dict(
+            zip(numbers, ["expired", "failed", "undeliverable", "rejected", "delivered", "rejected"], strict=True)
+        )
         assert retry_failed(database, campaign_id) == 2
         assert retry_failed(database, campaign_id) == 0  # moved once: now planned, not failed
         outcome = await send_campaign(database, sender, campaign_id)
@@ -258,9 +299,7 @@ async def test_a_report_about_the_rcs_attempt_never_touches_its_sms_fallback(
     assert tuple(row) == ("submitted", "sms")
 
 
-def test_concurrent_fallback_rounds_move_each_message_once(
-    database: Engine, tmp_path: Path
-) -> None:
+def test_concurrent_fallback_rounds_move_each_message_once(database: Engine, tmp_path: Path) -> None:
     campaign_id = plan(database, tmp_path, 30, "noxitel", "rcs", fallback_message="Hi #name#, your sale is on. -ACME")
     with database.begin() as connection:  # as after sending: every RCS message refused by its device
         connection.execute(update(M).values(status="undeliverable", submitted_at=clock.now()))
@@ -271,17 +310,17 @@ def test_concurrent_fallback_rounds_move_each_message_once(
     with database.connect() as connection:
         kinds = Counter(connection.execute(select(B.c.kind)).scalars())
         sizes, units, cost = connection.execute(
-            select(func.sum(B.c.size), func.sum(B.c.segments), func.sum(B.c.estimated_cost))
-            .where(B.c.kind == "fallback")).one()
+            select(func.sum(B.c.size), func.sum(B.c.segments), func.sum(B.c.estimated_cost)).where(
+                B.c.kind == "fallback"
+            )
+        ).one()
     assert kinds["fallback"] >= 1 and sizes == 30
     # The SMS is estimated like the planner does: one GSM-7 segment each at the Noxitel SMS price.
     assert units == 30 and cost == pytest.approx(30 * PriceTable.load().price("noxitel", "sms", "gsm7").amount)
     assert statuses(database, campaign_id) == {n: "planned" for n in phones(30)}
 
 
-def test_retry_leaves_what_the_engine_gave_up_on_and_numbers_that_opted_out(
-    database: Engine, tmp_path: Path
-) -> None:
+def test_retry_leaves_what_the_engine_gave_up_on_and_numbers_that_opted_out(database: Engine, tmp_path: Path) -> None:
     numbers = phones(3)
     campaign_id = plan(database, tmp_path, 3, "noxitel")
     with database.begin() as connection:
@@ -290,8 +329,7 @@ def test_retry_leaves_what_the_engine_gave_up_on_and_numbers_that_opted_out(
         connection.execute(update(M).where(M.c.address == numbers[1]).values(error=UNREPORTED))
     add(database, [numbers[2]], reason="opt-out reply", source="test", region="IN")
     assert retry_failed(database, campaign_id) == 1
-    assert statuses(database, campaign_id) == {numbers[0]: "planned", numbers[1]: "expired",
-                                               numbers[2]: "suppressed"}
+    assert statuses(database, campaign_id) == {numbers[0]: "planned", numbers[1]: "expired", numbers[2]: "suppressed"}
 
 
 async def test_the_receiver_round_applies_more_than_a_page(
@@ -316,6 +354,8 @@ def test_resend_ambiguous_reopens_a_batch_the_poller_settled(database: Engine, t
         connection.execute(update(M).values(status="ambiguous", submitted_at=clock.now()))
     expire_old(database, clock.now() + timedelta(seconds=1))
     assert (status(database, campaign_id).batches, status(database, campaign_id).counts) == (
-        {"settled": 1}, {"ambiguous": 2})
+        {"settled": 1},
+        {"ambiguous": 2},
+    )
     assert resend_ambiguous(database, campaign_id) == 2
     assert len(due_batches(database, campaign_id=campaign_id)) == 1

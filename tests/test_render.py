@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from engine import gsm
-from engine.render import Rendered, Template, TemplateError, encode
+from engine.planning.render import Rendered, Template, TemplateError, encode
 
 
 def frame(**columns: list[str]) -> pa.Table:

@@ -26,8 +26,9 @@ def one(number: str) -> SmsBatch:
 
 async def test_starter_plan_allows_its_burst_then_answers_429(sandbox: Sandbox) -> None:
     async with PixabitsClient(sandbox.account(plan="starter"), sandbox.pixabits_url) as client:
-        results = await asyncio.gather(*(client.send_sms(one(f"+9198{i:08d}")) for i in range(80)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(client.send_sms(one(f"+9198{i:08d}")) for i in range(80)), return_exceptions=True
+        )
     accepted = [r for r in results if not isinstance(r, BaseException)]
     limited = [r for r in results if isinstance(r, RateLimited)]
     assert len(accepted) + len(limited) == 80

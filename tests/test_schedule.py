@@ -20,19 +20,19 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import Engine, select, update
 
-from engine import clock, models
-from engine.campaigns import state_of, status
-from engine.db import open_database
-from engine.dlt import VAR_MAX
-from engine.local import plan_of
-from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.planning import PLAN_OPTIONS
-from engine.pricing import PriceTable
-from engine.providers import open_provider
-from engine.schedule import ScheduleError, next_occurrence, parse_at, save_recurring, scan, schedule_campaign
+from engine import clock
+from engine.accounts import open_provider, plan_of
+from engine.campaigns.lifecycle import state_of, status
+from engine.campaigns.schedules import ScheduleError, next_occurrence, parse_at, save_recurring, scan, schedule_campaign
+from engine.planning.dlt import VAR_MAX
+from engine.planning.options import PLAN_OPTIONS
+from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.planning.pricing import PriceTable
+from engine.sending.throttle import MemoryThrottle, account_id
+from engine.sending.wallet import check_wallets
 from engine.settings import Settings
-from engine.throttle import MemoryThrottle, account_id
-from engine.wallet import check_wallets
+from engine.store import models
+from engine.store.db import open_database
 from engine.windows import as_utc
 from schedules.beat import beat_schedule
 from tests.fixtures.celery import Workers
@@ -55,6 +55,7 @@ def ist(day_offset: int, hour: int, minute: int = 0) -> datetime:
 @pytest.fixture
 def set_clock() -> Iterator[Callable[[datetime], None]]:
     """Move the engine's clock to a given moment; back to the real time after the test."""
+
     def move(moment: datetime) -> None:
         clock.advance((moment - clock.now()).total_seconds())
 
@@ -65,13 +66,25 @@ def set_clock() -> Iterator[Callable[[datetime], None]]:
 @pytest.fixture
 def settings(sandbox: Sandbox) -> Settings:
     key = sandbox.account()
-    return Settings(noxitel_base_url=sandbox.noxitel_url, noxitel_api_key=key,
-                    pixabits_base_url=sandbox.pixabits_url, pixabits_api_key=key)
+    return Settings(
+        noxitel_base_url=sandbox.noxitel_url,
+        noxitel_api_key=key,
+        pixabits_base_url=sandbox.pixabits_url,
+        pixabits_api_key=key,
+    )
 
 
 def contacts(path: Path, count: int, start: int = 9_200_000_000) -> Path:
-    pa_csv.write_csv(pa.table({"name": np.full(count, "Asha"), "mobile": (start + np.arange(count)).astype(str),
-                               "order": np.char.add("A", np.arange(count).astype(str))}), str(path))
+    pa_csv.write_csv(
+        pa.table(
+            {
+                "name": np.full(count, "Asha"),
+                "mobile": (start + np.arange(count)).astype(str),
+                "order": np.char.add("A", np.arange(count).astype(str)),
+            }
+        ),
+        str(path),
+    )
     return path
 
 
@@ -82,8 +95,13 @@ def draft(engine: Engine, path: Path) -> int:
 
 def options(**chosen: Any) -> dict[str, Any]:
     """`campaign send`'s plan options: these, and every other at its default."""
-    defaults = {"channel": "sms", "smart_encoding": False, "spread": True, "dlt_var_max": VAR_MAX,
-                "check_balance": True}
+    defaults = {
+        "channel": "sms",
+        "smart_encoding": False,
+        "spread": True,
+        "dlt_var_max": VAR_MAX,
+        "check_balance": True,
+    }
     return {**dict.fromkeys(PLAN_OPTIONS), **defaults, **chosen}
 
 
@@ -163,9 +181,13 @@ def test_a_recurring_schedule_plans_a_fresh_campaign_once_per_occurrence(
     engine = engines[0]
     path = contacts(tmp_path / "weekly.csv", 3)
     set_clock(ist(1, 9, 0))
-    schedule_id, first = save_recurring(engine, options(contacts=path, provider="noxitel", sender="ACMEIN",
-                                                        dlt_template_id=TEMPLATE_ID, message=MESSAGE),
-                                        "30 9 * * *", "Asia/Kolkata", clock.now())
+    schedule_id, first = save_recurring(
+        engine,
+        options(contacts=path, provider="noxitel", sender="ACMEIN", dlt_template_id=TEMPLATE_ID, message=MESSAGE),
+        "30 9 * * *",
+        "Asia/Kolkata",
+        clock.now(),
+    )
     assert first == ist(1, 9, 30)
     set_clock(ist(1, 9, 29))
     assert scan(engine, settings).planned == []
@@ -205,9 +227,13 @@ def test_a_recurring_schedule_plans_a_fresh_campaign_once_per_occurrence(
 @pytest.fixture
 def env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
     key = sandbox.account()
-    return {"CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
-            "NOXITEL_BASE_URL": sandbox.noxitel_url, "NOXITEL_API_KEY": key,
-            "PIXABITS_BASE_URL": sandbox.pixabits_url, "PIXABITS_API_KEY": key}
+    return {
+        "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
+        "NOXITEL_BASE_URL": sandbox.noxitel_url,
+        "NOXITEL_API_KEY": key,
+        "PIXABITS_BASE_URL": sandbox.pixabits_url,
+        "PIXABITS_API_KEY": key,
+    }
 
 
 def test_send_at_waits_for_its_time_and_schedule_run_sends_it_once(
@@ -234,8 +260,9 @@ def test_send_at_waits_for_its_time_and_schedule_run_sends_it_once(
     assert len(accepted) == 20 and set(accepted.values()) == {1}
 
 
-def test_schedules_are_listed_and_cancelled(env: dict[str, str], tmp_path: Path,
-                                            set_clock: Callable[[datetime], None]) -> None:
+def test_schedules_are_listed_and_cancelled(
+    env: dict[str, str], tmp_path: Path, set_clock: Callable[[datetime], None]
+) -> None:
     path = contacts(tmp_path / "c.csv", 5)
     set_clock(datetime(2027, 3, 10, 6, 0, tzinfo=UTC))  # a Wednesday
     weekly = run_cli(env, "send", str(path), *SEND, "--every", "0 10 * * MON", "--window", "09:00-21:00", "--yes")
@@ -246,7 +273,9 @@ def test_schedules_are_listed_and_cancelled(env: dict[str, str], tmp_path: Path,
     assert once.exit_code == 0 and "scheduled for 2027-03-11 08:00 GMT" in once.stdout
     rows = orjson.loads(run_cli(env, "schedule", "list", "--json").stdout)
     assert [(r["id"], r["recurrence"], r["tz"], r["state"]) for r in rows] == [
-        ("1", "once", "Europe/London", "scheduled"), ("r1", "0 10 * * MON", "Asia/Kolkata", "active")]
+        ("1", "once", "Europe/London", "scheduled"),
+        ("r1", "0 10 * * MON", "Asia/Kolkata", "active"),
+    ]
     assert rows[1]["next_run_at"] == "2027-03-15T04:30:00+00:00"
     table = run_cli(env, "schedule", "list").stdout
     assert "2027-03-15 10:00 IST" in table and "c.csv: Hi #name#" in table
@@ -275,8 +304,11 @@ def test_beat_runs_the_scanner_and_the_wallet_check_beside_the_sweep_and_the_pol
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     entries = beat_schedule(settings)
     assert {name: (entry["task"], entry["schedule"]) for name, entry in entries.items()} == {
-        "recovery-sweep": ("campaign.sweep", 15.0), "delivery-reports": ("campaign.poll_dlr", 30.0),
-        "campaign-schedules": ("campaign.scan_schedules", 2.0), "wallet-check": ("campaign.check_wallets", 600.0)}
+        "recovery-sweep": ("campaign.sweep", 15.0),
+        "delivery-reports": ("campaign.poll_dlr", 30.0),
+        "campaign-schedules": ("campaign.scan_schedules", 2.0),
+        "wallet-check": ("campaign.check_wallets", 600.0),
+    }
     assert all(entry["options"]["expires"] == entry["schedule"] for entry in entries.values())
     routes = make_app(settings).conf.task_routes
     assert routes["campaign.scan_schedules"]["queue"] in QUEUES and routes["campaign.check_wallets"]["queue"] in QUEUES
@@ -291,8 +323,12 @@ async def test_a_low_balance_is_logged_with_figures_and_no_key(
     sandbox: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = sandbox.account(credits=50)
-    settings = Settings(pixabits_base_url=sandbox.pixabits_url, pixabits_api_key=key,
-                        noxitel_base_url=sandbox.noxitel_url, noxitel_api_key=key)
+    settings = Settings(
+        pixabits_base_url=sandbox.pixabits_url,
+        pixabits_api_key=key,
+        noxitel_base_url=sandbox.noxitel_url,
+        noxitel_api_key=key,
+    )
     caplog.set_level(logging.INFO, logger="engine.wallet")
     async with open_provider("pixabits", settings) as pixabits, open_provider("noxitel", settings) as noxitel:
         providers = {"pixabits": pixabits, "noxitel": noxitel}
@@ -305,16 +341,18 @@ async def test_a_low_balance_is_logged_with_figures_and_no_key(
     assert key not in caplog.text
 
 
-def test_the_beat_tasks_through_the_workers_start_a_due_campaign_once(workers: Workers, sandbox: Sandbox,
-                                                                       tmp_path: Path) -> None:
+def test_the_beat_tasks_through_the_workers_start_a_due_campaign_once(
+    workers: Workers, sandbox: Sandbox, tmp_path: Path
+) -> None:
     sandbox.admin("accounts", {"api_key": "sandbox", "plan": "starter"})
     path = contacts(tmp_path / "c.csv", 300, start=8_100_000_000)
     campaign_id = draft(workers.engine, path)
     schedule_campaign(workers.engine, campaign_id, clock.now() + timedelta(hours=1), "Asia/Kolkata")
     assert workers.run("campaign.scan_schedules")["started"] == 0  # the workers' clock says not yet
     with workers.engine.begin() as connection:  # an hour passes
-        connection.execute(update(C).where(C.c.id == campaign_id)
-                           .values(scheduled_at=clock.now() - timedelta(seconds=1)))
+        connection.execute(
+            update(C).where(C.c.id == campaign_id).values(scheduled_at=clock.now() - timedelta(seconds=1))
+        )
     results = [workers.app.send_task("campaign.scan_schedules") for _ in range(2)]
     assert sum(result.get(timeout=60)["started"] for result in results) == 1
     workers.wait_for(lambda: state_of(workers.engine, campaign_id) == "completed", what="the campaign to be sent")

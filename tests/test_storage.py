@@ -11,13 +11,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, select, text
 
-from engine import models
-from engine.db import bulk_insert, current_revision, head_revision, make_engine, open_database, upgrade
-from engine.dlt import DltTemplate
 from engine.errors import ConfigurationError
-from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.pricing import PriceTable
-from engine.suppressions import add, import_file, list_suppressions, suppressed_addresses
+from engine.planning.dlt import DltTemplate
+from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.planning.pricing import PriceTable
+from engine.planning.suppressions import add, import_file, list_suppressions, suppressed_addresses
+from engine.store import models
+from engine.store.db import bulk_insert, current_revision, head_revision, make_engine, open_database, upgrade
 
 
 def test_a_new_sqlite_file_is_migrated_on_first_use(tmp_path: Path) -> None:

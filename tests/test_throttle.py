@@ -9,10 +9,10 @@ import pytest
 from redis.asyncio import Redis
 
 from engine.errors import InvalidRequest
-from engine.plans import RatePlan, noxitel_plan
 from engine.providers.base import OutboundMessage, SmsBatch
+from engine.providers.limits import RatePlan, noxitel_plan
 from engine.providers.noxitel import NoxitelClient
-from engine.throttle import MemoryThrottle, RedisThrottle, Throttle, account_id
+from engine.sending.throttle import MemoryThrottle, RedisThrottle, Throttle, account_id
 from tests.fixtures.sandbox import Sandbox
 
 #: Slow enough that a test's few dozen Redis round trips all fall in one emission interval

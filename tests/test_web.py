@@ -16,30 +16,44 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.campaigns import status
-from engine.db import open_database
+from engine.campaigns.lifecycle import status
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.outcomes import fate
+from engine.store.db import open_database
 from tests.fixtures.sandbox import SANDBOX_SEED, WEBHOOK_SECRET, Sandbox, read_banner
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "examples" / "contacts.csv"
-SEND = ["--provider", "noxitel", "--sender", "ACMEIN", "--dlt-template-id", "1207161234567890123",
-        "--message", "Hi #name#, your order #order# has shipped and will reach you by Friday. -ACME"]
+SEND = [
+    "--provider",
+    "noxitel",
+    "--sender",
+    "ACMEIN",
+    "--dlt-template-id",
+    "1207161234567890123",
+    "--message",
+    "Hi #name#, your order #order# has shipped and will reach you by Friday. -ACME",
+]
 
 
 @pytest.fixture
 def env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
     key = sandbox.account()
-    return {**os.environ, "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
-            "NOXITEL_BASE_URL": sandbox.noxitel_url, "NOXITEL_API_KEY": key,
-            "PIXABITS_BASE_URL": sandbox.pixabits_url, "PIXABITS_API_KEY": key,
-            "CAMPAIGN_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    return {
+        **os.environ,
+        "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
+        "NOXITEL_BASE_URL": sandbox.noxitel_url,
+        "NOXITEL_API_KEY": key,
+        "PIXABITS_BASE_URL": sandbox.pixabits_url,
+        "PIXABITS_API_KEY": key,
+        "CAMPAIGN_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    }
 
 
 @pytest.fixture
 def receiver(env: dict[str, str]) -> Iterator[str]:
-    process = subprocess.Popen([sys.executable, "-m", "engine", "web", "--port", "0"], env=env,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "web", "--port", "0"], env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
         yield read_banner(process)
     finally:
@@ -59,8 +73,14 @@ def post(url: str, body: dict[str, object], secret: str = WEBHOOK_SECRET) -> int
 
 
 def campaign(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args], env=env, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_the_receiver_refuses_to_start_without_a_secret(env: dict[str, str]) -> None:
@@ -71,8 +91,16 @@ def test_the_receiver_refuses_to_start_without_a_secret(env: dict[str, str]) -> 
 def test_noxitel_pushes_settle_the_campaign(
     env: dict[str, str], sandbox: Sandbox, receiver: str, tmp_path: Path
 ) -> None:
-    sent = campaign({**env, "CAMPAIGN_PUBLIC_URL": receiver}, "send", str(EXAMPLE), *SEND,
-                    "--rejects", str(tmp_path / "r.csv"), "--yes", "--json")
+    sent = campaign(
+        {**env, "CAMPAIGN_PUBLIC_URL": receiver},
+        "send",
+        str(EXAMPLE),
+        *SEND,
+        "--rejects",
+        str(tmp_path / "r.csv"),
+        "--yes",
+        "--json",
+    )
     campaign_id = orjson.loads(sent.stdout.strip().splitlines()[-1])["campaign_id"]
     assert sandbox.last_body("POST /api/v2/sms")["notifyUrl"] == receiver + "/webhooks/noxitel"
     sandbox.advance_clock(5)
@@ -92,8 +120,18 @@ def test_pixabits_pushes_are_kept_answered_then_applied_until_every_recipient_is
     env: dict[str, str], sandbox: Sandbox, receiver: str, tmp_path: Path
 ) -> None:
     sandbox.configure(webhook_url=receiver + "/webhooks/pixabits")
-    sent = campaign(env, "send", str(EXAMPLE), *SEND[2:], "--provider", "pixabits",
-                    "--rejects", str(tmp_path / "r.csv"), "--yes", "--json")
+    sent = campaign(
+        env,
+        "send",
+        str(EXAMPLE),
+        *SEND[2:],
+        "--provider",
+        "pixabits",
+        "--rejects",
+        str(tmp_path / "r.csv"),
+        "--yes",
+        "--json",
+    )
     campaign_id = orjson.loads(sent.stdout.strip().splitlines()[-1])["campaign_id"]
     sandbox.advance_clock(5)
     engine = open_database(env["CAMPAIGN_DATABASE_URL"])
@@ -113,8 +151,14 @@ def test_pixabits_pushes_are_kept_answered_then_applied_until_every_recipient_is
 def test_a_forged_report_is_refused_and_nothing_is_kept(env: dict[str, str], receiver: str) -> None:
     body = {"event": "sms.message.delivered", "data": {"message_id": "m1", "to": "+919876543210"}}
     assert post(receiver + "/webhooks/pixabits", body, secret="forged") == 401
-    assert post(receiver + "/webhooks/noxitel", {"batch_id": "b1", "mobile": "919876543210",
-                                                 "dlr": {"status": "Handset Delivered"}}, secret="") == 401
+    assert (
+        post(
+            receiver + "/webhooks/noxitel",
+            {"batch_id": "b1", "mobile": "919876543210", "dlr": {"status": "Handset Delivered"}},
+            secret="",
+        )
+        == 401
+    )
     engine = open_database(env["CAMPAIGN_DATABASE_URL"])
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM delivery_events").scalar_one() == 0
@@ -123,17 +167,51 @@ def test_a_forged_report_is_refused_and_nothing_is_kept(env: dict[str, str], rec
 
 def test_stop_replies_and_hard_bounces_are_suppressed(env: dict[str, str], receiver: str) -> None:
     pixabits, rcs = receiver + "/webhooks/pixabits", receiver + "/webhooks/noxitel/rcs"
-    assert post(pixabits, {"event": "wa.message.received",
-                           "data": {"message_id": "w1", "from": "+919876543210", "text": "STOP"}}) == 200
-    assert post(pixabits, {"event": "wa.message.received",
-                           "data": {"message_id": "w2", "from": "+919876543211", "text": "Thanks!"}}) == 200
-    assert post(rcs, {"event": "message.received", "agentId": "42", "msgId": "m1", "from": "919876543212",
-                      "message": {"type": "text", "text": "Unsubscribe"}}) == 200
-    assert post(pixabits, {"event": "email.bounced",
-                           "data": {"message_id": "e1", "to": "gone@example.com", "bounce_type": "hard"}}) == 200
-    assert post(pixabits, {"event": "wa.message.received",
-                           "data": {"message_id": "w3", "from": "+919876543213", "text": "STOP"}},
-                secret="forged") == 401
+    assert (
+        post(
+            pixabits,
+            {"event": "wa.message.received", "data": {"message_id": "w1", "from": "+919876543210", "text": "STOP"}},
+        )
+        == 200
+    )
+    assert (
+        post(
+            pixabits,
+            {"event": "wa.message.received", "data": {"message_id": "w2", "from": "+919876543211", "text": "Thanks!"}},
+        )
+        == 200
+    )
+    assert (
+        post(
+            rcs,
+            {
+                "event": "message.received",
+                "agentId": "42",
+                "msgId": "m1",
+                "from": "919876543212",
+                "message": {"type": "text", "text": "Unsubscribe"},
+            },
+        )
+        == 200
+    )
+    assert (
+        post(
+            pixabits,
+            {"event": "email.bounced", "data": {"message_id": "e1", "to": "gone@example.com", "bounce_type": "hard"}},
+        )
+        == 200
+    )
+    assert (
+        post(
+            pixabits,
+            {"event": "wa.message.received", "data": {"message_id": "w3", "from": "+919876543213", "text": "STOP"}},
+            secret="forged",
+        )
+        == 401
+    )
     listed = orjson.loads(campaign(env, "suppress", "list", "--json").stdout)
     assert sorted((r["address"], r["reason"]) for r in listed) == [
-        ("+919876543210", "opt-out reply"), ("+919876543212", "opt-out reply"), ("gone@example.com", "hard bounce")]
+        ("+919876543210", "opt-out reply"),
+        ("+919876543212", "opt-out reply"),
+        ("gone@example.com", "hard bounce"),
+    ]

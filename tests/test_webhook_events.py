@@ -77,8 +77,12 @@ async def test_pixabits_pushes_one_signed_event_per_settled_message(sandbox: San
     phones = [f"+9197{i:08d}" for i in range(40)]
     async with PixabitsClient(sandbox.account(), sandbox.pixabits_url) as client:
         await client.send_sms(SmsBatch("ACMEIN", [OutboundMessage(n, "Sale") for n in phones], **DLT))
-        await client.send_email(EmailBatch("news@acme.example", [
-            OutboundMessage(f"user{i}@example.com", "<p>Hi</p>", subject="News") for i in range(10)]))
+        await client.send_email(
+            EmailBatch(
+                "news@acme.example",
+                [OutboundMessage(f"user{i}@example.com", "<p>Hi</p>", subject="News") for i in range(10)],
+            )
+        )
         sandbox.advance_clock(5)
         await receiver.wait_for(50)
         assert all(signed(body, signature) for _, body, signature in receiver.bodies)
@@ -86,8 +90,9 @@ async def test_pixabits_pushes_one_signed_event_per_settled_message(sandbox: San
 
     sms = [r for r in reports if isinstance(r, DeliveryReport) and r.channel is Channel.SMS]
     assert sorted(r.to for r in sms) == phones
-    expected = Counter("sms.message.delivered" if fate(SANDBOX, n[1:]) == "delivered" else "sms.message.failed"
-                       for n in phones)
+    expected = Counter(
+        "sms.message.delivered" if fate(SANDBOX, n[1:]) == "delivered" else "sms.message.failed" for n in phones
+    )
     assert Counter(r.status for r in sms) == expected
     assert all(r.message_id and r.occurred_at for r in sms)
     emails = [r for r in reports if r.channel is Channel.EMAIL]
@@ -115,8 +120,10 @@ async def test_pixabits_announces_its_own_rcs_fallback(sandbox: Sandbox, receive
 async def test_pixabits_inbound_whatsapp_reply_parses_as_inbound() -> None:
     client = PixabitsClient("unused", "http://127.0.0.1:9")
     try:
-        body = (b'{"event": "wa.message.received", "timestamp": "2026-03-21T10:05:00Z",'
-                b' "data": {"message_id": "wamid_x", "from": "+919876543210", "text": "STOP"}}')
+        body = (
+            b'{"event": "wa.message.received", "timestamp": "2026-03-21T10:05:00Z",'
+            b' "data": {"message_id": "wamid_x", "from": "+919876543210", "text": "STOP"}}'
+        )
         [event] = client.parse_webhook(body)
     finally:
         await client.aclose()
@@ -127,8 +134,14 @@ async def test_pixabits_inbound_whatsapp_reply_parses_as_inbound() -> None:
 async def test_noxitel_pushes_sms_reports_to_notify_url(sandbox: Sandbox, receiver: Receiver) -> None:
     phones = [f"+9195{i:08d}" for i in range(25)]
     async with NoxitelClient(sandbox.account(), sandbox.noxitel_url) as client:
-        sub = await client.send_sms(SmsBatch("NOXITL", [OutboundMessage(n, "Sale") for n in phones],
-                                             notify_url=receiver.url + "/webhooks/noxitel", **DLT))
+        sub = await client.send_sms(
+            SmsBatch(
+                "NOXITL",
+                [OutboundMessage(n, "Sale") for n in phones],
+                notify_url=receiver.url + "/webhooks/noxitel",
+                **DLT,
+            )
+        )
         sandbox.advance_clock(5)
         await receiver.wait_for(25)
         assert all(signed(body, signature) for _, body, signature in receiver.bodies)
@@ -143,24 +156,31 @@ async def test_noxitel_pushes_sms_reports_to_notify_url(sandbox: Sandbox, receiv
 async def test_noxitel_rcs_events_and_replies(sandbox: Sandbox, receiver: Receiver) -> None:
     phones = [f"+9194{i:08d}" for i in range(10)]
     async with NoxitelClient(sandbox.account(), sandbox.noxitel_url, rcs_agent_id=42) as client:
-        sub = await client.send_rcs(RcsBatch([OutboundMessage(n, "Sale") for n in phones],
-                                             content={"text": "Sale"}, notify_url=receiver.url + "/rcs"))
+        sub = await client.send_rcs(
+            RcsBatch(
+                [OutboundMessage(n, "Sale") for n in phones], content={"text": "Sale"}, notify_url=receiver.url + "/rcs"
+            )
+        )
         sandbox.advance_clock(5)
         await receiver.wait_for(10)
         reports = [e for _, body, _ in receiver.bodies for e in client.parse_webhook(body)]
         reply = client.parse_webhook(
             b'{"event": "message.received", "agentId": "42", "msgId": "m1", "from": "919887111111",'
             b' "timestamp": "2026-05-01T14:17:00Z", "message": {"type": "suggestion"},'
-            b' "suggestionResponse": {"postbackData": "m1||REPLY||Stop", "text": "Stop"}}')
+            b' "suggestionResponse": {"postbackData": "m1||REPLY||Stop", "text": "Stop"}}'
+        )
     assert {r.message_id for r in reports} == set(sub.message_ids.values())
     assert {r.to for r in reports if r.status == "incompatible"} == {
-        n for n in phones if not rcs_capable(SANDBOX, n[1:])}
+        n for n in phones if not rcs_capable(SANDBOX, n[1:])
+    }
     assert isinstance(reply[0], InboundMessage) and reply[0].sender == "+919887111111" and reply[0].text == "Stop"
 
 
 async def test_unknown_events_are_skipped_not_fatal() -> None:
-    async with PixabitsClient("unused", "http://127.0.0.1:9") as pixabits, \
-            NoxitelClient("unused", "http://127.0.0.1:9") as noxitel:
+    async with (
+        PixabitsClient("unused", "http://127.0.0.1:9") as pixabits,
+        NoxitelClient("unused", "http://127.0.0.1:9") as noxitel,
+    ):
         assert pixabits.parse_webhook(b'{"event": "voice.call.completed", "data": {"call_id": "c1"}}') == []
         assert noxitel.parse_webhook(b'{"something": "else"}') == []
 

@@ -15,15 +15,16 @@ import pyarrow.csv as pa_csv
 import pytest
 from sqlalchemy import Engine, select
 
-from engine import clock, models
-from engine.campaigns import start, status
-from engine.dispatch import Sender
-from engine.dlt import DltTemplate
+from engine import clock
+from engine.campaigns.lifecycle import start, status
+from engine.campaigns.schedules import scan
 from engine.local import local_sender, send_campaign
-from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.pricing import PriceTable
-from engine.schedule import scan
+from engine.planning.dlt import DltTemplate
+from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.planning.pricing import PriceTable
+from engine.sending.dispatch import Sender
 from engine.settings import Settings
+from engine.store import models
 from engine.windows import SendWindow, WindowError, as_utc
 from tests.fixtures.cli import run_cli
 from tests.fixtures.sandbox import Sandbox
@@ -31,10 +32,20 @@ from tests.fixtures.sandbox import Sandbox
 IST = ZoneInfo("Asia/Kolkata")
 B, C = models.Batch.__table__, models.Campaign.__table__
 MESSAGE = "Dear #name#, our sale is live till #order#. -ACME"
-PROMOTIONAL = DltTemplate("1207161234567890199", "1201159876543210987", "ACMEIN", "Promotional",
-                          "Dear {#var#}, our sale is live till {#var#}. -ACME")
-SERVICE = DltTemplate("1207161234567890199", "1201159876543210987", "ACMEIN", "Service Implicit",
-                      "Dear {#var#}, our sale is live till {#var#}. -ACME")
+PROMOTIONAL = DltTemplate(
+    "1207161234567890199",
+    "1201159876543210987",
+    "ACMEIN",
+    "Promotional",
+    "Dear {#var#}, our sale is live till {#var#}. -ACME",
+)
+SERVICE = DltTemplate(
+    "1207161234567890199",
+    "1201159876543210987",
+    "ACMEIN",
+    "Service Implicit",
+    "Dear {#var#}, our sale is live till {#var#}. -ACME",
+)
 REGULATED = SendWindow(time(9), time(21), "Asia/Kolkata")
 
 
@@ -47,6 +58,7 @@ def ist(day_offset: int, hour: int, minute: int = 0) -> datetime:
 @pytest.fixture
 def set_clock() -> Iterator[Callable[[datetime], None]]:
     """Move the engine's clock to a given moment; back to the real time after the test."""
+
     def move(moment: datetime) -> None:
         clock.advance((moment - clock.now()).total_seconds())
 
@@ -56,14 +68,30 @@ def set_clock() -> Iterator[Callable[[datetime], None]]:
 
 def contacts(tmp_path: Path, count: int, start: int = 9_100_000_000) -> Path:
     path = tmp_path / f"contacts-{count}.csv"
-    pa_csv.write_csv(pa.table({"name": np.full(count, "Asha"), "mobile": (start + np.arange(count)).astype(str),
-                               "order": np.full(count, "Sunday")}), str(path))
+    pa_csv.write_csv(
+        pa.table(
+            {
+                "name": np.full(count, "Asha"),
+                "mobile": (start + np.arange(count)).astype(str),
+                "order": np.full(count, "Sunday"),
+            }
+        ),
+        str(path),
+    )
     return path
 
 
 def plan(path: Path, window: SendWindow | None = None, template: DltTemplate = PROMOTIONAL, **options: object):  # type: ignore[no-untyped-def]
-    request = PlanRequest(contacts=path, channel="sms", provider="noxitel", message=MESSAGE, sender="ACMEIN",
-                          dlt_template=template, window=window, **options)  # type: ignore[arg-type]
+    request = PlanRequest(
+        contacts=path,
+        channel="sms",
+        provider="noxitel",
+        message=MESSAGE,
+        sender="ACMEIN",
+        dlt_template=template,
+        window=window,
+        **options,
+    )  # type: ignore[arg-type]
     return build_plan(request, PlanContext(prices=PriceTable.load(), promotional_window=REGULATED))
 
 
@@ -80,8 +108,9 @@ def test_a_window_opens_and_closes_on_the_wall_clock_of_its_zone() -> None:
     inside = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
     assert window.next_open(inside) == inside
     night = SendWindow.parse("22:00-06:00", "Europe/London")  # past midnight, and through a clock change
-    assert night.is_open(datetime(2026, 3, 29, 4, 0, tzinfo=UTC)) and not night.is_open(datetime(2026, 3, 29, 5, 0,
-                                                                                                 tzinfo=UTC))
+    assert night.is_open(datetime(2026, 3, 29, 4, 0, tzinfo=UTC)) and not night.is_open(
+        datetime(2026, 3, 29, 5, 0, tzinfo=UTC)
+    )
     assert night.next_open(datetime(2026, 3, 29, 12, 0, tzinfo=UTC)) == datetime(2026, 3, 29, 21, 0, tzinfo=UTC)
     for written, why in (("9:00", "cannot be read"), ("25-3", "hours go from 00 to 23"), ("9-9", "same time")):
         with pytest.raises(WindowError, match=why):
@@ -97,8 +126,12 @@ def test_promotional_sms_to_india_keep_to_the_regulated_hours_by_default(tmp_pat
     path = contacts(tmp_path, 5)
     promotional = plan(path)
     assert promotional.window == REGULATED
-    assert promotional.summary["window"] == {"start": "09:00", "end": "21:00", "tz": "Asia/Kolkata",
-                                             "why": "promotional SMS to India"}
+    assert promotional.summary["window"] == {
+        "start": "09:00",
+        "end": "21:00",
+        "tz": "Asia/Kolkata",
+        "why": "promotional SMS to India",
+    }
     assert REGULATED.is_open(datetime.fromisoformat(promotional.summary["starts_at"]))
     service = plan(path, template=SERVICE)  # OTPs, orders: any hour
     assert service.window is None and service.summary["window"] is None
@@ -110,10 +143,15 @@ def test_promotional_sms_to_india_keep_to_the_regulated_hours_by_default(tmp_pat
 
 
 def test_each_day_of_a_spread_campaign_starts_when_its_quota_and_window_allow(tmp_path: Path) -> None:
-    request = PlanRequest(contacts=contacts(tmp_path, 1_500), channel="sms", provider="pixabits", message=MESSAGE,
-                          sender="ACMEIN", dlt_template=PROMOTIONAL)
-    spread = build_plan(request, PlanContext(prices=PriceTable.load(), daily_quota=1_000,
-                                             promotional_window=REGULATED))
+    request = PlanRequest(
+        contacts=contacts(tmp_path, 1_500),
+        channel="sms",
+        provider="pixabits",
+        message=MESSAGE,
+        sender="ACMEIN",
+        dlt_template=PROMOTIONAL,
+    )
+    spread = build_plan(request, PlanContext(prices=PriceTable.load(), daily_quota=1_000, promotional_window=REGULATED))
     first, second = (datetime.fromisoformat(day["starts_at"]) for day in spread.summary["days"])
     assert second.astimezone(IST).time() == time(9) and second.date() > first.date()
 
@@ -124,8 +162,13 @@ def test_each_day_of_a_spread_campaign_starts_when_its_quota_and_window_allow(tm
 @pytest.fixture
 def settings(sandbox: Sandbox) -> Settings:
     key = sandbox.account()
-    return Settings(noxitel_base_url=sandbox.noxitel_url, noxitel_api_key=key, noxitel_rate=1000,
-                    pixabits_base_url=sandbox.pixabits_url, pixabits_api_key=key)
+    return Settings(
+        noxitel_base_url=sandbox.noxitel_url,
+        noxitel_api_key=key,
+        noxitel_rate=1000,
+        pixabits_base_url=sandbox.pixabits_url,
+        pixabits_api_key=key,
+    )
 
 
 @pytest.fixture
@@ -141,7 +184,11 @@ def saved(engine: Engine, tmp_path: Path, count: int, batch_size: int | None = N
 
 
 async def test_a_batch_due_outside_its_window_waits_and_goes_when_it_opens(
-    database: Engine, noxitel: Sender, settings: Settings, sandbox: Sandbox, tmp_path: Path,
+    database: Engine,
+    noxitel: Sender,
+    settings: Settings,
+    sandbox: Sandbox,
+    tmp_path: Path,
     set_clock: Callable[[datetime], None],
 ) -> None:
     set_clock(ist(1, 22, 30))
@@ -168,14 +215,19 @@ async def test_a_batch_due_outside_its_window_waits_and_goes_when_it_opens(
 
 
 async def test_a_window_that_closes_mid_campaign_puts_off_the_rest(
-    database: Engine, noxitel: Sender, settings: Settings, sandbox: Sandbox, tmp_path: Path,
+    database: Engine,
+    noxitel: Sender,
+    settings: Settings,
+    sandbox: Sandbox,
+    tmp_path: Path,
     set_clock: Callable[[datetime], None],
 ) -> None:
     set_clock(ist(1, 20, 59))
     campaign_id = saved(database, tmp_path, 40, batch_size=10)
     closes = ist(1, 21, 0)
-    first = await send_campaign(database, noxitel, campaign_id, concurrency=1,
-                                progress=lambda done: set_clock(closes))  # 21:00 once the first batch is through
+    first = await send_campaign(
+        database, noxitel, campaign_id, concurrency=1, progress=lambda done: set_clock(closes)
+    )  # 21:00 once the first batch is through
     assert (first.state, first.counts) == ("waiting", {"submitted": 10, "planned": 30})
     set_clock(ist(2, 9, 0))
     assert scan(database, settings).woken == [campaign_id]
@@ -189,8 +241,21 @@ async def test_a_window_that_closes_mid_campaign_puts_off_the_rest(
 def test_campaign_plan_json_shows_the_window_and_the_start(tmp_path: Path) -> None:
     path = contacts(tmp_path, 3)
     env = {"CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"}
-    options = ["plan", str(path), "--provider", "noxitel", "--sender", "ACMEIN", "--message", MESSAGE,
-               "--skip-balance", "--window", "10-11", "--window-tz", "Europe/Paris"]
+    options = [
+        "plan",
+        str(path),
+        "--provider",
+        "noxitel",
+        "--sender",
+        "ACMEIN",
+        "--message",
+        MESSAGE,
+        "--skip-balance",
+        "--window",
+        "10-11",
+        "--window-tz",
+        "Europe/Paris",
+    ]
     result = run_cli(env, *options, "--json")
     assert result.exit_code == 0, result.output
     summary = orjson.loads(result.stdout)

@@ -16,20 +16,21 @@ import pyarrow.csv as pa_csv
 import pytest
 from sqlalchemy import func, select
 
-from engine import models
-from engine.campaigns import start, state_of, status
-from engine.dlt import DltTemplate
-from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.pricing import PriceTable
+from engine.campaigns.lifecycle import start, state_of, status
+from engine.planning.dlt import DltTemplate
+from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.planning.pricing import PriceTable
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.outcomes import fate, rcs_capable
+from engine.store import models
 from tests.fixtures.celery import LEASE_SECONDS, Workers
 from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
 
 SANDBOX = SandboxConfig(seed=SANDBOX_SEED)
 
-DLT = DltTemplate("1207161234567890123", "1201159876543210987", "ACMEIN", None,
-                  "Hi {#var#}, your order {#var#} has shipped. -ACME")
+DLT = DltTemplate(
+    "1207161234567890123", "1201159876543210987", "ACMEIN", None, "Hi {#var#}, your order {#var#} has shipped. -ACME"
+)
 MESSAGE = "Hi #name#, your order #order# has shipped. -ACME"
 B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
 _first_number = iter(range(7_000_000_000, 8_000_000_000, 1_000_000))
@@ -42,17 +43,37 @@ def fresh(sandbox: Sandbox) -> Sandbox:
     return sandbox
 
 
-def campaign(workers: Workers, tmp_path: Path, count: int, provider: str = "noxitel", channel: str = "sms",
-             batch_size: int | None = None, message: str = MESSAGE, **options: object) -> tuple[int, list[str]]:
+def campaign(
+    workers: Workers,
+    tmp_path: Path,
+    count: int,
+    provider: str = "noxitel",
+    channel: str = "sms",
+    batch_size: int | None = None,
+    message: str = MESSAGE,
+    **options: object,
+) -> tuple[int, list[str]]:
     """Plan a campaign to `count` numbers no other test of the session uses; returns its id and numbers."""
     first = next(_first_number)
     numbers = (first + np.arange(count)).astype(str)
     path = tmp_path / "contacts.csv"
-    pa_csv.write_csv(pa.table({"name": np.full(count, "Asha"), "mobile": numbers,
-                               "order": np.char.add("A", np.arange(count).astype(str))}), str(path))
-    request = PlanRequest(contacts=path, channel=channel, provider=provider, message=message, sender="ACMEIN",
-                          dlt_template=DLT if channel == "sms" else None, batch_size=batch_size, spread=False,
-                          **options)  # type: ignore[arg-type]
+    pa_csv.write_csv(
+        pa.table(
+            {"name": np.full(count, "Asha"), "mobile": numbers, "order": np.char.add("A", np.arange(count).astype(str))}
+        ),
+        str(path),
+    )
+    request = PlanRequest(
+        contacts=path,
+        channel=channel,
+        provider=provider,
+        message=message,
+        sender="ACMEIN",
+        dlt_template=DLT if channel == "sms" else None,
+        batch_size=batch_size,
+        spread=False,
+        **options,
+    )  # type: ignore[arg-type]
     campaign_id = save_plan(workers.engine, build_plan(request, PlanContext(prices=PriceTable.load())))
     return campaign_id, [f"+91{n}" for n in numbers]
 
@@ -82,8 +103,9 @@ def test_a_100k_campaign_through_two_workers_reaches_everyone_once(
     accepted = recipients(fresh, "POST /api/v2/sms")
     assert len(accepted) == 100_000 and set(accepted.values()) == {1}
     with workers.engine.connect() as connection:
-        missing_ids = connection.execute(select(func.count()).where(
-            M.c.campaign_id == campaign_id, M.c.provider_message_id.is_(None))).scalar_one()
+        missing_ids = connection.execute(
+            select(func.count()).where(M.c.campaign_id == campaign_id, M.c.provider_message_id.is_(None))
+        ).scalar_one()
     assert missing_ids == 0
 
 
@@ -94,8 +116,7 @@ def test_the_same_task_twice_and_raced_by_two_workers_sends_once(
     start(workers.engine, campaign_id)
     with workers.engine.connect() as connection:
         batch_id = connection.execute(select(B.c.id).where(B.c.campaign_id == campaign_id)).scalar_one()
-    results = [workers.app.send_task("campaign.send_batch", args=(batch_id,), queue="send.noxitel")
-               for _ in range(4)]
+    results = [workers.app.send_task("campaign.send_batch", args=(batch_id,), queue="send.noxitel") for _ in range(4)]
     outcomes = sorted(result.get(timeout=60) for result in results)
     assert outcomes == ["skipped", "skipped", "skipped", "submitted"]
     assert recipients(fresh, "POST /api/v2/sms") == {n: 1 for n in numbers}
@@ -110,13 +131,19 @@ def test_a_killed_worker_loses_nothing_and_sends_nothing_twice(
 
     def sending() -> bool:
         with workers.engine.connect() as connection:
-            return bool(connection.execute(select(func.count()).where(
-                B.c.campaign_id == campaign_id, B.c.state == "sending")).scalar_one())
+            return bool(
+                connection.execute(
+                    select(func.count()).where(B.c.campaign_id == campaign_id, B.c.state == "sending")
+                ).scalar_one()
+            )
 
     workers.wait_for(sending, what="a batch in flight")
     with workers.engine.connect() as connection:  # the pool process that holds it
-        holder = connection.execute(select(B.c.claimed_by).where(
-            B.c.campaign_id == campaign_id, B.c.state == "sending")).scalars().first()
+        holder = (
+            connection.execute(select(B.c.claimed_by).where(B.c.campaign_id == campaign_id, B.c.state == "sending"))
+            .scalars()
+            .first()
+        )
     os.kill(int(holder.rsplit(":", 1)[1]), signal.SIGKILL)
     fresh.configure(latency_ms=0)
 
@@ -139,9 +166,7 @@ def test_a_killed_worker_loses_nothing_and_sends_nothing_twice(
             assert accepted.get(address) == 1
 
 
-def test_a_throttled_account_gets_no_429_across_two_workers(
-    workers: Workers, fresh: Sandbox, tmp_path: Path
-) -> None:
+def test_a_throttled_account_gets_no_429_across_two_workers(workers: Workers, fresh: Sandbox, tmp_path: Path) -> None:
     campaign_id, numbers = campaign(workers, tmp_path, 90, provider="pixabits", channel="rcs")
     launch(workers, campaign_id)
     workers.wait_for(lambda: sent_all(workers, campaign_id), what="the campaign to be sent")
@@ -152,9 +177,7 @@ def test_a_throttled_account_gets_no_429_across_two_workers(
     assert recipients(fresh, "POST /v1/rcs/send") == {n: 1 for n in numbers}
 
 
-def test_a_storm_of_faults_and_a_402_pause_then_resume(
-    workers: Workers, fresh: Sandbox, tmp_path: Path
-) -> None:
+def test_a_storm_of_faults_and_a_402_pause_then_resume(workers: Workers, fresh: Sandbox, tmp_path: Path) -> None:
     campaign_id, numbers = campaign(workers, tmp_path, 2_000, batch_size=200)
     fresh.faults("/api/v2/sms", "429", "503", "drop", "500", "429")
     fresh.admin("accounts", {"api_key": "sandbox", "plan": "starter", "credits": 1_000})
@@ -176,20 +199,30 @@ def test_a_flushed_broker_costs_nothing(workers: Workers, fresh: Sandbox, tmp_pa
     campaign_id, numbers = campaign(workers, tmp_path, 2_000, batch_size=100)
     fresh.configure(latency_ms=300)
     launch(workers, campaign_id)
-    workers.wait_for(lambda: status(workers.engine, campaign_id).counts.get("submitted", 0) >= 200,
-                     what="the first batches")
+    workers.wait_for(
+        lambda: status(workers.engine, campaign_id).counts.get("submitted", 0) >= 200, what="the first batches"
+    )
     assert workers.flush_broker() > 0
     fresh.configure(latency_ms=0)
-    workers.wait_for(lambda: (workers.run("campaign.sweep") is not None) and sent_all(workers, campaign_id),
-                     what="the sweep to finish the campaign")
+    workers.wait_for(
+        lambda: (workers.run("campaign.sweep") is not None) and sent_all(workers, campaign_id),
+        what="the sweep to finish the campaign",
+    )
     assert status(workers.engine, campaign_id).counts == {"submitted": 2_000}
     assert recipients(fresh, "POST /api/v2/sms") == {n: 1 for n in numbers}
 
 
 def test_rcs_with_a_personal_fallback_through_the_workers(workers: Workers, fresh: Sandbox, tmp_path: Path) -> None:
     """Capability answers are cached in Redis; capable devices get RCS, the others the SMS, none both."""
-    campaign_id, numbers = campaign(workers, tmp_path, 60, channel="rcs", message="Hi #name#, sale on",
-                                    agent_id="42", fallback_message="Order #order#: sale on at ACME")
+    campaign_id, numbers = campaign(
+        workers,
+        tmp_path,
+        60,
+        channel="rcs",
+        message="Hi #name#, sale on",
+        agent_id="42",
+        fallback_message="Order #order#: sale on at ACME",
+    )
     launch(workers, campaign_id)
     workers.wait_for(lambda: sent_all(workers, campaign_id), what="the campaign to be sent")
     assert status(workers.engine, campaign_id).counts == {"submitted": 60}
@@ -197,8 +230,9 @@ def test_rcs_with_a_personal_fallback_through_the_workers(workers: Workers, fres
     assert set(recipients(fresh, "POST /api/v2/rcs/message")) == capable
     assert set(recipients(fresh, "POST /api/v2/sms")) == set(numbers) - capable
     with workers.engine.connect() as connection:
-        used = dict(connection.execute(
-            select(M.c.address, M.c.channel_used).where(M.c.campaign_id == campaign_id)).all())
+        used = dict(
+            connection.execute(select(M.c.address, M.c.channel_used).where(M.c.campaign_id == campaign_id)).all()
+        )
     assert {a for a, c in used.items() if c == "rcs"} == capable
 
 
@@ -206,16 +240,27 @@ def test_rcs_that_fails_after_sending_gets_its_sms_through_the_beat_poller(
     workers: Workers, fresh: Sandbox, tmp_path: Path
 ) -> None:
     """The poller reads the RCS failures, queues their SMS fallback and rings for it; each number gets one SMS."""
-    campaign_id, numbers = campaign(workers, tmp_path, 40, channel="rcs", message="Hi #name#, sale on",
-                                    agent_id="42", fallback_message="Order #order#: sale on at ACME")
+    campaign_id, numbers = campaign(
+        workers,
+        tmp_path,
+        40,
+        channel="rcs",
+        message="Hi #name#, sale on",
+        agent_id="42",
+        fallback_message="Order #order#: sale on at ACME",
+    )
     launch(workers, campaign_id)
     workers.wait_for(lambda: sent_all(workers, campaign_id), what="the campaign to be sent")
     fresh.advance_clock(5)
     assert workers.run("campaign.poll_dlr")["fallbacks"] > 0
     capable = {n for n in numbers if rcs_capable(SANDBOX, n[1:])}
     reached = {n for n in capable if fate(SANDBOX, n[1:]) == "delivered"}
-    workers.wait_for(lambda: len(recipients(fresh, "POST /api/v2/sms")) == len(numbers) - len(reached)
-                     and sent_all(workers, campaign_id), what="the fallback SMS to be sent")
+    workers.wait_for(
+        lambda: (
+            len(recipients(fresh, "POST /api/v2/sms")) == len(numbers) - len(reached) and sent_all(workers, campaign_id)
+        ),
+        what="the fallback SMS to be sent",
+    )
     assert set(recipients(fresh, "POST /api/v2/sms")) == set(numbers) - reached
     assert set(recipients(fresh, "POST /api/v2/sms").values()) == {1}
     assert workers.run("campaign.poll_dlr")["fallbacks"] == 0  # once
@@ -224,11 +269,32 @@ def test_rcs_that_fails_after_sending_gets_its_sms_through_the_beat_poller(
 def test_campaign_send_with_a_broker_queues_and_waits(workers: Workers, fresh: Sandbox, tmp_path: Path) -> None:
     example = Path(__file__).resolve().parent.parent / "config" / "examples" / "contacts.csv"
     done = subprocess.run(
-        [sys.executable, "-m", "engine", "send", str(example), "--provider", "noxitel", "--sender", "ACMEIN",
-         "--dlt-template-id", "1207161234567890123", "--rejects", str(tmp_path / "r.csv"),
-         "--message", "Hi #name#, your order #order# has shipped and will reach you by Friday. -ACME",
-         "--yes", "--wait", "--json"],
-        env=workers.env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "send",
+            str(example),
+            "--provider",
+            "noxitel",
+            "--sender",
+            "ACMEIN",
+            "--dlt-template-id",
+            "1207161234567890123",
+            "--rejects",
+            str(tmp_path / "r.csv"),
+            "--message",
+            "Hi #name#, your order #order# has shipped and will reach you by Friday. -ACME",
+            "--yes",
+            "--wait",
+            "--json",
+        ],
+        env=workers.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     result = orjson.loads(done.stdout.strip().splitlines()[-1])
     assert (result["state"], result["submitted"]) == ("completed", 20)

@@ -23,15 +23,14 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from sqlalchemy import Engine
 
-from engine.db import open_database
-from engine.dispatch import Sender
-from engine.local import api_key_of, notify_url, plan_of
-from engine.providers import PROVIDERS, make_provider, require_services
+from engine.accounts import PROVIDERS, api_key_of, make_provider, notify_url, plan_of, require_services
 from engine.providers.base import new_session
-from engine.quota import RedisQuota
-from engine.rcs import RedisCapabilityCache
+from engine.sending.capability import RedisCapabilityCache
+from engine.sending.dispatch import Sender
+from engine.sending.quota import RedisQuota
+from engine.sending.throttle import RedisThrottle, account_id
 from engine.settings import Settings, get_settings
-from engine.throttle import RedisThrottle, account_id
+from engine.store.db import open_database
 
 T = TypeVar("T")
 
@@ -55,8 +54,12 @@ class Runtime:
         self.redis = Redis.from_url(settings.broker_url or "")
         providers = {name: make_provider(name, settings, self.session) for name in PROVIDERS}
         throttles = {
-            name: RedisThrottle(self.redis, account_id(name, api_key_of(name, settings)), plan_of(name, settings),
-                                prefix=settings.broker_prefix)
+            name: RedisThrottle(
+                self.redis,
+                account_id(name, api_key_of(name, settings)),
+                plan_of(name, settings),
+                prefix=settings.broker_prefix,
+            )
             for name in PROVIDERS
         }
         quotas = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from engine.poller import poll_due
-from engine.recovery import due_batches, sweep
+from engine.reports.poller import poll_due
+from engine.sending.recovery import due_batches, sweep
 from workers.app import app, send_queue
 from workers.runtime import Runtime
 
@@ -64,5 +64,10 @@ def poll_dlr() -> dict[str, int]:
     result = runtime.run(poll_due(runtime.engine, sender.providers, sender.throttles, max_age, wait))
     if result.fallbacks:
         sweep_task.delay()  # ring for the SMS fallback batches now rather than at the next sweep
-    return {"polled": result.polled, "reports": result.reports, "expired": result.expired,
-            "pushed": result.pushed, "fallbacks": result.fallbacks}
+    return {
+        "polled": result.polled,
+        "reports": result.reports,
+        "expired": result.expired,
+        "pushed": result.pushed,
+        "fallbacks": result.fallbacks,
+    }

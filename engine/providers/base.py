@@ -28,8 +28,8 @@ import aiohttp
 import orjson
 
 from engine.errors import BatchTooLarge, InvalidRequest
-from engine.plans import CALL_LIMITS
 from engine.providers.errors import OutcomeUnknown, ProviderError, TransientError
+from engine.providers.limits import CALL_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -300,9 +300,7 @@ class Provider(abc.ABC):
         if count == 0:
             raise InvalidRequest(f"empty {channel.value} batch for {self.name}")
         if count > limit:
-            raise BatchTooLarge(
-                f"{count:,} {channel.value} recipients in one {self.name} call; the limit is {limit:,}"
-            )
+            raise BatchTooLarge(f"{count:,} {channel.value} recipients in one {self.name} call; the limit is {limit:,}")
 
     @abc.abstractmethod
     async def send_sms(self, batch: SmsBatch) -> Submission: ...
@@ -383,7 +381,12 @@ class HttpProvider(Provider):
         failure = None
         try:
             async with self._session.request(
-                method, url, data=data, params=params, headers=self._auth, trace_request_ctx=flag,
+                method,
+                url,
+                data=data,
+                params=params,
+                headers=self._auth,
+                trace_request_ctx=flag,
                 allow_redirects=False,
             ) as http:
                 raw = await http.read()

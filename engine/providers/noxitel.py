@@ -196,8 +196,11 @@ class NoxitelClient(HttpProvider):
             "agentId": self._agent(batch.agent_id),
         }
         if batch.fallback is not None:
-            fallback: dict[str, Any] = {"enabled": True, "sender": batch.fallback.sender,
-                                        "message": batch.fallback.message}
+            fallback: dict[str, Any] = {
+                "enabled": True,
+                "sender": batch.fallback.sender,
+                "message": batch.fallback.message,
+            }
             if batch.fallback.route_id is not None:
                 fallback["routeId"] = batch.fallback.route_id
             body["smsFallback"] = fallback
@@ -236,8 +239,11 @@ class NoxitelClient(HttpProvider):
             texts = {m.body for m in batch.messages}
             if len(texts) != 1:
                 raise InvalidRequest("Noxitel WhatsApp text takes one message per call; use a template to personalise")
-            body = {"type": "text", "message": texts.pop(),
-                    "contacts": [{"msisdn": to_noxitel(m.to)} for m in batch.messages]}
+            body = {
+                "type": "text",
+                "message": texts.pop(),
+                "contacts": [{"msisdn": to_noxitel(m.to)} for m in batch.messages],
+            }
         else:
             template = batch.template
             body = {
@@ -328,9 +334,7 @@ def _contact(key: str, message: OutboundMessage) -> dict[str, Any]:
     return contact
 
 
-def _one_text(
-    messages: Sequence[OutboundMessage], template: str | None, key: str
-) -> tuple[str, list[dict[str, Any]]]:
+def _one_text(messages: Sequence[OutboundMessage], template: str | None, key: str) -> tuple[str, list[dict[str, Any]]]:
     """The call's one message text and its contacts: the `#var#` template with parameters, or a shared text."""
     if template is not None and any(m.params for m in messages):
         return template, [_contact(key, m) for m in messages]

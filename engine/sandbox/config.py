@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from engine.errors import ConfigurationError
-from engine.plans import PIXABITS_PLANS
+from engine.providers.limits import PIXABITS_PLANS
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +39,14 @@ class SandboxConfig:
     def __post_init__(self) -> None:
         if self.plan not in PIXABITS_PLANS:
             raise ConfigurationError(f"unknown plan {self.plan!r}; expected one of {', '.join(PIXABITS_PLANS)}")
-        for name in ("delivered_share", "failed_share", "rcs_share", "whatsapp_window_share",
-                     "fault_5xx_share", "fault_drop_share"):
+        for name in (
+            "delivered_share",
+            "failed_share",
+            "rcs_share",
+            "whatsapp_window_share",
+            "fault_5xx_share",
+            "fault_drop_share",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigurationError(f"{name} must be between 0 and 1, not {value}")

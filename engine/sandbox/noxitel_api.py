@@ -38,9 +38,18 @@ TRAFFIC_TYPES = {"TRANSACTION", "PROMOTION", "AUTHENTICATION"}
 WA_TYPES = {"text", "image", "video", "audio", "document", "reaction", "reply", "location", "template"}
 WA_PRICE = 0.05
 WA_PRICES = [
-    {"country": "India", "zone": "Zone 2", "prefix": "+91",
-     "price": {"marketing": 0.0492, "utility": 0.0147, "authentication": 0.0147,
-               "authenticationInt": 0.0147, "service": 0}},
+    {
+        "country": "India",
+        "zone": "Zone 2",
+        "prefix": "+91",
+        "price": {
+            "marketing": 0.0492,
+            "utility": 0.0147,
+            "authentication": 0.0147,
+            "authenticationInt": 0.0147,
+            "service": 0,
+        },
+    },
 ]
 
 
@@ -163,16 +172,21 @@ def _sms_parts(message: str, mode: str, parameters: list[dict[str, Any]]) -> int
     if k == 1:
         units = [base + weights[0] * n for n in lengths]
     else:
-        units = [base + sum(n * w for n, w in zip(lengths[i:i + k], weights, strict=True))
-                 for i in range(0, len(lengths), k)]
+        units = [
+            base + sum(n * w for n, w in zip(lengths[i : i + k], weights, strict=True))
+            for i in range(0, len(lengths), k)
+        ]
     single, multi = SINGLE[encoding], MULTI[encoding]
     return sum(1 if u <= single else -(-u // multi) for u in units)
 
 
 def _store(request: web.Request, channel: str, numbers: list[str], prefix: str, when: float, **extra: Any) -> Send:
     state: SandboxState = request.app[STATE]
-    send = state.record(Send(state.new_token(prefix), PROVIDER, channel, request[ACCOUNT].key,
-                             ["+" + n for n in numbers], when, **extra))
+    send = state.record(
+        Send(
+            state.new_token(prefix), PROVIDER, channel, request[ACCOUNT].key, ["+" + n for n in numbers], when, **extra
+        )
+    )
     send.batch_id = send.token
     state.by_batch[send.batch_id] = send
     request.app[PUSHER].schedule(send)
@@ -215,16 +229,25 @@ async def sms(request: web.Request) -> web.Response:
     numbers, parameters = _contacts(body, "mobile", state.config.max_sms_per_call, set(VAR.findall(message)))
     _charge(state, request[ACCOUNT], float(_sms_parts(message, mode, parameters)))
     india = any(n.startswith("91") for n in numbers)
-    send = _store(request, "sms", numbers, "samsms_", when, notify_url=notify,
-                  dlt_missing=india and not body.get("dlt_template_id"))
+    send = _store(
+        request,
+        "sms",
+        numbers,
+        "samsms_",
+        when,
+        notify_url=notify,
+        dlt_missing=india and not body.get("dlt_template_id"),
+    )
     send.meta["sender"] = body["sender"]
-    return json_response({
-        "status": "success",
-        "message": "SMS Submitted successfully",
-        "batch_id": send.batch_id,
-        "total_contacts": len(numbers),
-        "message_id": [{"mobile": n, "sms_id": i} for n, i in zip(numbers, send.message_ids(), strict=True)],
-    })
+    return json_response(
+        {
+            "status": "success",
+            "message": "SMS Submitted successfully",
+            "batch_id": send.batch_id,
+            "total_contacts": len(numbers),
+            "message_id": [{"mobile": n, "sms_id": i} for n, i in zip(numbers, send.message_ids(), strict=True)],
+        }
+    )
 
 
 def sms_dlr_row(state: SandboxState, send: Send, index: int) -> dict[str, Any]:
@@ -295,12 +318,14 @@ async def dlr(request: web.Request) -> web.Response:
 
 async def credits(request: web.Request) -> web.Response:
     account: Account = request[ACCOUNT]
-    return json_response({
-        "status": "success",
-        "billing_mode": "credits",
-        "wallet": {"amount": f"{account.credits / 100:.2f}", "currency": "USD"},
-        "credits": [{"route": "Standard", "credits": int(account.credits)}],
-    })
+    return json_response(
+        {
+            "status": "success",
+            "billing_mode": "credits",
+            "wallet": {"amount": f"{account.credits / 100:.2f}", "currency": "USD"},
+            "credits": [{"route": "Standard", "credits": int(account.credits)}],
+        }
+    )
 
 
 def _agent_id(value: Any, required: bool) -> int | None:
@@ -376,13 +401,15 @@ async def rcs_message(request: web.Request) -> web.Response:
             stats = state.endpoint("SMS-FALLBACK /api/v2/rcs/message")
             stats.messages += len(fell_back)
             stats.recipients.update(fell_back)
-    return json_response({
-        "status": "success",
-        "message": "RCS submitted successfully",
-        "batch_id": send.batch_id,
-        "total_contacts": len(numbers),
-        "message_id": [{"mobile": n, "msg_id": i} for n, i in zip(numbers, send.message_ids(), strict=True)],
-    })
+    return json_response(
+        {
+            "status": "success",
+            "message": "RCS submitted successfully",
+            "batch_id": send.batch_id,
+            "total_contacts": len(numbers),
+            "message_id": [{"mobile": n, "msg_id": i} for n, i in zip(numbers, send.message_ids(), strict=True)],
+        }
+    )
 
 
 def rcs_status(state: SandboxState, send: Send, index: int) -> tuple[str, float | None]:
@@ -443,18 +470,24 @@ async def whatsapp_message(request: web.Request) -> web.Response:
     body = _object(await read_json(request, _bad))
     _wa_check(body)
     numbers, _ = _contacts(body, "msisdn", state.config.max_sms_per_call, set(), scalar_params=False)
-    _charge(state, request[ACCOUNT], float(len(numbers)),
-            {"status": "error", "message": "You don't have enough credits to send this campaign."})
+    _charge(
+        state,
+        request[ACCOUNT],
+        float(len(numbers)),
+        {"status": "error", "message": "You don't have enough credits to send this campaign."},
+    )
     campaign = str(body["campaignId"]) if body.get("campaignId") is not None else None
     send = _store(request, "whatsapp", numbers, "wa_", state.clock.time(), campaign=campaign)
     send.meta["phone_id"] = str(body.get("phoneId") or "1234567890")
-    return json_response({
-        "status": "success",
-        "message": "Messages Sent Successfully",
-        "total_cost": round(WA_PRICE * len(numbers), 4),
-        "total_contacts": len(numbers),
-        "message_id": [{"msisdn": n, "msg_id": i} for n, i in zip(numbers, send.message_ids(), strict=True)],
-    })
+    return json_response(
+        {
+            "status": "success",
+            "message": "Messages Sent Successfully",
+            "total_cost": round(WA_PRICE * len(numbers), 4),
+            "total_contacts": len(numbers),
+            "message_id": [{"msisdn": n, "msg_id": i} for n, i in zip(numbers, send.message_ids(), strict=True)],
+        }
+    )
 
 
 def whatsapp_row(state: SandboxState, send: Send, index: int) -> dict[str, Any]:
@@ -498,8 +531,9 @@ async def whatsapp_checkwindow(request: web.Request) -> web.Response:
     mobile = _mobile(request.query.get("msisdn"), "msisdn")
     if whatsapp_window_open(state.config, mobile):
         expires = datetime.fromtimestamp(state.clock.time() + 12 * 3600, UTC).replace(microsecond=0)
-        return json_response({"status": "success", "window_open": True,
-                              "expires_at": expires.isoformat().replace("+00:00", "Z")})
+        return json_response(
+            {"status": "success", "window_open": True, "expires_at": expires.isoformat().replace("+00:00", "Z")}
+        )
     return json_response({"status": "success", "window_open": False})
 
 
@@ -516,8 +550,12 @@ async def rcs_agent_save(request: web.Request) -> web.Response:
     if " " in body["agentName"]:
         raise _fail("agentName must not contain spaces")
     agent_id = _agent_id(body.get("agentId"), required=False) or len(state.agents) + 1
-    state.agents[agent_id] = {**state.agents.get(agent_id, {}), **body, "agentId": agent_id,
-                              "status": state.agents.get(agent_id, {}).get("status", "DRAFT")}
+    state.agents[agent_id] = {
+        **state.agents.get(agent_id, {}),
+        **body,
+        "agentId": agent_id,
+        "status": state.agents.get(agent_id, {}).get("status", "DRAFT"),
+    }
     return json_response({"status": "success", "message": "Agent saved as draft", "agentId": agent_id})
 
 
@@ -593,14 +631,16 @@ async def rcs_conversation(request: web.Request) -> web.Response:
         return json_response({"status": "success", "active": False})
     started = state.clock.time() - 3600
     conversation = f"{int(fraction(state.config.seed, f'conv{agent_id}', mobile) * 2**63):x}"
-    return json_response({
-        "status": "success",
-        "conversationId": conversation,
-        "active": True,
-        "startedAt": stamp(started),
-        "expiresAt": stamp(started + 24 * 3600),
-        "direction": "P2A",
-    })
+    return json_response(
+        {
+            "status": "success",
+            "conversationId": conversation,
+            "active": True,
+            "startedAt": stamp(started),
+            "expiresAt": stamp(started + 24 * 3600),
+            "direction": "P2A",
+        }
+    )
 
 
 async def otp_send(request: web.Request) -> web.Response:

@@ -28,8 +28,17 @@ PRICE = {"sms": 0.15, "email": 0.02, "rcs": 0.25, "whatsapp": 0.40}
 WA_TYPES = {"text", "image", "video", "document", "location"}
 SMS_TYPES = {"otp", "transactional", "promotional"}
 
-_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT",
-          422: "VALIDATION_ERROR", 429: "RATE_LIMITED", 500: "INTERNAL_ERROR", 503: "SERVICE_UNAVAILABLE"}
+_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    409: "CONFLICT",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
 
 
 def error_body(status: int, message: str, errors: list[dict[str, str]] | None = None) -> dict[str, Any]:
@@ -83,8 +92,9 @@ def charge(state: SandboxState, account: Account, count: int, cost: float) -> No
     if room is not None and count > room:
         raise Reject(
             429,
-            error_body(429, f"Daily limit of {account.plan.daily_messages} messages reached "
-                            f"for the {account.plan.name} plan"),
+            error_body(
+                429, f"Daily limit of {account.plan.daily_messages} messages reached for the {account.plan.name} plan"
+            ),
             {"Retry-After": str(int(state.seconds_to_midnight()))},
         )
     if cost > account.credits + 1e-9:
@@ -270,17 +280,19 @@ async def wallet(request: web.Request) -> web.Response:
     """Shape unpublished; read as balance, currency, credits and plan details."""
     account: Account = request[ACCOUNT]
     plan = account.plan
-    return json_response({
-        "balance": round(account.credits, 2),
-        "currency": "INR",
-        "credits": round(account.credits, 4),
-        "plan": {
-            "name": plan.name,
-            "requests_per_second": plan.rate,
-            "burst": plan.burst,
-            "daily_limit": plan.daily_messages,
-        },
-    })
+    return json_response(
+        {
+            "balance": round(account.credits, 2),
+            "currency": "INR",
+            "credits": round(account.credits, 4),
+            "plan": {
+                "name": plan.name,
+                "requests_per_second": plan.rate,
+                "burst": plan.burst,
+                "daily_limit": plan.daily_messages,
+            },
+        }
+    )
 
 
 def routes() -> list[web.RouteDef]:

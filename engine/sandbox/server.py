@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.errors import ConfigurationError
-from engine.plans import PIXABITS_PLANS
+from engine.providers.limits import PIXABITS_PLANS
 from engine.redact import mask_secret
 from engine.sandbox import noxitel_api, pixabits_api
 from engine.sandbox.config import SandboxConfig
@@ -126,8 +126,9 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
             wait = 1.0
         if wait:
             stats.rate_limited += 1
-            raise Reject(429, _error_body(provider, 429, "Rate limit exceeded"),
-                         {"Retry-After": str(max(1, math.ceil(wait)))})
+            raise Reject(
+                429, _error_body(provider, 429, "Rate limit exceeded"), {"Retry-After": str(max(1, math.ceil(wait)))}
+            )
         if scripted and scripted.isdigit():
             raise Reject(int(scripted), _error_body(provider, int(scripted), "Temporary outage, retry with backoff"))
         if config.fault_5xx_share and faults.rng.random() < config.fault_5xx_share:
@@ -267,18 +268,20 @@ def build_app(config: SandboxConfig) -> web.Application:
     app[FAULTS] = Faults(config.seed)
     app.add_routes(pixabits_api.routes())
     app.add_routes(noxitel_api.routes(NOXITEL_PREFIX))
-    app.add_routes([
-        web.get("/_sandbox/health", _health),
-        web.get("/_sandbox/stats", _stats),
-        web.post("/_sandbox/reset", _reset),
-        web.get("/_sandbox/config", _config),
-        web.post("/_sandbox/config", _config),
-        web.post("/_sandbox/faults", _faults),
-        web.post("/_sandbox/accounts", _accounts),
-        web.post("/_sandbox/clock", _clock),
-        web.get("/_sandbox/requests", _requests),
-        web.get("/_sandbox/otp/{reference}", _otp),
-    ])
+    app.add_routes(
+        [
+            web.get("/_sandbox/health", _health),
+            web.get("/_sandbox/stats", _stats),
+            web.post("/_sandbox/reset", _reset),
+            web.get("/_sandbox/config", _config),
+            web.post("/_sandbox/config", _config),
+            web.post("/_sandbox/faults", _faults),
+            web.post("/_sandbox/accounts", _accounts),
+            web.post("/_sandbox/clock", _clock),
+            web.get("/_sandbox/requests", _requests),
+            web.get("/_sandbox/otp/{reference}", _otp),
+        ]
+    )
 
     async def start_pusher(app: web.Application) -> None:
         await app[PUSHER].start()
@@ -295,8 +298,9 @@ def build_app(config: SandboxConfig) -> web.Application:
 async def serve(config: SandboxConfig, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Run the sandbox on the current event loop; yields its base URL (Pixabits root)."""
     # A hung request ends when its client gives up, and shutdown does not wait on it.
-    runner = web.AppRunner(build_app(config), access_log=None, handle_signals=False,
-                           handler_cancellation=True, shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        build_app(config), access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=1.0
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, backlog=1024)

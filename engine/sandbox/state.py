@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.plans import PIXABITS_PLANS, RatePlan, noxitel_plan
+from engine.providers.limits import PIXABITS_PLANS, RatePlan, noxitel_plan
 from engine.redact import mask_secret
 from engine.sandbox.config import SandboxConfig
 

@@ -50,25 +50,41 @@ def pixabits_events(state: SandboxState, send: Send) -> Iterator[dict[str, Any]]
         data: dict[str, Any] = {"message_id": message_id, "to": to}
         if send.channel == "sms":
             if outcome == "delivered":
-                yield {"event": "sms.message.delivered", "timestamp": at,
-                       "data": {**data, "status": "delivered", "delivered_at": at}}
+                yield {
+                    "event": "sms.message.delivered",
+                    "timestamp": at,
+                    "data": {**data, "status": "delivered", "delivered_at": at},
+                }
             else:
                 error = {"failed": "UNDELIV", "expired": "EXPIRED", "rejected": "DLT_TEMPLATE_NOT_REGISTERED"}[outcome]
-                yield {"event": "sms.message.failed", "timestamp": at,
-                       "data": {**data, "status": outcome, "error": error, "failed_at": at}}
+                yield {
+                    "event": "sms.message.failed",
+                    "timestamp": at,
+                    "data": {**data, "status": outcome, "error": error, "failed_at": at},
+                }
         elif send.channel == "email":
             if outcome == "delivered":
                 yield {"event": "email.delivered", "timestamp": at, "data": {**data, "status": "delivered"}}
             else:
                 bounce = "hard" if outcome == "failed" else "soft"
-                yield {"event": "email.bounced", "timestamp": at,
-                       "data": {**data, "status": "bounced", "bounce_type": bounce}}
+                yield {
+                    "event": "email.bounced",
+                    "timestamp": at,
+                    "data": {**data, "status": "bounced", "bounce_type": bounce},
+                }
         elif send.channel == "rcs":
             if not rcs_capable(config, key):
                 if send.fallback:
-                    yield {"event": "rcs.fallback.triggered", "timestamp": at,
-                           "data": {**data, "status": "fallback", "fallback_channel": "sms",
-                                    "reason": "device does not support RCS"}}
+                    yield {
+                        "event": "rcs.fallback.triggered",
+                        "timestamp": at,
+                        "data": {
+                            **data,
+                            "status": "fallback",
+                            "fallback_channel": "sms",
+                            "reason": "device does not support RCS",
+                        },
+                    }
             elif outcome == "delivered":
                 yield {"event": "rcs.message.delivered", "timestamp": at, "data": {**data, "status": "delivered"}}
         elif send.channel == "whatsapp" and outcome == "delivered":
@@ -79,14 +95,23 @@ def noxitel_events(state: SandboxState, send: Send) -> Iterator[dict[str, Any]]:
     for index in range(len(send.addresses)):
         if send.channel == "sms":
             row = noxitel_api.sms_dlr_row(state, send, index)
-            yield {"batch_id": send.batch_id, "sms_id": send.message_id(index),
-                   "mobile": row["mobile"], "dlr": row["dlr"]}
+            yield {
+                "batch_id": send.batch_id,
+                "sms_id": send.message_id(index),
+                "mobile": row["mobile"],
+                "dlr": row["dlr"],
+            }
         elif send.channel == "rcs":
             status, at = noxitel_api.rcs_status(state, send, index)
             event = {"delivered": "message.delivered", "read": "message.read"}.get(status, "message.failed")
-            yield {"event": event, "agentId": str(send.meta.get("agent_id") or ""), "msgId": send.message_id(index),
-                   "mobile": send.addresses[index][1:], "status": status,
-                   "timestamp": _iso(at or state.clock.time())}
+            yield {
+                "event": event,
+                "agentId": str(send.meta.get("agent_id") or ""),
+                "msgId": send.message_id(index),
+                "mobile": send.addresses[index][1:],
+                "status": status,
+                "timestamp": _iso(at or state.clock.time()),
+            }
 
 
 class Pusher:

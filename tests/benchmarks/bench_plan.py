@@ -34,10 +34,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from engine import gsm
-from engine.db import make_engine, open_database, upgrade
-from engine.dlt import default_registry
-from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.pricing import PriceTable
+from engine.planning.dlt import default_registry
+from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.planning.pricing import PriceTable
+from engine.store.db import make_engine, open_database, upgrade
 
 MESSAGE = "Hi #name#, your order #order# has shipped and will reach you by #day#. -ACME"
 TEMPLATE_ID = "1207161234567890123"

@@ -25,12 +25,13 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from sqlalchemy import Engine, select, text, update
 
-from engine import dlr, models
-from engine.db import open_database
-from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.pricing import PriceTable
+from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.planning.pricing import PriceTable
 from engine.providers.base import DeliveryReport
 from engine.providers.noxitel import sms_report
+from engine.reports import apply as dlr
+from engine.store import models
+from engine.store.db import open_database
 from tests.benchmarks.bench_plan import postgres_database
 
 #: What the sandbox (like Noxitel) says of a message: its status word and the operator's reply.
@@ -61,15 +62,20 @@ def pages(engine: Engine) -> list[tuple[int, list[DeliveryReport]]]:
     by_batch: dict[int, list[DeliveryReport]] = {}
     for i, (batch_id, address) in enumerate(rows):
         status, reply = word(i)
-        row = {"sms_shoot_id": f"user_{i:x}", "mobile": int(address[1:]), "sender_id": "ACMEIN",
-               "sent": "2026-11-23 10:00:00",
-               "dlr": {"status": status, "operator_reply": reply, "delivery_time": f"2026-11-23 10:{i % 60:02}:07"}}
+        row = {
+            "sms_shoot_id": f"user_{i:x}",
+            "mobile": int(address[1:]),
+            "sender_id": "ACMEIN",
+            "sent": "2026-11-23 10:00:00",
+            "dlr": {"status": status, "operator_reply": reply, "delivery_time": f"2026-11-23 10:{i % 60:02}:07"},
+        }
         by_batch.setdefault(batch_id, []).append(sms_report(row, f"nx{batch_id}"))
     return list(by_batch.items())
 
 
 def engine_apply(engine: Engine, campaign_id: int) -> tuple[float, int]:
     work = pages(engine)
+
     async def stream() -> AsyncIterator[dlr.PolledPage]:
         for batch_id, reports in work:
             yield dlr.PolledPage(campaign_id, batch_id, reports, False)

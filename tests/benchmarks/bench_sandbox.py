@@ -41,16 +41,29 @@ import asyncio; asyncio.run(main())
 
 
 def pixabits_body(contacts: int, start: int) -> bytes:
-    return orjson.dumps({"sender": "ACMEIN", "messages": [
-        {"to": f"+91{9_000_000_000 + start + i}", "body": f"Hi customer {i}, our sale ends tonight"}
-        for i in range(contacts)]})
+    return orjson.dumps(
+        {
+            "sender": "ACMEIN",
+            "messages": [
+                {"to": f"+91{9_000_000_000 + start + i}", "body": f"Hi customer {i}, our sale ends tonight"}
+                for i in range(contacts)
+            ],
+        }
+    )
 
 
 def noxitel_body(contacts: int, start: int) -> bytes:
-    return orjson.dumps({"sender": "ACMEIN", "message": "Hi #name#, our sale ends tonight",
-                         "dlt_entity_id": "1101234567890", "dlt_template_id": "1107161234567890123",
-                         "contacts": [{"mobile": f"91{9_000_000_000 + start + i}", "parameters": {"name": f"C{i}"}}
-                                      for i in range(contacts)]})
+    return orjson.dumps(
+        {
+            "sender": "ACMEIN",
+            "message": "Hi #name#, our sale ends tonight",
+            "dlt_entity_id": "1101234567890",
+            "dlt_template_id": "1107161234567890123",
+            "contacts": [
+                {"mobile": f"91{9_000_000_000 + start + i}", "parameters": {"name": f"C{i}"}} for i in range(contacts)
+            ],
+        }
+    )
 
 
 async def time_calls(url: str, make_body: Callable[[int, int], bytes], contacts: int, calls: int) -> list[float]:
@@ -82,8 +95,10 @@ def main() -> None:
     floor, floor_url = start([sys.executable, "-c", FLOOR_SERVER])
     try:
         rows = []
-        for name, path, make in (("Pixabits /v2/sms/bulk", "/v2/sms/bulk", pixabits_body),
-                                 ("Noxitel /sms (#var# contacts)", "/api/v2/sms", noxitel_body)):
+        for name, path, make in (
+            ("Pixabits /v2/sms/bulk", "/v2/sms/bulk", pixabits_body),
+            ("Noxitel /sms (#var# contacts)", "/api/v2/sms", noxitel_body),
+        ):
             engine = asyncio.run(time_calls(sandbox_url + path, make, args.contacts, args.calls))
             base = asyncio.run(time_calls(floor_url + path, make, args.contacts, args.calls))
             rows.append((name, statistics.median(engine), statistics.median(base)))
@@ -94,8 +109,10 @@ def main() -> None:
     print(f"{args.contacts:,} contacts per call, median of {args.calls} calls, client and server on loopback")
     print(f"{'endpoint':34} {'sandbox ms':>11} {'floor ms':>9} {'ratio':>6} {'sandbox msg/s':>14}")
     for name, engine_s, base_s in rows:
-        print(f"{name:34} {engine_s * 1000:11.0f} {base_s * 1000:9.0f} {engine_s / base_s:6.2f} "
-              f"{args.contacts / engine_s:14,.0f}")
+        print(
+            f"{name:34} {engine_s * 1000:11.0f} {base_s * 1000:9.0f} {engine_s / base_s:6.2f} "
+            f"{args.contacts / engine_s:14,.0f}"
+        )
 
 
 if __name__ == "__main__":

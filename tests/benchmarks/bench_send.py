@@ -30,13 +30,13 @@ import pyarrow.csv as pa_csv
 from redis import Redis
 from sqlalchemy import func, select
 
-from engine import models
-from engine.campaigns import start, state_of, status
-from engine.db import open_database
+from engine.campaigns.lifecycle import start, state_of, status
 from engine.local import local_sender, send_campaign
-from engine.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.pricing import PriceTable
+from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
+from engine.planning.pricing import PriceTable
 from engine.settings import Settings
+from engine.store import models
+from engine.store.db import open_database
 from tests.benchmarks.bench_plan import postgres_database
 from tests.fixtures.sandbox import read_banner
 from workers.app import QUEUES, make_app
@@ -53,8 +53,13 @@ def contacts(path: Path, count: int) -> Path:
 
 def plan(url: str, path: Path) -> int:
     engine = open_database(url)
-    request = PlanRequest(contacts=path, channel="sms", provider="pixabits", sender="ACMEIN",
-                          message="Hi #name#, our sale ends tonight at ACME")
+    request = PlanRequest(
+        contacts=path,
+        channel="sms",
+        provider="pixabits",
+        sender="ACMEIN",
+        message="Hi #name#, our sale ends tonight at ACME",
+    )
     campaign_id = save_plan(engine, build_plan(request, PlanContext(prices=PriceTable.load())))
     engine.dispose()
     return campaign_id
@@ -68,10 +73,31 @@ def start_process(args: list[str], env: dict[str, str] | None = None) -> tuple[s
 def start_workers(app: str, env: dict[str, str], queues: str, count: int = 2) -> list[subprocess.Popen[bytes]]:
     workers = []
     for n in range(count):
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-c", "1", "--without-gossip",
-             "--without-mingle", "-n", f"bench{n}-{uuid.uuid4().hex[:4]}@%h", "-l", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    app,
+                    "worker",
+                    "-Q",
+                    queues,
+                    "-c",
+                    "1",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-n",
+                    f"bench{n}-{uuid.uuid4().hex[:4]}@%h",
+                    "-l",
+                    "warning",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     return workers
 
 
@@ -122,8 +148,9 @@ def check_sent(engine, campaign_id: int) -> None:  # type: ignore[no-untyped-def
     batches = models.Batch.__table__
     current = status(engine, campaign_id)
     with engine.connect() as connection:
-        missing = connection.execute(select(func.count()).where(
-            batches.c.campaign_id == campaign_id, batches.c.provider_batch_id.is_(None))).scalar_one()
+        missing = connection.execute(
+            select(func.count()).where(batches.c.campaign_id == campaign_id, batches.c.provider_batch_id.is_(None))
+        ).scalar_one()
     if current.counts != {"submitted": current.messages} or missing:
         raise RuntimeError(f"campaign {campaign_id} not fully sent: {current.counts}, {missing} batches without ids")
 
@@ -131,8 +158,15 @@ def check_sent(engine, campaign_id: int) -> None:  # type: ignore[no-untyped-def
 def bench_celery(sandbox_url: str, path: Path) -> float:
     url, drop = postgres_database()
     prefix = f"bench:{os.getpid()}:engine:"
-    env = {**os.environ, "CAMPAIGN_DATABASE_URL": url, "CAMPAIGN_BROKER_URL": REDIS, "CAMPAIGN_BROKER_PREFIX": prefix,
-           "PIXABITS_BASE_URL": sandbox_url, "PIXABITS_PLAN": "premium", "NOXITEL_BASE_URL": sandbox_url + "/api/v2"}
+    env = {
+        **os.environ,
+        "CAMPAIGN_DATABASE_URL": url,
+        "CAMPAIGN_BROKER_URL": REDIS,
+        "CAMPAIGN_BROKER_PREFIX": prefix,
+        "PIXABITS_BASE_URL": sandbox_url,
+        "PIXABITS_PLAN": "premium",
+        "NOXITEL_BASE_URL": sandbox_url + "/api/v2",
+    }
     workers = start_workers("workers.app", env, ",".join(QUEUES))
     app = make_app(Settings(broker_url=REDIS, broker_prefix=prefix))
     try:
@@ -156,8 +190,14 @@ def bench_celery(sandbox_url: str, path: Path) -> float:
 def bench_per_message(sandbox_url: str, path: Path) -> float:
     url, drop = postgres_database()
     prefix = f"bench:{os.getpid()}:naive:"
-    env = {**os.environ, "CAMPAIGN_DATABASE_URL": url, "CAMPAIGN_BROKER_URL": REDIS, "CAMPAIGN_BROKER_PREFIX": prefix,
-           "PIXABITS_BASE_URL": sandbox_url, "PIXABITS_API_KEY": "sandbox"}
+    env = {
+        **os.environ,
+        "CAMPAIGN_DATABASE_URL": url,
+        "CAMPAIGN_BROKER_URL": REDIS,
+        "CAMPAIGN_BROKER_PREFIX": prefix,
+        "PIXABITS_BASE_URL": sandbox_url,
+        "PIXABITS_API_KEY": "sandbox",
+    }
     workers = start_workers("tests.benchmarks.per_message", env, "celery")
     os.environ.update({"CAMPAIGN_BROKER_PREFIX": prefix})
     from tests.benchmarks.per_message import app
@@ -172,8 +212,9 @@ def bench_per_message(sandbox_url: str, path: Path) -> float:
 
         def done() -> bool:
             with engine.connect() as connection:
-                return connection.execute(select(func.count()).where(
-                    messages.c.status == "submitted")).scalar_one() == len(ids)
+                return connection.execute(
+                    select(func.count()).where(messages.c.status == "submitted")
+                ).scalar_one() == len(ids)
 
         began = time.perf_counter()
         for message_id in ids:
@@ -193,8 +234,22 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--sample", type=int, default=3_000)
     args = parser.parse_args()
-    sandbox, sandbox_url = start_process([sys.executable, "-m", "engine", "sandbox", "--port", "0", "--plan",
-                                          "premium", "--dlr-delay", "86400", "--credits", "1e9"])
+    sandbox, sandbox_url = start_process(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "sandbox",
+            "--port",
+            "0",
+            "--plan",
+            "premium",
+            "--dlr-delay",
+            "86400",
+            "--credits",
+            "1e9",
+        ]
+    )
     try:
         with tempfile.TemporaryDirectory() as folder:
             workdir = Path(folder)

@@ -1,0 +1,109 @@
+"""Every "provider name x settings" fact: which key, base URL, plan and webhook each account uses.
+
+`open_provider` is the one way the engine gets a client.
+
+A base URL of `sandbox` (the default) starts the embedded sandbox on the
+current event loop and points the client at it, so a new machine runs whole
+campaigns with no account and nothing reaches a paid service by accident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from engine.errors import ConfigurationError
+from engine.providers.base import Provider
+from engine.providers.limits import PIXABITS_PLANS, RatePlan, noxitel_plan
+from engine.providers.noxitel import NoxitelClient
+from engine.providers.pixabits import PixabitsClient
+from engine.settings import SANDBOX, Settings
+
+PROVIDERS = ("pixabits", "noxitel")
+
+
+def make_provider(
+    name: str, settings: Settings, session: aiohttp.ClientSession | None = None, base_url: str | None = None
+) -> Provider:
+    """A client for `name` configured from settings (`base_url` overrides the configured one)."""
+    timeouts = {"connect_timeout": settings.http_connect_timeout, "total_timeout": settings.http_total_timeout}
+    if name == "pixabits":
+        url = base_url or settings.pixabits_base_url
+        return PixabitsClient(settings.pixabits_api_key.get_secret_value(), url, session, **timeouts)
+    if name == "noxitel":
+        url = base_url or settings.noxitel_base_url
+        return NoxitelClient(settings.noxitel_api_key.get_secret_value(), url, session, **timeouts)
+    raise ConfigurationError(f"unknown provider {name!r}; expected one of {', '.join(PROVIDERS)}")
+
+
+def plan_of(provider: str, settings: Settings) -> RatePlan:
+    """The account's rate plan: Pixabits' by its plan name, Noxitel's from its configured rate."""
+    if provider == "pixabits":
+        return PIXABITS_PLANS[settings.pixabits_plan]
+    return noxitel_plan(settings.noxitel_rate)
+
+
+def api_key_of(provider: str, settings: Settings) -> str:
+    key = settings.pixabits_api_key if provider == "pixabits" else settings.noxitel_api_key
+    return key.get_secret_value()
+
+
+def notify_url(settings: Settings) -> str | None:
+    """Where Noxitel should push delivery reports: the webhook receiver, if providers can reach it."""
+    return f"{settings.public_url.rstrip('/')}/webhooks/noxitel" if settings.public_url else None
+
+
+def uses_sandbox(name: str, settings: Settings) -> bool:
+    return (settings.pixabits_base_url if name == "pixabits" else settings.noxitel_base_url) == SANDBOX
+
+
+def require_services(settings: Settings) -> None:
+    """Refuse the embedded sandbox where workers must share one provider (it lives and dies with one process)."""
+    for name in PROVIDERS:
+        if uses_sandbox(name, settings):
+            variable = f"{name.upper()}_BASE_URL"
+            raise ConfigurationError(
+                f"{variable} is 'sandbox', which only works in local mode: with CAMPAIGN_BROKER_URL set, "
+                f"workers share one provider, so run `campaign sandbox` and point {variable} at it"
+            )
+
+
+@contextlib.asynccontextmanager
+async def open_provider(
+    name: str,
+    settings: Settings,
+    session: aiohttp.ClientSession | None = None,
+    sandbox_webhooks: tuple[str, str] | None = None,
+) -> AsyncIterator[Provider]:
+    """A ready client for `name`, with the embedded sandbox running for as long as it is open if configured.
+
+    `sandbox_webhooks` (url, secret) is where the embedded sandbox pushes its
+    Pixabits events, as the dashboard setting would; by default the webhook
+    receiver under `CAMPAIGN_PUBLIC_URL`, if set.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        base_url = None
+        if uses_sandbox(name, settings):
+            from engine.sandbox.config import SandboxConfig
+            from engine.sandbox.server import NOXITEL_PREFIX, serve
+
+            key = (settings.pixabits_api_key if name == "pixabits" else settings.noxitel_api_key).get_secret_value()
+            secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+            public = settings.public_url.rstrip("/") if settings.public_url else None
+            webhook_url = f"{public}/webhooks/pixabits" if public else None
+            if sandbox_webhooks is not None:
+                webhook_url, secret = sandbox_webhooks
+            config = SandboxConfig(
+                api_keys=(key,),
+                plan=settings.pixabits_plan,
+                noxitel_rate=settings.noxitel_rate,
+                webhook_secret=secret,
+                webhook_url=webhook_url,
+            )
+            url = await stack.enter_async_context(serve(config))
+            base_url = url if name == "pixabits" else url + NOXITEL_PREFIX
+        provider = make_provider(name, settings, session, base_url)
+        stack.push_async_callback(provider.aclose)
+        yield provider

@@ -1,0 +1,388 @@
+"""A campaign's life as the marketer steers it: pause, resume, cancel, and how far it has got.
+
+These only change rows; whoever sends (local mode or the workers) reads the
+campaign's state before claiming each batch, so a pause takes effect at the
+next batch and a resume continues from the recorded state, never from a
+counter: the batches still `planned` are exactly what is left to send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy import Engine, and_, case, exists, func, or_, select, update
+
+from engine.csvsafe import write_csv
+from engine.errors import CampaignError
+from engine.reports.poller import UNREPORTED
+from engine.sending import rebatch
+from engine.store import models
+from engine.store.writes import mark_campaign
+
+C, B, M = models.Campaign.__table__, models.Batch.__table__, models.Message.__table__
+State = models.CampaignState
+
+#: Message statuses of recipients nothing was sent to.
+NOT_SENT = ("planned", "queued", "cancelled", "suppressed", "invalid")
+#: States from which a campaign may be paused.
+PAUSABLE = (State.RUNNING.value, State.SCHEDULED.value, State.WAITING.value)
+#: States from which a campaign may be (re)started.
+STARTABLE = (State.DRAFT.value, State.SCHEDULED.value, State.PAUSED.value, State.WAITING.value, State.FAILED.value)
+
+
+@dataclass
+class Status:
+    campaign_id: int
+    name: str
+    channel: str
+    provider: str
+    state: str
+    reason: str | None
+    messages: int
+    counts: dict[str, int]
+    batches: dict[str, int]
+    estimated_cost: float
+    currency: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    planned_at: datetime | None = None
+    first_submit: datetime | None = None
+    last_submit: datetime | None = None
+    last_report: datetime | None = None
+    #: What the provider said the campaign cost, where it says (None: it did not).
+    reported_cost: float | None = None
+    #: Recipients handed to an SMS fallback: by the engine (a fallback batch) or by the provider.
+    fallbacks: int = 0
+
+    @property
+    def delivery_rate(self) -> float | None:
+        """Delivered (or read) among the messages that went out; None before any did."""
+        out = self.messages - sum(self.counts.get(s, 0) for s in NOT_SENT)
+        reached = self.counts.get("delivered", 0) + self.counts.get("read", 0)
+        return round(reached / out, 4) if out else None
+
+    def as_dict(self) -> dict[str, Any]:
+        def when(moment: datetime | None) -> str | None:
+            return moment.isoformat() if isinstance(moment, datetime) else moment
+
+        return {
+            "campaign_id": self.campaign_id,
+            "name": self.name,
+            "channel": self.channel,
+            "provider": self.provider,
+            "state": self.state,
+            "reason": self.reason,
+            "messages": self.messages,
+            "counts": self.counts,
+            "batches": self.batches,
+            "delivery_rate": self.delivery_rate,
+            "fallback": self.fallbacks,
+            "estimated_cost": self.estimated_cost,
+            "reported_cost": self.reported_cost,
+            "currency": self.currency,
+            "planned_at": when(self.planned_at),
+            "started_at": when(self.started_at),
+            "first_submit": when(self.first_submit),
+            "last_submit": when(self.last_submit),
+            "last_report": when(self.last_report),
+            "finished_at": when(self.finished_at),
+        }
+
+
+def _campaign(engine: Engine, campaign_id: int) -> Any:
+    with engine.connect() as connection:
+        row = connection.execute(select(C).where(C.c.id == campaign_id)).one_or_none()
+    if row is None:
+        raise CampaignError(f"no campaign {campaign_id}")
+    return row
+
+
+def state_of(engine: Engine, campaign_id: int) -> str:
+    """Just the campaign's state: cheap enough to poll while a million messages are being sent."""
+    return _campaign(engine, campaign_id).state
+
+
+def status(engine: Engine, campaign_id: int) -> Status:
+    campaign = _campaign(engine, campaign_id)
+    with engine.connect() as connection:
+        counts = dict(
+            connection.execute(
+                select(M.c.status, func.count()).where(M.c.campaign_id == campaign_id).group_by(M.c.status)
+            ).all()
+        )
+        batches = dict(
+            connection.execute(
+                select(B.c.state, func.count()).where(B.c.campaign_id == campaign_id).group_by(B.c.state)
+            ).all()
+        )
+        first_submit, last_submit = connection.execute(
+            select(func.min(B.c.submitted_at), func.max(B.c.submitted_at)).where(B.c.campaign_id == campaign_id)
+        ).one()
+        last_report = connection.execute(
+            select(func.max(M.c.status_at)).where(M.c.campaign_id == campaign_id)
+        ).scalar_one()
+        reported_cost = _reported_cost(connection, campaign_id)
+        in_fallback = connection.execute(
+            select(func.coalesce(func.sum(B.c.size), 0)).where(
+                B.c.campaign_id == campaign_id, B.c.kind == models.BatchKind.FALLBACK.value
+            )
+        ).scalar_one()
+    return Status(
+        campaign_id=campaign_id,
+        name=campaign.name,
+        channel=campaign.channel,
+        provider=campaign.provider,
+        state=campaign.state,
+        reason=campaign.state_reason,
+        messages=sum(counts.values()),
+        counts=counts,
+        batches=batches,
+        estimated_cost=campaign.estimated_cost,
+        currency=campaign.currency,
+        started_at=campaign.started_at,
+        finished_at=campaign.finished_at,
+        planned_at=campaign.created_at,
+        first_submit=first_submit,
+        last_submit=last_submit,
+        last_report=last_report,
+        reported_cost=reported_cost,
+        fallbacks=int(in_fallback) + counts.get("fallback", 0),
+    )
+
+
+def _reported_cost(connection: Any, campaign_id: int) -> float | None:
+    """The provider's figures: per call where it answers with a cost, else per message from its reports."""
+    by_call = connection.execute(select(func.sum(B.c.reported_cost)).where(B.c.campaign_id == campaign_id)).scalar_one()
+    unpriced = select(B.c.id).where(B.c.campaign_id == campaign_id, B.c.reported_cost.is_(None))
+    by_report = connection.execute(select(func.sum(M.c.cost)).where(M.c.batch_id.in_(unpriced))).scalar_one()
+    if by_call is None and by_report is None:
+        return None
+    return round(float(by_call or 0) + float(by_report or 0), 4)
+
+
+def start(engine: Engine, campaign_id: int) -> Any:
+    """Mark a campaign running (from draft, scheduled, paused, waiting or failed); returns its row."""
+    campaign = _campaign(engine, campaign_id)
+    if campaign.state == State.RUNNING.value:
+        return campaign
+    if campaign.state not in STARTABLE:
+        raise CampaignError(f"campaign {campaign_id} is {campaign.state}; it cannot be sent")
+    with engine.begin() as connection:
+        connection.execute(
+            update(C)
+            .where(C.c.id == campaign_id)
+            .values(
+                state=State.RUNNING.value,
+                state_reason=None,
+                wake_at=None,
+                started_at=func.coalesce(C.c.started_at, func.now()),
+            )
+        )
+    return campaign
+
+
+def pause(engine: Engine, campaign_id: int, reason: str = "paused by the user") -> None:
+    campaign = _campaign(engine, campaign_id)
+    if campaign.state not in PAUSABLE:
+        raise CampaignError(
+            f"campaign {campaign_id} is {campaign.state}; only a running, scheduled or waiting one can pause"
+        )
+    mark_campaign(engine, campaign_id, State.PAUSED, reason, PAUSABLE)
+
+
+def cancel(engine: Engine, campaign_id: int) -> int:
+    """Cancel what has not been sent; returns how many messages will now never go."""
+    campaign = _campaign(engine, campaign_id)
+    if campaign.state in (State.COMPLETED.value, State.CANCELLED.value):
+        raise CampaignError(f"campaign {campaign_id} is already {campaign.state}")
+    with engine.begin() as connection:
+        connection.execute(
+            update(C)
+            .where(C.c.id == campaign_id)
+            .values(state=State.CANCELLED.value, state_reason="cancelled by the user", finished_at=func.now())
+        )
+        connection.execute(
+            update(B)
+            .where(B.c.campaign_id == campaign_id, B.c.state == models.BatchState.PLANNED.value)
+            .values(state=models.BatchState.CANCELLED.value)
+        )
+        # Messages of a batch in flight are left alone: its worker records what the provider took.
+        cancelled = select(B.c.id).where(B.c.campaign_id == campaign_id, B.c.state == models.BatchState.CANCELLED.value)
+        return connection.execute(
+            update(M)
+            .where(M.c.batch_id.in_(cancelled), M.c.status == models.MessageStatus.PLANNED.value)
+            .values(status=models.MessageStatus.CANCELLED.value)
+        ).rowcount
+
+
+def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
+    """Give back to sending the `ambiguous` messages that have no evidence of having been sent.
+
+    Evidence is a delivery report matched to the message: a recipient the
+    provider reports on was sent, whatever our side lost, and is marked so. The others may or may
+    not have gone out, so this is only run when the user has accepted that risk.
+    Returns how many messages will be sent again.
+    """
+    campaign = _campaign(engine, campaign_id)
+    if campaign.state == State.CANCELLED.value:
+        raise CampaignError(f"campaign {campaign_id} is cancelled")
+    events = models.DeliveryEvent.__table__
+    reported = exists().where(events.c.message_id == M.c.id)
+    ambiguous = (M.c.campaign_id == campaign_id, M.c.status == models.MessageStatus.AMBIGUOUS.value)
+    with engine.begin() as connection:
+        connection.execute(  # a report proves the provider had it
+            update(M).where(*ambiguous, reported).values(status=models.MessageStatus.SUBMITTED.value, error=None)
+        )
+        count = connection.execute(
+            update(M).where(*ambiguous, ~reported).values(status=models.MessageStatus.PLANNED.value, error=None)
+        ).rowcount
+        if count:
+            pending = exists().where(M.c.batch_id == B.c.id, M.c.status == models.MessageStatus.PLANNED.value)
+            reopen = (
+                models.BatchState.AMBIGUOUS.value,
+                models.BatchState.SUBMITTED.value,
+                models.BatchState.SETTLED.value,
+            )
+            connection.execute(
+                update(B)
+                .where(B.c.campaign_id == campaign_id, B.c.state.in_(reopen), pending)
+                .values(state=models.BatchState.PLANNED.value, error=None, claimed_by=None, claim_expires_at=None)
+            )
+            connection.execute(
+                update(C)
+                .where(C.c.id == campaign_id)
+                .values(state=State.RUNNING.value, state_reason=None, finished_at=None)
+            )
+    return count
+
+
+#: Failures worth another try: the network, an outage, a message that expired on the way. A refusal
+#: (invalid number, DND, DLT scrubbing: `rejected`, `undeliverable`) would only fail again.
+TEMPORARY_FAILURES = (models.MessageStatus.FAILED.value, models.MessageStatus.EXPIRED.value)
+
+
+def retry_failed(engine: Engine, campaign_id: int) -> int:
+    """Give the temporarily failed messages new batches, due now; returns how many will be sent again.
+
+    Not retried: a message the engine itself gave up waiting for (no report
+    came: it may well have arrived), and a number that has opted out since
+    (it becomes `suppressed`). Each message moves once per call (the move
+    re-checks its status), so two retries at the same moment do not send it twice.
+    """
+    campaign = _campaign(engine, campaign_id)
+    if campaign.state == State.CANCELLED.value:
+        raise CampaignError(f"campaign {campaign_id} is cancelled")
+    opted_out = exists().where(models.Suppression.address == M.c.address)
+    failed = and_(M.c.status.in_(TEMPORARY_FAILURES), or_(M.c.error.is_(None), M.c.error != UNREPORTED))
+    in_campaign = M.c.batch_id.in_(select(B.c.id).where(B.c.campaign_id == campaign_id))
+    moved = 0
+    with engine.begin() as connection:
+        rebatch.lock(connection, campaign_id)
+        connection.execute(
+            update(M)
+            .where(in_campaign, failed, opted_out)
+            .values(status=models.MessageStatus.SUPPRESSED.value, error="opted out since it was sent")
+        )
+        channels = (
+            connection.execute(select(B.c.channel).where(B.c.campaign_id == campaign_id).distinct()).scalars().all()
+        )
+        for channel in channels:
+            in_channel = select(B.c.id).where(B.c.campaign_id == campaign_id, B.c.channel == channel)
+            qualifies = and_(failed, M.c.batch_id.in_(in_channel))
+            ids = connection.execute(select(M.c.id).where(qualifies).order_by(M.c.id)).scalars().all()
+            moved += rebatch.move(connection, campaign, ids, qualifies, channel, models.BatchKind.RETRY).messages
+        if moved:
+            connection.execute(
+                update(C)
+                .where(C.c.id == campaign_id)
+                .values(state=State.RUNNING.value, state_reason=None, finished_at=None)
+            )
+    return moved
+
+
+#: Batch states in which a batch's messages have been dealt with by the provider (taken, refused or in doubt).
+SENT_BATCHES = ("submitted", "settled", "failed", "ambiguous")
+
+
+def overview(engine: Engine) -> list[dict[str, Any]]:
+    """Every campaign with its state and how far sending has got, from the small batches table."""
+    # Recipients, not sends: a fallback or retry batch sends again to recipients already counted,
+    # and a cancelled batch sent nothing.
+    first_send = B.c.kind == models.BatchKind.SEND.value
+    done = func.sum(case((and_(first_send, B.c.state.in_(SENT_BATCHES)), B.c.size), else_=0))
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                C.c.id,
+                C.c.name,
+                C.c.channel,
+                C.c.provider,
+                C.c.state,
+                C.c.total_messages,
+                C.c.created_at,
+                func.coalesce(done, 0).label("done"),
+            )
+            .outerjoin(B, B.c.campaign_id == C.c.id)
+            .group_by(C.c.id)
+            .order_by(C.c.id)
+        ).all()
+    return [
+        {
+            "campaign_id": r.id,
+            "name": r.name,
+            "channel": r.channel,
+            "provider": r.provider,
+            "state": r.state,
+            "messages": r.total_messages,
+            "sent": int(r.done),
+            "created_at": r.created_at.isoformat() if r.created_at else None,
+        }
+        for r in rows
+    ]
+
+
+def export(engine: Engine, campaign_id: int, path: Path) -> int:
+    """One row per recipient, safe to open in a spreadsheet; returns how many rows were written."""
+    campaign = _campaign(engine, campaign_id)
+    with engine.connect() as connection:
+        result = connection.execute(
+            select(
+                M.c.line,
+                M.c.address,
+                M.c.channel_used,
+                M.c.status,
+                M.c.provider_message_id,
+                M.c.error,
+                M.c.submitted_at,
+                M.c.status_at,
+            )
+            .where(M.c.campaign_id == campaign_id)
+            .order_by(M.c.line)
+        )
+        rows = result.cursor.fetchall()
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(8)]
+    write_csv(
+        path,
+        {
+            "line": pa.array(columns[0], pa.int64()),
+            "address": pa.array(columns[1], pa.string()),
+            "channel": pa.array([used or campaign.channel for used in columns[2]], pa.string()),
+            "status": pa.array(columns[3], pa.string()),
+            "provider_message_id": pa.array(columns[4], pa.string()),
+            "error": pa.array(columns[5], pa.string()),
+            "submitted_at": pa.array([_text(v) for v in columns[6]], pa.string()),
+            "status_at": pa.array([_text(v) for v in columns[7]], pa.string()),
+        },
+    )
+    return len(rows)
+
+
+def _text(moment: Any) -> str | None:
+    """Driver values as ISO text: SQLite gives strings, PostgreSQL datetimes."""
+    if moment is None or isinstance(moment, str):
+        return moment
+    return moment.isoformat(sep=" ")

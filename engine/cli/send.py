@@ -1,0 +1,432 @@
+"""`campaign send`, and steering a campaign once it exists: `status`, `pause`, `resume`, `cancel`.
+
+`send` takes every option of `campaign plan`, shows the plan, asks before any
+money is spent (unless `--yes`), stores the campaign and sends it: in this
+process in local mode (no `CAMPAIGN_BROKER_URL`), with a progress bar, or
+through the Celery workers otherwise. Ctrl-C in local mode lets the batches in
+flight finish, sends nothing more, and pauses the campaign so that `campaign
+resume ID` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import Engine, func, select
+
+from engine import clock
+from engine.accounts import require_services, uses_sandbox
+from engine.campaigns.lifecycle import (
+    TEMPORARY_FAILURES,
+    Status,
+    cancel,
+    export,
+    overview,
+    pause,
+    resend_ambiguous,
+    retry_failed,
+    start,
+    state_of,
+    status,
+)
+from engine.cli.console import console, err_console
+from engine.cli.plan import PLAN_OPTIONS, _print_json, _user_errors, plan, plan_campaign, print_summary
+from engine.cli.schedule import Later
+from engine.errors import CampaignError, ConfigurationError
+from engine.local import local_sender, send_campaign, send_test, wait_for_reports
+from engine.planning.planner import Plan, save_plan
+from engine.redact import mask_address
+from engine.sending.recovery import due_batches
+from engine.settings import Settings, get_settings
+from engine.store import models
+from engine.store.db import database
+
+CampaignId = Annotated[int, typer.Argument(help="The campaign's id (see `campaign plan --save` or `campaign send`).")]
+
+
+def with_plan_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with the options of `campaign plan` before its own, so both read the same flags."""
+    shared = [
+        p
+        for p in inspect.signature(plan, eval_str=True).parameters.values()
+        if p.name in (*PLAN_OPTIONS, "json_output")
+    ]
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+
+    @functools.wraps(command)
+    def wrapper(**values: Any) -> None:
+        command(**values)
+
+    wrapper.__signature__ = inspect.Signature(shared + own)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in shared + own}
+    return wrapper
+
+
+@with_plan_options
+def send(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking for confirmation.")] = False,
+    test_to: Annotated[
+        str | None, typer.Option(help="Send the first message to these numbers (comma-separated) and stop.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option(help="Wait until every batch is sent (with workers) or reported on (in local mode).")
+    ] = False,
+    at: Annotated[
+        str | None, typer.Option(help="Start at this time instead of now, e.g. '2026-11-24 10:00' (in --tz).")
+    ] = None,
+    every: Annotated[
+        str | None,
+        typer.Option(
+            help="Plan and send again at each time of this cron expression, e.g. '0 10 * * MON' "
+            "(Mondays 10:00, in --tz); each run reads the contact file again."
+        ),
+    ] = None,
+    tz: Annotated[
+        str | None, typer.Option(help="Time zone of --at and --every (default: CAMPAIGN_TIMEZONE, Asia/Kolkata).")
+    ] = None,
+    **options: Any,
+) -> None:
+    """Plan, confirm and send a campaign (the options of `campaign plan`, then these)."""
+    json_output = options.pop("json_output")
+    settings = get_settings()
+    with _user_errors(), database(settings.database_url) as engine:
+        later = Later.ask(at, every, tz, settings)
+        result = plan_campaign(settings, engine, options, show_progress=not json_output)
+        if later is not None:
+            later.describe(result)
+        if not json_output:
+            print_summary(result.summary)
+        if test_to:
+            _send_test(engine, settings, result, [n.strip() for n in test_to.split(",") if n.strip()], json_output)
+            return
+        if not settings.local_mode:
+            require_services(settings)
+        _confirm(engine, result, yes)
+        if later is not None:
+            later.save(engine, settings, result, options, json_output)
+            return
+        campaign_id = save_plan(engine, result)
+        run_campaign(engine, settings, campaign_id, json_output, wait)
+
+
+def _send_test(engine: Engine, settings: Settings, result: Plan, numbers: list[str], json_output: bool) -> None:
+    outcome = asyncio.run(send_test(engine, settings, result, numbers))
+    if json_output:
+        _print_json(outcome)
+        return
+    for number, message_id in outcome["sent"].items():
+        console.print(f"test message sent to {mask_address(number)} ({message_id or 'no id given'})", highlight=False)
+
+
+def _confirm(engine: Engine, result: Plan, yes: bool) -> None:
+    """Ask before spending, and twice over when the same file and text went out in the last day."""
+    request = result.request
+    campaigns = models.Campaign.__table__
+    with engine.connect() as connection:
+        repeats = connection.execute(
+            select(func.count()).where(
+                campaigns.c.contacts_file == str(request.contacts),
+                campaigns.c.message_template == request.message,
+                campaigns.c.state != models.CampaignState.DRAFT.value,
+                campaigns.c.created_at >= clock.now() - timedelta(days=1),
+            )
+        ).scalar_one()
+    if repeats:
+        err_console.print(
+            f"[bold yellow]warning:[/] this file and text already went out {repeats} time(s) in the last day"
+        )
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CampaignError("nothing was sent: add --yes to send without a question")
+    summary = result.summary
+    cost = f"{summary['estimated_cost']:,.2f} {summary['currency']}"
+    question = f"Send {summary['messages']:,} messages for about {cost}?"
+    if not typer.confirm(question, default=False, err=True):
+        raise CampaignError("nothing was sent")
+
+
+def run_campaign(engine: Engine, settings: Settings, campaign_id: int, json_output: bool, wait: bool) -> None:
+    if settings.local_mode:
+        _send_locally(engine, settings, campaign_id, json_output, wait)
+    else:
+        # Running in the database first: if the broker loses the task, the sweep still finds the work.
+        start(engine, campaign_id)
+        _enqueue(settings, campaign_id)
+        if wait:
+            _wait_for_workers(engine, campaign_id)
+    final = status(engine, campaign_id)
+    if json_output:
+        counts = final.counts
+        _print_json(
+            {
+                "campaign_id": campaign_id,
+                "state": final.state,
+                "reason": final.reason,
+                **{key: counts.get(key, 0) for key in ("submitted", "failed", "ambiguous")},
+                "counts": counts,
+            }
+        )
+    else:
+        print_status(final)
+
+
+def _send_locally(engine: Engine, settings: Settings, campaign_id: int, json_output: bool, wait: bool) -> None:
+    """Send in this process; with the embedded sandbox (which ends with this command) or `--wait`, stay for
+    the delivery reports too."""
+    start(engine, campaign_id)
+    total = status(engine, campaign_id).messages
+    provider_name = status(engine, campaign_id).provider
+    # Pixabits pushes its reports to the webhook receiver: only the embedded sandbox pushes into this process.
+    stay = uses_sandbox(provider_name, settings) or (wait and provider_name == "noxitel")
+
+    async def run(report: Callable[[int], None]) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        try:
+            async with local_sender(engine, settings, provider_name, receive=stay) as sender:
+                await send_campaign(engine, sender, campaign_id, settings.send_concurrency, report, stop)
+                if stay and not stop.is_set():
+                    if not json_output:
+                        err_console.print("waiting for delivery reports (Ctrl-C stops waiting)...")
+                    await wait_for_reports(engine, sender, provider_name, campaign_id, settings, stop)
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+        if state_of(engine, campaign_id) == "paused" and stop.is_set():
+            err_console.print(
+                f"interrupted: campaign {campaign_id} is paused; `campaign resume {campaign_id}` sends the rest"
+            )
+
+    if json_output:
+        asyncio.run(run(lambda done: None))
+        return
+    with Progress(
+        TextColumn("sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("sending", total=total)
+        asyncio.run(run(lambda done: bar.update(task, completed=done)))
+
+
+def _enqueue(settings: Settings, campaign_id: int) -> None:
+    require_services(settings)
+    from kombu.exceptions import OperationalError
+
+    from workers.app import app
+
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+        app.send_task("campaign.start_campaign", args=(campaign_id,), retry=False, ignore_result=True)
+    except OperationalError as exc:
+        raise ConfigurationError(
+            f"cannot reach the broker at CAMPAIGN_BROKER_URL ({exc.__class__.__name__}); campaign {campaign_id} "
+            "is saved and running: the workers' recovery sweep sends it once the broker, a worker and beat are up"
+        ) from None
+    err_console.print(f"campaign {campaign_id} queued for the workers")
+
+
+def _wait_for_workers(engine: Engine, campaign_id: int) -> None:
+    """Poll the recorded state until the workers have nothing left to do now (what waits for a later day,
+    the workers send then, with nobody waiting here)."""
+    batches = models.Batch.__table__
+    in_flight = select(func.count()).where(batches.c.campaign_id == campaign_id, batches.c.state == "sending")
+
+    def busy() -> bool:
+        with engine.connect() as connection:
+            return bool(connection.execute(in_flight).scalar_one())
+
+    while state_of(engine, campaign_id) == "running" and (due_batches(engine, campaign_id=campaign_id) or busy()):
+        time.sleep(0.5)
+
+
+def print_status(current: Status) -> None:
+    table = Table(title=f"campaign {current.campaign_id}: {current.name}", show_header=True)
+    table.add_column("status")
+    table.add_column("messages", justify="right")
+    for name, count in sorted(current.counts.items(), key=lambda item: -item[1]):
+        table.add_row(name, f"{count:,}")
+    table.add_row("[bold]total[/]", f"[bold]{current.messages:,}[/]")
+    console.print(table)
+    reason = f" ({current.reason})" if current.reason else ""
+    console.print(f"{current.channel} via {current.provider}: {current.state}{reason}", highlight=False)
+    if current.delivery_rate is not None:
+        extra = f", {current.fallbacks:,} handed to an SMS fallback" if current.fallbacks else ""
+        console.print(f"delivered: {current.delivery_rate:.1%} of those sent{extra}", highlight=False)
+    cost = f"{current.estimated_cost:,.2f} {current.currency or ''}".strip()
+    reported = (
+        "not reported by the provider"
+        if current.reported_cost is None
+        else f"{current.reported_cost:,.2f} as reported by the provider"
+    )
+    console.print(
+        f"estimated cost {cost} ({reported}); planned {_when(current.planned_at)}, first sent "
+        f"{_when(current.first_submit)}, last sent {_when(current.last_submit)}, "
+        f"last report {_when(current.last_report)}",
+        highlight=False,
+    )
+
+
+def _when(moment: object) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S}" if isinstance(moment, datetime) else str(moment or "-")[:19]
+
+
+def status_command(
+    campaign_id: CampaignId,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Where a campaign stands: its state and its messages per status."""
+    with _user_errors(), database(get_settings().database_url) as engine:
+        current = status(engine, campaign_id)
+    if json_output:
+        _print_json(current.as_dict())
+    else:
+        print_status(current)
+
+
+def pause_command(campaign_id: CampaignId) -> None:
+    """Stop sending after the batches in flight; `campaign resume` continues."""
+    with _user_errors(), database(get_settings().database_url) as engine:
+        pause(engine, campaign_id)
+    console.print(f"campaign {campaign_id} paused")
+
+
+def resume_command(
+    campaign_id: CampaignId,
+    wait: Annotated[bool, typer.Option(help="With workers: wait until every batch is sent.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
+) -> None:
+    """Send what is left of a paused (or stopped) campaign, from its recorded state."""
+    settings = get_settings()
+    with _user_errors(), database(settings.database_url) as engine:
+        start(engine, campaign_id)
+        run_campaign(engine, settings, campaign_id, json_output, wait)
+
+
+def resend_ambiguous_command(
+    campaign_id: CampaignId,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Re-send without asking.")] = False,
+    wait: Annotated[bool, typer.Option(help="With workers: wait until every batch is sent.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
+) -> None:
+    """Send again the messages whose sending is uncertain and that no delivery report vouches for."""
+    settings = get_settings()
+    with _user_errors(), database(settings.database_url) as engine:
+        uncertain = status(engine, campaign_id).counts.get("ambiguous", 0)
+        if not uncertain:
+            raise CampaignError(f"campaign {campaign_id} has no ambiguous messages")
+        question = (
+            f"{uncertain:,} messages of campaign {campaign_id} may have been sent already; "
+            "send those without a delivery report again?"
+        )
+        _send_again(engine, settings, campaign_id, question, resend_ambiguous, yes, json_output, wait)
+
+
+def retry_failed_command(
+    campaign_id: CampaignId,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Re-send without asking.")] = False,
+    wait: Annotated[bool, typer.Option(help="With workers: wait until every batch is sent.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
+) -> None:
+    """Send again the messages that failed for a temporary reason (network, outage, expired); never those the
+    provider refused for good (invalid number, DND, DLT)."""
+    settings = get_settings()
+    with _user_errors(), database(settings.database_url) as engine:
+        counts = status(engine, campaign_id).counts
+        temporary = sum(counts.get(s, 0) for s in TEMPORARY_FAILURES)
+        if not temporary:
+            raise CampaignError(f"campaign {campaign_id} has no messages that failed for a temporary reason")
+        question = f"send {temporary:,} failed or expired messages of campaign {campaign_id} again?"
+        _send_again(engine, settings, campaign_id, question, retry_failed, yes, json_output, wait)
+
+
+def _send_again(
+    engine: Engine,
+    settings: Settings,
+    campaign_id: int,
+    question: str,
+    requeue: Callable[[Engine, int], int],
+    yes: bool,
+    json_output: bool,
+    wait: bool,
+) -> None:
+    """Ask (unless `--yes`), give the chosen messages back to sending, and send them."""
+    if not yes and not (sys.stdin.isatty() and typer.confirm(question, err=True)):
+        raise CampaignError("nothing was re-sent: add --yes to re-send without a question")
+    count = requeue(engine, campaign_id)
+    err_console.print(f"re-sending {count:,} messages of campaign {campaign_id}")
+    run_campaign(engine, settings, campaign_id, json_output, wait)
+
+
+def report_command(
+    campaign_id: CampaignId,
+    out: Annotated[Path | None, typer.Option(help="Where to write the CSV (default: campaign-ID.csv).")] = None,
+) -> None:
+    """One row per recipient: line in the file, address, channel used, status, provider id, error, times."""
+    path = out or Path(f"campaign-{campaign_id}.csv")
+    with _user_errors(), database(get_settings().database_url) as engine:
+        count = export(engine, campaign_id, path)
+    console.print(f"wrote {count:,} rows to {path}", highlight=False)
+
+
+def list_command(json_output: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False) -> None:
+    """The campaigns, with their state and how far sending has got."""
+    with _user_errors(), database(get_settings().database_url) as engine:
+        campaigns = overview(engine)
+    if json_output:
+        _print_json(campaigns)
+        return
+    table = Table("id", "name", "channel", "provider", "state", "sent", "created")
+    for c in campaigns:
+        share = f"{c['sent'] / c['messages']:.0%}" if c["messages"] else "-"
+        table.add_row(
+            str(c["campaign_id"]),
+            c["name"],
+            c["channel"],
+            c["provider"],
+            c["state"],
+            f"{c['sent']:,} / {c['messages']:,} ({share})",
+            (c["created_at"] or "")[:16],
+        )
+    console.print(table)
+
+
+def cancel_command(
+    campaign_id: CampaignId,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Cancel without asking.")] = False,
+) -> None:
+    """Never send what has not been sent yet."""
+    with _user_errors(), database(get_settings().database_url) as engine:
+        if not yes and not (sys.stdin.isatty() and typer.confirm(f"Cancel campaign {campaign_id}?", err=True)):
+            raise CampaignError("nothing was cancelled: add --yes to cancel without a question")
+        dropped = cancel(engine, campaign_id)
+    console.print(f"campaign {campaign_id} cancelled; {dropped:,} messages will not be sent")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("send")(send)
+    app.command("status")(status_command)
+    app.command("pause")(pause_command)
+    app.command("resume")(resume_command)
+    app.command("cancel")(cancel_command)
+    app.command("resend-ambiguous")(resend_ambiguous_command)
+    app.command("retry-failed")(retry_failed_command)
+    app.command("report")(report_command)
+    app.command("list")(list_command)

@@ -1,0 +1,283 @@
+"""`#var#` personalization and SMS encoding over whole columns.
+
+A template such as `Hi #name#, your code is #code|0000#` is split once into
+literal text and placeholders; rendering is then one Arrow string join over the
+columns, never a per-row `re.sub`. The encoding of each rendered message
+(GSM-7 or UCS-2) and its segments are computed the same way, with the alphabet
+of `engine.gsm`, so the plan counts exactly what the operator will bill.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine import gsm
+from engine.errors import CampaignError
+from engine.planning.contacts import column_key
+
+
+class TemplateError(CampaignError):
+    """The message template cannot be rendered from this file."""
+
+
+#: `#name#` or `#name|default#`. A name starts with a letter and may hold spaces, dots and dashes
+#: (`#first name#`, `#Contact No.#`) but neither starts nor ends with a space, so that `#` used as
+#: text, as in CSS colours (`border-color:#fff #eee`), is not read as a placeholder `#fff #`.
+_PLACEHOLDER = re.compile(r"#([A-Za-z_](?:[A-Za-z0-9_ .\-]*[A-Za-z0-9_.\-])?)(?:\|([^#\r\n]*))?#")
+
+
+@dataclass(frozen=True, slots=True)
+class Placeholder:
+    written: str
+    key: str
+    default: str | None
+
+
+@dataclass(frozen=True)
+class Template:
+    """A message text cut into literal strings and placeholders."""
+
+    text: str
+    parts: tuple[str | Placeholder, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Template:
+        parts: list[str | Placeholder] = []
+        position = 0
+        for match in _PLACEHOLDER.finditer(text):
+            if match.start() > position:
+                parts.append(text[position : match.start()])
+            parts.append(Placeholder(match.group(0), column_key(match.group(1)), match.group(2)))
+            position = match.end()
+        if position < len(text):
+            parts.append(text[position:])
+        return cls(text, tuple(parts))
+
+    @property
+    def placeholders(self) -> list[Placeholder]:
+        return [p for p in self.parts if isinstance(p, Placeholder)]
+
+    def check_columns(self, headers: Mapping[str, str], what: str = "message") -> None:
+        """A placeholder without a column is a mistake in the template or the file: refuse to plan."""
+        missing = [p.written for p in self.placeholders if p.key not in headers]
+        if missing:
+            raise TemplateError(
+                f"the {what} uses {', '.join(missing)} but the file has no such column "
+                f"(columns: {', '.join(headers.values())})"
+            )
+
+    def skeleton(self, fill: str = "x") -> str:
+        """The static text with each placeholder as `fill`, to compare the wording with a registered template.
+
+        A short non-blank stand-in keeps the spaces around a placeholder where a
+        registered `{#var#}` expects them.
+        """
+        return "".join(p if isinstance(p, str) else fill for p in self.parts)
+
+    def render(self, table: pa.Table) -> Rendered:
+        """Render every row; rows that cannot be rendered get a reason.
+
+        A value is trimmed; an empty value takes the placeholder's default, and
+        without one the row is refused, since "Hi ," would go to the customer.
+        """
+        rows = table.num_rows
+        reason = np.full(rows, None, dtype=object)
+        pieces: list[pa.Array | str] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                pieces.append(part)
+                continue
+            values = pc.utf8_trim_whitespace(pc.fill_null(table.column(part.key).combine_chunks(), ""))
+            empty = pc.equal(values, "")
+            if part.default is not None:
+                values = pc.if_else(empty, part.default, values)
+            else:
+                mask = empty.to_numpy(zero_copy_only=False) & pd.isna(reason)
+                reason[mask] = f"empty value for {part.written}"
+            pieces.append(values)
+        return Rendered(pieces, rows, reason)
+
+
+@dataclass
+class Rendered:
+    """Messages kept as their pieces (literal text and column values) as well as joined.
+
+    Encoding and segments add up over pieces, so they are computed on each
+    column's distinct values instead of on a million full messages.
+    """
+
+    pieces: list[pa.Array | str]
+    rows: int
+    reason: np.ndarray
+    _texts: pa.Array | None = None
+
+    @classmethod
+    def of(cls, texts: pa.Array) -> Rendered:
+        return cls([texts], len(texts), np.full(len(texts), None, dtype=object))
+
+    @property
+    def texts(self) -> pa.Array:
+        if self._texts is None:
+            arrays = [p if isinstance(p, pa.Array) else pa.scalar(p, pa.string()) for p in self.pieces]
+            if any(isinstance(p, pa.Array) for p in self.pieces):
+                self._texts = pc.binary_join_element_wise(*arrays, "")
+            else:
+                self._texts = pa.array(np.full(self.rows, "".join(self.pieces), dtype=object), pa.string())
+        return self._texts
+
+    def filter(self, keep: np.ndarray) -> Rendered:
+        mask = pa.array(keep)
+        pieces = [p.filter(mask) if isinstance(p, pa.Array) else p for p in self.pieces]
+        texts = self._texts.filter(mask) if self._texts is not None else None
+        return Rendered(pieces, int(keep.sum()), self.reason[keep], texts)
+
+    def replace_lookalikes(self) -> tuple[Rendered, int]:
+        """The same messages with typographic look-alikes made GSM-7, and how many messages changed."""
+        changed = np.zeros(self.rows, dtype=bool)
+        pieces: list[pa.Array | str] = []
+        for piece in self.pieces:
+            if isinstance(piece, str):
+                plain = gsm.replace_lookalikes(piece)
+                changed |= plain != piece
+                pieces.append(plain)
+            else:
+                plain, touched = _replace_lookalikes(piece)
+                changed |= touched
+                pieces.append(plain)
+        return Rendered(pieces, self.rows, self.reason), int(changed.sum())
+
+
+def _char_class(chars: str) -> str:
+    return "".join(f"\\x{{{ord(c):04X}}}" for c in chars)
+
+
+_GSM7 = _char_class(gsm.GSM7_BASIC.replace("\x1b", "") + gsm.GSM7_EXTENDED)
+_NOT_GSM7 = f"[^{_GSM7}]"
+_EXTENDED = f"[{_char_class(gsm.GSM7_EXTENDED)}]"
+_ASTRAL = r"[\x{10000}-\x{10FFFF}]"
+
+
+def _replace_lookalikes(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    trigger = "[" + _char_class("".join(gsm.LOOKALIKES)) + "]"
+    touched = pc.match_substring_regex(texts, trigger).to_numpy(zero_copy_only=False)
+    if not touched.any():
+        return texts, touched
+    for char, plain in gsm.LOOKALIKES.items():
+        if pc.any(pc.match_substring(texts, char)).as_py():
+            texts = pc.replace_substring(texts, char, plain)
+    return texts, touched
+
+
+@dataclass
+class Encoded:
+    """Per message: UCS-2 or not, and segments; with why UCS-2 was needed."""
+
+    ucs2: np.ndarray
+    segments: np.ndarray
+    because_of: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, dict[str, object]]:
+        ucs2 = int(self.ucs2.sum())
+        result: dict[str, dict[str, object]] = {}
+        if len(self.ucs2) - ucs2:
+            result["gsm7"] = {"messages": len(self.ucs2) - ucs2}
+        if ucs2:
+            result["ucs2"] = {"messages": ucs2, "because_of": self.because_of}
+        return result
+
+
+def encode(messages: Rendered | pa.Array) -> Encoded:
+    """GSM-7 when every character has a GSM-7 code (extension characters count twice), else UCS-2."""
+    if not isinstance(messages, Rendered):
+        messages = Rendered.of(messages)
+    rows = messages.rows
+    ucs2 = np.zeros(rows, dtype=bool)
+    chars = np.zeros(rows, dtype=np.int64)
+    septets = np.zeros(rows, dtype=np.int64)
+    code_units = np.zeros(rows, dtype=np.int64)
+    first_wide = np.full(rows, None, dtype=object)
+    for piece in messages.pieces:
+        if isinstance(piece, str):
+            wide = not gsm.is_gsm7(piece)
+            ucs2 |= wide
+            chars += len(piece)
+            septets += len(piece) if wide else gsm.length_in_units(piece, "gsm7")
+            code_units += gsm.length_in_units(piece, "ucs2")
+            if wide:
+                first_wide[pd.isna(first_wide)] = gsm.first_non_gsm7(piece)
+            continue
+        wide, piece_chars, piece_septets, piece_units, piece_first = _measure_distinct(piece)
+        ucs2 |= wide
+        chars += piece_chars
+        septets += piece_septets
+        code_units += piece_units
+        if wide.any():
+            unset = pd.isna(first_wide) & wide
+            first_wide[unset] = piece_first[unset]
+    units = np.where(ucs2, code_units, septets)
+    single = np.where(ucs2, gsm.SINGLE["ucs2"], gsm.SINGLE["gsm7"])
+    multi = np.where(ucs2, gsm.MULTI["ucs2"], gsm.MULTI["gsm7"])
+    segments = np.where(units <= single, 1, -(-units // multi)).astype(np.int64)
+    # A two-unit character (GSM-7 escape pair, UTF-16 surrogate pair) is never split between
+    # parts, so a long message holding one may need a part more: those few are counted exactly.
+    uneven = np.flatnonzero((units > single) & (units != chars))
+    if len(uneven):
+        segments[uneven] = _packed_segments(messages.texts.take(pa.array(uneven)).to_pylist(), ucs2[uneven])
+    because_of: dict[str, int] = {}
+    if ucs2.any():
+        counts = pd.Series(first_wide[ucs2], dtype=object).value_counts()
+        because_of = {str(char): int(n) for char, n in counts.head(5).items()}
+    return Encoded(ucs2, segments, because_of)
+
+
+#: By code point: is it a GSM-7 extension character (two septets)?
+_EXTENDED_TABLE = np.zeros(0x110000, dtype=bool)
+_EXTENDED_TABLE[[ord(c) for c in gsm.GSM7_EXTENDED]] = True
+
+
+def _packed_segments(texts: list[str], ucs2: np.ndarray, chunk: int = 20_000) -> np.ndarray:
+    """Parts of long messages when a two-unit character may not straddle two parts, as `gsm.segments`
+    counts them: each part ends before the first character whose running width passes the part's
+    room; done for all messages at once, one part per step."""
+    result = np.empty(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), chunk):
+        batch, wide = texts[start : start + chunk], ucs2[start : start + chunk]
+        codes = np.array(batch, dtype=str).view(np.uint32).reshape(len(batch), -1)
+        lengths = np.array([len(text) for text in batch])
+        double = np.where(wide[:, None], codes > 0xFFFF, _EXTENDED_TABLE[codes])
+        width = np.where(np.arange(codes.shape[1]) < lengths[:, None], 1 + double, 0)
+        running = np.cumsum(width, axis=1)
+        total = running[:, -1]
+        room = np.where(wide, gsm.MULTI["ucs2"], gsm.MULTI["gsm7"])
+        parts, used = np.ones(len(batch), dtype=np.int64), np.zeros(len(batch), dtype=np.int64)
+        while (spilling := total - used > room).any():
+            first_out = (running > (used + room)[:, None]).argmax(axis=1)
+            part_end = np.take_along_axis(running, (first_out - 1)[:, None], axis=1)[:, 0]
+            used = np.where(spilling, part_end, used)
+            parts += spilling
+        result[start : start + chunk] = parts
+    return result
+
+
+def _measure_distinct(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per value: UCS-2 needed, characters, GSM-7 septets, UTF-16 units, first non-GSM-7 character;
+    each distinct value is measured once."""
+    encoded = pc.dictionary_encode(values)
+    distinct = encoded.dictionary
+    index = encoded.indices.to_numpy(zero_copy_only=False)
+    length = pc.utf8_length(distinct).to_numpy(zero_copy_only=False).astype(np.int64)
+    wide = pc.match_substring_regex(distinct, _NOT_GSM7).to_numpy(zero_copy_only=False)
+    septets = length + pc.count_substring_regex(distinct, _EXTENDED).to_numpy(zero_copy_only=False)
+    units = length + pc.count_substring_regex(distinct, _ASTRAL).to_numpy(zero_copy_only=False)
+    first = np.full(len(distinct), None, dtype=object)
+    if wide.any():
+        found = pc.struct_field(pc.extract_regex(distinct, f"(?P<c>{_NOT_GSM7})"), [0])
+        first = found.to_numpy(zero_copy_only=False)
+    return wide[index], length[index], septets[index], units[index], first[index]

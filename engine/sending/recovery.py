@@ -1,0 +1,84 @@
+"""The recovery sweep: what a dead worker left behind, and what the broker lost.
+
+Run every few seconds (a beat entry, or the local runner between rounds). A
+batch still `sending` after its lease expired belonged to a worker that died
+mid-call: the provider may have accepted it, so its unsent messages become
+`ambiguous`, never `planned` again. For endpoints that take one recipient per
+call only the message in flight (`queued`) is uncertain; the rest of that batch
+goes back to `planned` and is sent as usual. Due, unclaimed batches of running
+campaigns are returned so the caller can ring their doorbell again: if the
+broker lost a task, this is what finds the work; if it did not, the claim makes
+the extra doorbell harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, exists, select, update
+
+from engine import clock
+from engine.providers.limits import CALL_LIMITS
+from engine.store import models
+from engine.store.writes import complete_if_done
+
+B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
+BatchState, MessageStatus = models.BatchState, models.MessageStatus
+LEASE_EXPIRED = "the worker sending this batch stopped before the provider answered; it may have been sent"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    ambiguous_batches: list[int]
+    resumed_batches: list[int]
+    due: list[tuple[int, str]]
+
+
+def sweep(engine: Engine, now: datetime | None = None) -> Sweep:
+    """Recover expired leases; return the due batches of running campaigns."""
+    moment = now or clock.now()
+    with engine.begin() as connection:
+        # One statement takes the expired batches, so a worker that records its
+        # answer at the same moment either wins (state no longer `sending`) or loses whole.
+        expired = connection.execute(
+            update(B)
+            .where(B.c.state == BatchState.SENDING.value, B.c.claim_expires_at < moment)
+            .values(state=BatchState.AMBIGUOUS.value, error=LEASE_EXPIRED, claimed_by=None, claim_expires_at=None)
+            .returning(B.c.id, B.c.provider, B.c.channel)
+        ).all()
+        one_by_one = [b.id for b in expired if CALL_LIMITS.get(b.provider, {}).get(b.channel) == 1]
+        whole = [b.id for b in expired if b.id not in set(one_by_one)]
+        if one_by_one:
+            connection.execute(
+                update(M)
+                .where(M.c.batch_id.in_(one_by_one), M.c.status == MessageStatus.QUEUED.value)
+                .values(status=MessageStatus.AMBIGUOUS.value, error=LEASE_EXPIRED, submitted_at=moment)
+            )
+            connection.execute(
+                update(B).where(B.c.id.in_(one_by_one)).values(state=BatchState.PLANNED.value, error=None)
+            )
+        if whole:
+            connection.execute(
+                update(M)
+                .where(M.c.batch_id.in_(whole), M.c.status == MessageStatus.PLANNED.value)
+                .values(status=MessageStatus.AMBIGUOUS.value, error=LEASE_EXPIRED, submitted_at=moment)
+            )
+        complete_if_done(connection)
+    return Sweep(whole, one_by_one, due_batches(engine, moment))
+
+
+def due_batches(engine: Engine, now: datetime | None = None, campaign_id: int | None = None) -> list[tuple[int, str]]:
+    """(batch id, provider) of planned batches that may go now, of running campaigns, in campaign order."""
+    moment = now or clock.now()
+    running = exists().where(C.c.id == B.c.campaign_id, C.c.state == models.CampaignState.RUNNING.value)
+    query = select(B.c.id, B.c.provider).where(
+        B.c.state == BatchState.PLANNED.value,
+        (B.c.not_before.is_(None)) | (B.c.not_before <= moment),
+        running,
+    )
+    if campaign_id is not None:
+        query = query.where(B.c.campaign_id == campaign_id)
+    with engine.connect() as connection:
+        rows = connection.execute(query.order_by(B.c.campaign_id, B.c.seq)).all()
+    return [(row.id, row.provider) for row in rows]

@@ -1,0 +1,87 @@
+"""Small, set-based writes shared by sending and its recovery."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, exists, func, select, text, update
+
+from engine.store import models
+from engine.store.db import bulk_insert
+
+
+def mark_campaign(
+    engine: Engine,
+    campaign_id: int,
+    state: models.CampaignState,
+    reason: str | None,
+    only_from: Sequence[str] = (models.CampaignState.RUNNING.value,),
+) -> bool:
+    """Move a campaign to `state` if it is in one of `only_from` (a cancelled campaign is not paused by a 402)."""
+    with engine.begin() as connection:
+        return (
+            connection.execute(
+                update(models.Campaign)
+                .where(models.Campaign.id == campaign_id, models.Campaign.state.in_(only_from))
+                .values(state=state.value, state_reason=reason)
+            ).rowcount
+            == 1
+        )
+
+
+def complete_if_done(connection: Connection, campaign_id: Any = None) -> None:
+    """Running campaigns (one, or all) with no batch left to send are complete; their reports may still come.
+
+    The candidates are locked first and checked again in a second statement:
+    on PostgreSQL a statement sees the batches committed before it began, so a
+    fallback or retry batch added while this waited for the campaign's row is
+    seen by the second look, and the campaign stays running for it.
+    """
+    batch, campaign = models.Batch.__table__, models.Campaign.__table__
+    pending = exists().where(
+        batch.c.campaign_id == campaign.c.id,
+        batch.c.state.in_([models.BatchState.PLANNED.value, models.BatchState.SENDING.value]),
+    )
+    candidates = select(campaign.c.id).where(campaign.c.state == models.CampaignState.RUNNING.value, ~pending)
+    if campaign_id is not None:
+        candidates = candidates.where(campaign.c.id == campaign_id)
+    ids = connection.execute(candidates.with_for_update()).scalars().all()
+    if ids:
+        connection.execute(
+            update(campaign)
+            .where(campaign.c.id.in_(ids), campaign.c.state == models.CampaignState.RUNNING.value, ~pending)
+            .values(state=models.CampaignState.COMPLETED.value, finished_at=func.now())
+        )
+
+
+def update_messages(connection: Connection, message_ids: Sequence[int], **values: Any) -> None:
+    """Set `values` on these messages, a few thousand ids per statement (bound parameters have limits)."""
+    message = models.Message.__table__
+    for start in range(0, len(message_ids), 5_000):
+        connection.execute(update(message).where(message.c.id.in_(message_ids[start : start + 5_000])).values(**values))
+
+
+def set_provider_ids(connection: Connection, pairs: Sequence[tuple[int, str]]) -> None:
+    """Store provider message ids by message id in one pass: `executemany` on SQLite, COPY + one UPDATE on PostgreSQL.
+
+    A loop of single-row UPDATEs costs minutes per million rows on PostgreSQL;
+    a temporary table filled by COPY and joined once costs seconds.
+    """
+    if not pairs:
+        return
+    if connection.dialect.name == "sqlite":
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            cursor.executemany("UPDATE messages SET provider_message_id = ? WHERE id = ?", [(p, i) for i, p in pairs])
+        finally:
+            cursor.close()
+        return
+    connection.execute(text("CREATE TEMP TABLE IF NOT EXISTS provider_ids (id BIGINT, pid TEXT) ON COMMIT DELETE ROWS"))
+    bulk_insert(connection, "provider_ids", {"id": [i for i, _ in pairs], "pid": [p for _, p in pairs]})
+    connection.execute(
+        text(
+            "UPDATE messages SET provider_message_id = provider_ids.pid"
+            " FROM provider_ids WHERE messages.id = provider_ids.id"
+        )
+    )
