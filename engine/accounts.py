@@ -15,48 +15,40 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from engine.errors import ConfigurationError
+from engine.providers import PROVIDERS, client_class
 from engine.providers.base import Provider
-from engine.providers.limits import PIXABITS_PLANS, RatePlan, noxitel_plan
-from engine.providers.noxitel import NoxitelClient
+from engine.providers.limits import RatePlan
 from engine.providers.pixabits import PixabitsClient
 from engine.settings import SANDBOX, Settings
-
-PROVIDERS = ("pixabits", "noxitel")
 
 
 def make_provider(
     name: str, settings: Settings, session: aiohttp.ClientSession | None = None, base_url: str | None = None
 ) -> Provider:
     """A client for `name` configured from settings (`base_url` overrides the configured one)."""
-    timeouts = {"connect_timeout": settings.http_connect_timeout, "total_timeout": settings.http_total_timeout}
-    if name == "pixabits":
-        url = base_url or settings.pixabits_base_url
-        return PixabitsClient(settings.pixabits_api_key.get_secret_value(), url, session, **timeouts)
-    if name == "noxitel":
-        url = base_url or settings.noxitel_base_url
-        return NoxitelClient(settings.noxitel_api_key.get_secret_value(), url, session, **timeouts)
-    raise ConfigurationError(f"unknown provider {name!r}; expected one of {', '.join(PROVIDERS)}")
+    return client_class(name).from_settings(settings, session, base_url)
 
 
 def plan_of(provider: str, settings: Settings) -> RatePlan:
-    """The account's rate plan: Pixabits' by its plan name, Noxitel's from its configured rate."""
-    if provider == "pixabits":
-        return PIXABITS_PLANS[settings.pixabits_plan]
-    return noxitel_plan(settings.noxitel_rate)
+    """The account's rate plan: request rate, burst and daily quota."""
+    return client_class(provider).rate_plan(settings)
 
 
 def api_key_of(provider: str, settings: Settings) -> str:
-    key = settings.pixabits_api_key if provider == "pixabits" else settings.noxitel_api_key
-    return key.get_secret_value()
+    return client_class(provider).configured_key(settings)
 
 
-def notify_url(settings: Settings) -> str | None:
-    """Where Noxitel should push delivery reports: the webhook receiver, if providers can reach it."""
-    return f"{settings.public_url.rstrip('/')}/webhooks/noxitel" if settings.public_url else None
+def notify_url(provider: str, settings: Settings) -> str | None:
+    """Where a provider that takes a per-call `notifyUrl` should push reports: the webhook receiver under
+    `CAMPAIGN_PUBLIC_URL`, if providers can reach it."""
+    client = client_class(provider)
+    if not (client.takes_notify_url and settings.public_url):
+        return None
+    return settings.public_url.rstrip("/") + client.webhook_paths[0]
 
 
 def uses_sandbox(name: str, settings: Settings) -> bool:
-    return (settings.pixabits_base_url if name == "pixabits" else settings.noxitel_base_url) == SANDBOX
+    return client_class(name).configured_url(settings) == SANDBOX
 
 
 def require_services(settings: Settings) -> None:
@@ -87,12 +79,12 @@ async def open_provider(
         base_url = None
         if uses_sandbox(name, settings):
             from engine.sandbox.config import SandboxConfig
-            from engine.sandbox.server import NOXITEL_PREFIX, serve
+            from engine.sandbox.server import provider_url, serve
 
-            key = (settings.pixabits_api_key if name == "pixabits" else settings.noxitel_api_key).get_secret_value()
+            key = api_key_of(name, settings)
             secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
             public = settings.public_url.rstrip("/") if settings.public_url else None
-            webhook_url = f"{public}/webhooks/pixabits" if public else None
+            webhook_url = f"{public}{PixabitsClient.webhook_paths[0]}" if public else None
             if sandbox_webhooks is not None:
                 webhook_url, secret = sandbox_webhooks
             config = SandboxConfig(
@@ -103,7 +95,7 @@ async def open_provider(
                 webhook_url=webhook_url,
             )
             url = await stack.enter_async_context(serve(config))
-            base_url = url if name == "pixabits" else url + NOXITEL_PREFIX
+            base_url = provider_url(url, name)
         provider = make_provider(name, settings, session, base_url)
         stack.push_async_callback(provider.aclose)
         yield provider

@@ -1,6 +1,6 @@
 """The engine's notion of now, which tests (and rehearsals) can move.
 
-Quotas roll over at midnight UTC (`next_day`) and send windows open at nine: to test either
+Quotas roll over at midnight and send windows open at nine: to test either
 without waiting, every time-dependent decision reads `now()`, which adds
 `CAMPAIGN_CLOCK_OFFSET` seconds (0 in production) and any offset set in-process.
 """
@@ -19,17 +19,6 @@ def now() -> datetime:
 
         _offset = timedelta(seconds=get_settings().clock_offset)
     return datetime.now(UTC) + _offset
-
-
-def day_of(moment: datetime) -> str:
-    """The UTC day of `moment`: providers count daily quotas in UTC."""
-    return moment.astimezone(UTC).date().isoformat()
-
-
-def next_day(moment: datetime) -> datetime:
-    """Midnight UTC after `moment`, when a daily quota starts again."""
-    today = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return today + timedelta(days=1)
 
 
 def advance(seconds: float) -> None:

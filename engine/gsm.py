@@ -88,6 +88,10 @@ LOOKALIKES: dict[str, str] = {
 }
 
 
+#: `LOOKALIKES` as `str.translate` takes it, by code point (what `str.maketrans` builds), built once.
+_LOOKALIKE_TABLE: dict[int, str] = {ord(char): plain for char, plain in LOOKALIKES.items()}
+
+
 def replace_lookalikes(text: str) -> str:
     """`text` with each typographic look-alike replaced by its GSM-7 twin."""
-    return text.translate(str.maketrans(LOOKALIKES))
+    return text.translate(_LOOKALIKE_TABLE)

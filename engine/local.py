@@ -16,39 +16,37 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from aiohttp import web
 from sqlalchemy import Engine, func, select
 
-from engine.accounts import api_key_of, make_provider, notify_url, open_provider, plan_of, uses_sandbox
+from engine.accounts import open_provider, uses_sandbox
 from engine.campaigns.lifecycle import status
 from engine.errors import CampaignError
 from engine.planning.phones import normalize_one
 from engine.planning.planner import Plan
+from engine.providers import client_class
 from engine.providers.base import Channel, Provider
-from engine.providers.errors import ProviderError, RateLimited
 from engine.redact import mask_address
-from engine.reports import apply as dlr
-from engine.reports.poller import poll_batch
+from engine.reports.poller import campaign_pages
 from engine.reports.receiver import PushedEvents
-from engine.sending import fallback
+from engine.reports.rounds import ReportTimes, report_round
 from engine.sending.dispatch import Sender
-from engine.sending.quota import DatabaseQuota
 from engine.sending.recovery import due_batches, sweep
-from engine.sending.throttle import MemoryThrottle, Throttle, account_id
+from engine.sending.senders import make_sender
+from engine.serve import serve
 from engine.settings import Settings
 from engine.store import models
 from engine.store.models import CampaignState
+from engine.store.states import DONE_BATCHES
 from engine.store.writes import mark_campaign
 from engine.web.webhooks import build_app
 
 #: How often reports are gathered while waiting for them.
 REPORT_POLL_SECONDS = 0.5
-#: WhatsApp reports are one call per message: asked every this many rounds.
-WHATSAPP_EVERY = 10
+#: Reports asked one call per message (WhatsApp) are asked every this many rounds.
+PER_MESSAGE_EVERY = 10
 #: With no new report for this long (after the first), the rest is not coming soon.
 QUIET_SECONDS = 10.0
 #: Told how many messages are through (sent, failed or in doubt) after each batch.
@@ -96,28 +94,21 @@ async def local_sender(
     """
     async with contextlib.AsyncExitStack() as stack:
         webhooks = None
-        if receive and provider_name == "pixabits" and uses_sandbox(provider_name, settings):
-            webhooks = await stack.enter_async_context(_receiver(engine, settings))
+        client = client_class(provider_name)
+        if receive and not client.polls_reports and uses_sandbox(provider_name, settings):
+            webhooks = await stack.enter_async_context(_receiver(engine, settings, client))
         provider = await stack.enter_async_context(open_provider(provider_name, settings, sandbox_webhooks=webhooks))
         yield _sender(engine, settings, provider)
 
 
 @contextlib.asynccontextmanager
-async def _receiver(engine: Engine, settings: Settings) -> AsyncIterator[tuple[str, str]]:
-    """An in-process webhook receiver on loopback; yields its URL and the secret its pushes are signed with."""
+async def _receiver(engine: Engine, settings: Settings, client: type[Provider]) -> AsyncIterator[tuple[str, str]]:
+    """An in-process webhook receiver on loopback for `client`'s pushes; yields its URL and the secret its
+    pushes are signed with."""
     secret = secrets.token_hex(16)
-    parser = make_provider("pixabits", settings, base_url="http://127.0.0.1:9")
     listener = PushedEvents.for_settings(engine, settings)
-    runner = web.AppRunner(build_app(secret, {"pixabits": parser}, listener), access_log=None)
-    try:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        yield f"http://127.0.0.1:{port}/webhooks/pixabits", secret
-    finally:
-        await runner.cleanup()
-        await parser.aclose()
+    async with serve(build_app(secret, {client.name: client}, listener)) as url:
+        yield url + client.webhook_paths[0], secret
 
 
 async def wait_for_reports(
@@ -132,34 +123,32 @@ async def wait_for_reports(
     """Gather delivery reports until every submitted batch has settled, nothing new has come for a while,
     `CAMPAIGN_REPORT_WAIT_SECONDS` have passed, or `stop` is set.
 
-    Noxitel is asked (`/dlr`, `/rcs/dlr` per batch; WhatsApp per message, less
-    often, under the account's throttle); Pixabits reports arrive by push and
-    are stored by the in-process receiver. Both are applied each round, and
-    RCS messages that did not arrive get their SMS fallback, sent at once. The
-    quiet period ends the wait for messages no report will ever come for
-    (Pixabits publishes no failure event for RCS and WhatsApp).
+    A polled provider is asked (per batch; per message, less often, where it
+    reports so, under the account's throttle); a pushing provider's reports
+    are stored by the in-process receiver. Each is one report round
+    (`engine.reports.rounds`), and RCS messages that did not arrive get their
+    SMS fallback, sent at once. The quiet period ends the wait for messages no
+    report will ever come for (a provider may publish no failure event for
+    RCS and WhatsApp).
     """
-    timeout = settings.report_wait_seconds
-    max_age = timedelta(hours=settings.dlr_max_age_hours)
-    fallback_wait = timedelta(seconds=settings.rcs_fallback_wait_seconds)
+    times = ReportTimes.of(settings)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + settings.report_wait_seconds
     provider = sender.providers[provider_name]
     throttle = sender.throttles[provider_name]
     given_up: set[int] = set()
     heard_at: float | None = None
     rounds = 0
     while True:
-        heard = 0
-        if provider.name == "noxitel":
-            heard = await poll_campaign(
-                engine, provider, throttle, campaign_id, given_up, whatsapp=rounds % WHATSAPP_EVERY == 0
-            )
-        heard += sum(dlr.apply_pending(engine, max_age).counts.values())
-        if fallback.due(engine, fallback_wait, max_age, [campaign_id]):
+        pages = None
+        if provider.polls_reports:
+            every = rounds % PER_MESSAGE_EVERY == 0
+            pages = campaign_pages(engine, provider, throttle, campaign_id, given_up, per_message=every)
+        done = await report_round(engine, times, pages, campaign_ids=[campaign_id])
+        if done.fallbacks:
             await send_due(engine, sender, campaign_id)
         rounds += 1
-        if heard:
+        if done.reports + done.pushed:
             heard_at = loop.time()
         silent = heard_at is not None and loop.time() - heard_at > quiet
         if not _awaiting(engine, campaign_id, given_up) or silent or loop.time() > deadline:
@@ -167,54 +156,6 @@ async def wait_for_reports(
         if stop is not None and stop.is_set():
             return
         await asyncio.sleep(REPORT_POLL_SECONDS)
-
-
-async def poll_campaign(
-    engine: Engine,
-    provider: Provider,
-    throttle: Throttle,
-    campaign_id: int,
-    given_up: set[int],
-    whatsapp: bool = True,
-) -> int:
-    """Ask Noxitel for the reports of each submitted, unsettled batch and apply each page at once.
-
-    Returns how many reports carried a status. A batch the provider does not
-    know (a sandbox that has since restarted) or keeps failing on is given up
-    for this wait; it is asked again next time.
-    """
-    batches = models.Batch.__table__
-    with engine.connect() as connection:
-        open_batches = connection.execute(
-            select(
-                batches.c.id,
-                batches.c.campaign_id,
-                batches.c.channel,
-                batches.c.provider_batch_id,
-                batches.c.provider_fallback,
-            ).where(
-                batches.c.campaign_id == campaign_id,
-                batches.c.state == models.BatchState.SUBMITTED.value,
-                batches.c.id.not_in(given_up),
-            )
-        ).all()
-    heard = 0
-    for batch in open_batches:
-        if batch.channel == Channel.WHATSAPP.value and not whatsapp:
-            continue
-        try:
-            count = await poll_batch(engine, provider, throttle, batch)
-        except RateLimited:
-            continue
-        except ProviderError as exc:
-            log.warning("reports of batch %s could not be read (%s); not waiting for them", batch.id, exc)
-            given_up.add(batch.id)
-            continue
-        if count is None:
-            given_up.add(batch.id)  # no provider batch id to ask about
-        else:
-            heard += count
-    return heard
 
 
 def _awaiting(engine: Engine, campaign_id: int, given_up: set[int]) -> bool:
@@ -236,20 +177,7 @@ def _awaiting(engine: Engine, campaign_id: int, given_up: set[int]) -> bool:
 
 
 def _sender(engine: Engine, settings: Settings, provider: Provider) -> Sender:
-    name = provider.name
-    plan = plan_of(name, settings)
-    throttle = MemoryThrottle.for_account(account_id(name, api_key_of(name, settings)), plan)
-    quotas = {name: DatabaseQuota(engine, name, plan.daily_messages)} if plan.daily_messages else {}
-    return Sender(
-        engine,
-        {name: provider},
-        {name: throttle},
-        worker=f"local:{socket.gethostname()}:{os.getpid()}",
-        notify_url=notify_url(settings),
-        quotas=quotas,
-        lease_seconds=settings.lease_seconds,
-        rcs_fallback=settings.rcs_fallback,
-    )
+    return make_sender(engine, settings, {provider.name: provider}, f"local:{socket.gethostname()}:{os.getpid()}")
 
 
 async def send_campaign(
@@ -303,12 +231,11 @@ async def send_due(
 def messages_done(engine: Engine, campaign_id: int) -> int:
     """Messages of batches that are through, read from the small batches table rather than every message."""
     batches = models.Batch.__table__
-    through = ("submitted", "settled", "failed", "ambiguous", "cancelled")
     with engine.connect() as connection:
         return int(
             connection.execute(
                 select(func.coalesce(func.sum(batches.c.size), 0)).where(
-                    batches.c.campaign_id == campaign_id, batches.c.state.in_(through)
+                    batches.c.campaign_id == campaign_id, batches.c.state.in_(DONE_BATCHES)
                 )
             ).scalar_one()
         )

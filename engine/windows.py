@@ -19,7 +19,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from engine.clock import next_day
 from engine.errors import CampaignError
 
 #: The zone of India's regulation on promotional SMS, whatever zone the user plans in.
@@ -30,6 +29,17 @@ _WINDOW = re.compile(rf"^\s*{_TIME}\s*[-\u2013]\s*{_TIME}\s*$")
 
 class WindowError(CampaignError):
     """A window or time zone the user wrote cannot be read."""
+
+
+def day_of(moment: datetime) -> str:
+    """The UTC day of `moment`: providers count daily quotas in UTC."""
+    return moment.astimezone(UTC).date().isoformat()
+
+
+def next_day(moment: datetime) -> datetime:
+    """Midnight UTC after `moment`, when a daily quota starts again."""
+    today = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today + timedelta(days=1)
 
 
 def zone(name: str) -> ZoneInfo:

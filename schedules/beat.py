@@ -1,4 +1,4 @@
-"""The Celery beat schedule: what runs every few seconds, minutes or hours, and on which queue.
+"""The Celery beat schedule: what runs every few seconds, minutes or hours (queues: `workers.app.ROUTES`).
 
 Each entry only rings a bell: the work it finds is in the database, so a
 missed tick costs a delay, never a send. A tick nobody took within its own
@@ -10,9 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from engine.settings import Settings
-
-#: Queues of the beat tasks: the scanner may plan a recurring campaign (heavy, like `campaign.start_campaign`).
-ROUTES = {"campaign.scan_schedules": {"queue": "plan"}, "campaign.check_wallets": {"queue": "default"}}
 
 
 def _every(task: str, seconds: float) -> dict[str, Any]:

@@ -5,9 +5,14 @@ from __future__ import annotations
 from engine.campaigns.schedules import scan
 from engine.sending.recovery import due_batches
 from engine.sending.wallet import check_wallets
+from engine.settings import get_settings
+from schedules.beat import beat_schedule
 from workers.app import app
 from workers.runtime import Runtime
 from workers.tasks import ring
+
+# `celery -A workers.app beat` imports this module (the app's `include`) before it reads the schedule.
+app.conf.beat_schedule = beat_schedule(get_settings())
 
 
 @app.task(name="campaign.scan_schedules")

@@ -10,13 +10,13 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
 
-from engine.clock import next_day
 from engine.planning.contacts import read_contacts
 from engine.planning.dlt import DltError, DltTemplate
 from engine.planning.planner import PlanContext, PlanRefused, PlanRequest, build_plan, cut_batches
 from engine.planning.pricing import PriceTable
-from engine.providers.base import Balance
-from engine.providers.limits import CALL_LIMITS
+from engine.providers.base import Balance, Channel
+from engine.providers.pixabits import PixabitsClient
+from engine.windows import next_day
 
 PRICES = PriceTable.load()
 DLT = DltTemplate(
@@ -92,7 +92,7 @@ def test_one_recipient_endpoints_still_get_batches_and_noxitel_has_no_email(tmp_
     """Pixabits RCS takes one recipient per call, but a batch (one task) holds many such calls."""
     path = contacts_file(tmp_path / "c.csv", 2_500)
     plan = build_plan(request(path, channel="rcs", provider="pixabits", dlt_template=None), context())
-    assert batch_sizes(plan) == [1_000, 1_000, 500] and CALL_LIMITS["pixabits"]["rcs"] == 1
+    assert batch_sizes(plan) == [1_000, 1_000, 500] and PixabitsClient.max_batch(Channel.RCS) == 1
     with pytest.raises(PlanRefused, match="noxitel does not offer email"):
         build_plan(request(path, channel="email", subject="x"), context())
 

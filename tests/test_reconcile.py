@@ -18,16 +18,17 @@ from sqlalchemy import Engine, func, select, update
 
 from engine import clock
 from engine.campaigns.lifecycle import resend_ambiguous, retry_failed, start, status
-from engine.local import local_sender, poll_campaign, send_campaign, send_due
+from engine.local import local_sender, send_campaign, send_due
 from engine.planning.dlt import DltTemplate
 from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
 from engine.planning.pricing import PriceTable
 from engine.planning.suppressions import add
 from engine.providers.base import Channel, DeliveryReport
 from engine.reports import apply as dlr
-from engine.reports.poller import UNREPORTED, expire_old
+from engine.reports.poller import poll_campaign
 from engine.reports.pushed import match
 from engine.reports.receiver import PushedEvents
+from engine.reports.rounds import expire_old
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.noxitel_api import WA_PRICE
 from engine.sandbox.outcomes import fate, rcs_capable
@@ -35,6 +36,7 @@ from engine.sending import fallback
 from engine.sending.recovery import due_batches
 from engine.settings import Settings
 from engine.store import models
+from engine.store.states import UNREPORTED
 from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
 
 SANDBOX = SandboxConfig(seed=SANDBOX_SEED)

@@ -1,7 +1,8 @@
 """The Celery app: Redis broker, one queue per provider, and settings that make a lost task harmless.
 
 Run a worker with `celery -A workers.app worker -Q send.pixabits,send.noxitel,plan,dlr,default`
-and beat with `celery -A workers.app beat` (its schedule is in `schedules/`).
+and beat with `celery -A workers.app beat`. Its schedule is in `schedules/`, whose tasks module (in the
+app's `include`, which beat imports before it reads the schedule) gives the app its `beat_schedule`.
 
 The database holds the work and the broker only rings the bell, so the broker
 settings aim at "delivered at least once, acted on at most once":
@@ -17,11 +18,19 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from engine.providers import PROVIDERS
 from engine.settings import Settings, get_settings
-from schedules.beat import ROUTES, beat_schedule
 
-SEND_QUEUES = ("send.pixabits", "send.noxitel")
+SEND_QUEUES = tuple(f"send.{name}" for name in PROVIDERS)  # send_queue(name) of each provider
 QUEUES = (*SEND_QUEUES, "plan", "dlr", "default")
+#: The queue of each task that does not go to `default` (send tasks go to their provider's `send_queue`). The
+#: schedule scanner may plan a recurring campaign: heavy, like `campaign.start_campaign`.
+ROUTES = {
+    "campaign.start_campaign": {"queue": "plan"},
+    "campaign.poll_dlr": {"queue": "dlr"},
+    "campaign.scan_schedules": {"queue": "plan"},
+    "campaign.check_wallets": {"queue": "default"},
+}
 #: A task is killed after this long; the visibility timeout is well beyond it.
 TASK_TIME_LIMIT = 30 * 60
 VISIBILITY_TIMEOUT = 4 * TASK_TIME_LIMIT
@@ -51,12 +60,11 @@ def make_app(settings: Settings) -> Celery:
         task_soft_time_limit=TASK_TIME_LIMIT - 60,
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue="default",
-        task_routes={"campaign.start_campaign": {"queue": "plan"}, "campaign.poll_dlr": {"queue": "dlr"}, **ROUTES},
+        task_routes=ROUTES,
         result_expires=24 * 3600,
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
-        beat_schedule=beat_schedule(settings),
     )
     return app
 

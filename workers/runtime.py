@@ -23,12 +23,11 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from sqlalchemy import Engine
 
-from engine.accounts import PROVIDERS, api_key_of, make_provider, notify_url, plan_of, require_services
+from engine.accounts import make_provider, require_services
+from engine.providers import PROVIDERS
 from engine.providers.base import new_session
-from engine.sending.capability import RedisCapabilityCache
 from engine.sending.dispatch import Sender
-from engine.sending.quota import RedisQuota
-from engine.sending.throttle import RedisThrottle, account_id
+from engine.sending.senders import make_sender
 from engine.settings import Settings, get_settings
 from engine.store.db import open_database
 
@@ -53,31 +52,7 @@ class Runtime:
         self.session = new_session(settings.http_connect_timeout, settings.http_total_timeout)
         self.redis = Redis.from_url(settings.broker_url or "")
         providers = {name: make_provider(name, settings, self.session) for name in PROVIDERS}
-        throttles = {
-            name: RedisThrottle(
-                self.redis,
-                account_id(name, api_key_of(name, settings)),
-                plan_of(name, settings),
-                prefix=settings.broker_prefix,
-            )
-            for name in PROVIDERS
-        }
-        quotas = {
-            name: RedisQuota(self.redis, account_id(name, api_key_of(name, settings)), limit, settings.broker_prefix)
-            for name in PROVIDERS
-            if (limit := plan_of(name, settings).daily_messages)
-        }
-        return Sender(
-            self.engine,
-            providers,
-            throttles,
-            worker=f"{socket.gethostname()}:{os.getpid()}",
-            lease_seconds=settings.lease_seconds,
-            notify_url=notify_url(settings),
-            quotas=quotas,
-            capability_cache=RedisCapabilityCache(self.redis, "noxitel", settings.broker_prefix),
-            rcs_fallback=settings.rcs_fallback,
-        )
+        return make_sender(self.engine, settings, providers, f"{socket.gethostname()}:{os.getpid()}", self.redis)
 
     def bell_key(self, batch_id: int) -> str:
         return f"{self.settings.broker_prefix}doorbell:{batch_id}"

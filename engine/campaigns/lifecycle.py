@@ -8,6 +8,7 @@ counter: the batches still `planned` are exactly what is left to send.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,20 +19,24 @@ from sqlalchemy import Engine, and_, case, exists, func, or_, select, update
 
 from engine.csvsafe import write_csv
 from engine.errors import CampaignError
-from engine.reports.poller import UNREPORTED
 from engine.sending import rebatch
+from engine.sending.recovery import due_batches
 from engine.store import models
+from engine.store.states import (
+    NOT_CANCELLABLE,
+    NOT_SENT,
+    PAUSABLE,
+    REACHED,
+    SENT_BATCHES,
+    STARTABLE,
+    TAKEN_BATCHES,
+    TEMPORARY_FAILURES,
+    UNREPORTED,
+)
 from engine.store.writes import mark_campaign
 
-C, B, M = models.Campaign.__table__, models.Batch.__table__, models.Message.__table__
+C, B, M = models.CAMPAIGNS, models.BATCHES, models.MESSAGES
 State = models.CampaignState
-
-#: Message statuses of recipients nothing was sent to.
-NOT_SENT = ("planned", "queued", "cancelled", "suppressed", "invalid")
-#: States from which a campaign may be paused.
-PAUSABLE = (State.RUNNING.value, State.SCHEDULED.value, State.WAITING.value)
-#: States from which a campaign may be (re)started.
-STARTABLE = (State.DRAFT.value, State.SCHEDULED.value, State.PAUSED.value, State.WAITING.value, State.FAILED.value)
 
 
 @dataclass
@@ -62,7 +67,7 @@ class Status:
     def delivery_rate(self) -> float | None:
         """Delivered (or read) among the messages that went out; None before any did."""
         out = self.messages - sum(self.counts.get(s, 0) for s in NOT_SENT)
-        reached = self.counts.get("delivered", 0) + self.counts.get("read", 0)
+        reached = sum(self.counts.get(s, 0) for s in REACHED)
         return round(reached / out, 4) if out else None
 
     def as_dict(self) -> dict[str, Any]:
@@ -106,15 +111,47 @@ def state_of(engine: Engine, campaign_id: int) -> str:
     return _campaign(engine, campaign_id).state
 
 
+def repeats_of(engine: Engine, contacts_file: Path, message: str, since: datetime) -> int:
+    """How many campaigns past their draft were created since `since` from this contact file with this text:
+    the same list sent the same words twice is worth a warning before sending."""
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                select(func.count()).where(
+                    C.c.contacts_file == str(contacts_file),
+                    C.c.message_template == message,
+                    C.c.state != State.DRAFT.value,
+                    C.c.created_at >= since,
+                )
+            ).scalar_one()
+        )
+
+
+def in_flight(engine: Engine, campaign_id: int) -> int:
+    """How many of the campaign's batches a sender has claimed and not yet recorded as sent."""
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                select(func.count()).where(B.c.campaign_id == campaign_id, B.c.state == models.BatchState.SENDING.value)
+            ).scalar_one()
+        )
+
+
+def busy(engine: Engine, campaign_id: int) -> bool:
+    """Whether the senders have something to do for the campaign now: a batch due, or one being sent (what
+    waits for a later day, or for its window, is not now)."""
+    return bool(due_batches(engine, campaign_id=campaign_id) or in_flight(engine, campaign_id))
+
+
 def status(engine: Engine, campaign_id: int) -> Status:
     campaign = _campaign(engine, campaign_id)
     with engine.connect() as connection:
-        counts = dict(
+        counts: dict[str, int] = dict(
             connection.execute(
                 select(M.c.status, func.count()).where(M.c.campaign_id == campaign_id).group_by(M.c.status)
             ).all()
         )
-        batches = dict(
+        batches: dict[str, int] = dict(
             connection.execute(
                 select(B.c.state, func.count()).where(B.c.campaign_id == campaign_id).group_by(B.c.state)
             ).all()
@@ -150,7 +187,7 @@ def status(engine: Engine, campaign_id: int) -> Status:
         last_submit=last_submit,
         last_report=last_report,
         reported_cost=reported_cost,
-        fallbacks=int(in_fallback) + counts.get("fallback", 0),
+        fallbacks=int(in_fallback) + counts.get(models.MessageStatus.FALLBACK.value, 0),
     )
 
 
@@ -197,7 +234,7 @@ def pause(engine: Engine, campaign_id: int, reason: str = "paused by the user") 
 def cancel(engine: Engine, campaign_id: int) -> int:
     """Cancel what has not been sent; returns how many messages will now never go."""
     campaign = _campaign(engine, campaign_id)
-    if campaign.state in (State.COMPLETED.value, State.CANCELLED.value):
+    if campaign.state in NOT_CANCELLABLE:
         raise CampaignError(f"campaign {campaign_id} is already {campaign.state}")
     with engine.begin() as connection:
         connection.execute(
@@ -230,7 +267,7 @@ def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
     campaign = _campaign(engine, campaign_id)
     if campaign.state == State.CANCELLED.value:
         raise CampaignError(f"campaign {campaign_id} is cancelled")
-    events = models.DeliveryEvent.__table__
+    events = models.DELIVERY_EVENTS
     reported = exists().where(events.c.message_id == M.c.id)
     ambiguous = (M.c.campaign_id == campaign_id, M.c.status == models.MessageStatus.AMBIGUOUS.value)
     with engine.begin() as connection:
@@ -242,14 +279,9 @@ def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
         ).rowcount
         if count:
             pending = exists().where(M.c.batch_id == B.c.id, M.c.status == models.MessageStatus.PLANNED.value)
-            reopen = (
-                models.BatchState.AMBIGUOUS.value,
-                models.BatchState.SUBMITTED.value,
-                models.BatchState.SETTLED.value,
-            )
             connection.execute(
                 update(B)
-                .where(B.c.campaign_id == campaign_id, B.c.state.in_(reopen), pending)
+                .where(B.c.campaign_id == campaign_id, B.c.state.in_(TAKEN_BATCHES), pending)
                 .values(state=models.BatchState.PLANNED.value, error=None, claimed_by=None, claim_expires_at=None)
             )
             connection.execute(
@@ -258,11 +290,6 @@ def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
                 .values(state=State.RUNNING.value, state_reason=None, finished_at=None)
             )
     return count
-
-
-#: Failures worth another try: the network, an outage, a message that expired on the way. A refusal
-#: (invalid number, DND, DLT scrubbing: `rejected`, `undeliverable`) would only fail again.
-TEMPORARY_FAILURES = (models.MessageStatus.FAILED.value, models.MessageStatus.EXPIRED.value)
 
 
 def retry_failed(engine: Engine, campaign_id: int) -> int:
@@ -302,10 +329,6 @@ def retry_failed(engine: Engine, campaign_id: int) -> int:
                 .values(state=State.RUNNING.value, state_reason=None, finished_at=None)
             )
     return moved
-
-
-#: Batch states in which a batch's messages have been dealt with by the provider (taken, refused or in doubt).
-SENT_BATCHES = ("submitted", "settled", "failed", "ambiguous")
 
 
 def overview(engine: Engine) -> list[dict[str, Any]]:
@@ -364,7 +387,7 @@ def export(engine: Engine, campaign_id: int, path: Path) -> int:
             .order_by(M.c.line)
         )
         rows = result.cursor.fetchall()
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(8)]
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(8)]
     write_csv(
         path,
         {

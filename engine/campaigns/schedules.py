@@ -45,7 +45,7 @@ from engine.windows import as_utc, local_text, zone
 
 log = logging.getLogger(__name__)
 
-C, S = models.Campaign.__table__, models.Schedule.__table__
+C, S = models.CAMPAIGNS, models.SCHEDULES
 State, ScheduleState = models.CampaignState, models.ScheduleState
 #: An occurrence found later than this (no scheduler was running then) is skipped, not sent late.
 MISFIRE_GRACE = timedelta(hours=1)
@@ -108,8 +108,9 @@ def _definition(options: dict[str, Any]) -> str:
     """The plan options as JSON, files by absolute path so the scanner finds them from any directory."""
     saved = {key: options.get(key) for key in PLAN_OPTIONS}
     for key in PATH_OPTIONS:
-        if saved[key] is not None:
-            saved[key] = str(Path(saved[key]).expanduser().resolve())
+        path = saved[key]
+        if path is not None:
+            saved[key] = str(Path(path).expanduser().resolve())
     return orjson.dumps(saved).decode()
 
 

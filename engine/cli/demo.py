@@ -15,7 +15,6 @@ import math
 import os
 import shlex
 import tempfile
-from enum import StrEnum
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +27,7 @@ from engine.cli.plan import PLAN_OPTIONS, _user_errors, plan, plan_campaign, pri
 from engine.cli.send import run_campaign
 from engine.errors import CampaignError
 from engine.planning.planner import save_plan
+from engine.providers import PROVIDERS, names_where
 from engine.settings import Settings
 from engine.store.db import database
 
@@ -43,9 +43,8 @@ DLT_TEMPLATE_ID = "1207161234567890123"
 BATCHES = 20
 
 
-class DemoProvider(StrEnum):
-    NOXITEL = "noxitel"
-    PIXABITS = "pixabits"
+#: The demo's provider by default: one whose reports are fetched, so it shows delivery with nothing pushed.
+DEFAULT_PROVIDER = names_where("polls_reports")[0]
 
 
 class DemoSettings(Settings):
@@ -65,9 +64,9 @@ class DemoSettings(Settings):
 
 
 def demo(
-    provider: Annotated[DemoProvider, typer.Option(help="Which provider's API the sandbox plays.")] = (
-        DemoProvider.NOXITEL
-    ),
+    provider: Annotated[
+        str, typer.Option(help=f"Which provider's API the sandbox plays: {' or '.join(PROVIDERS)}.")
+    ] = DEFAULT_PROVIDER,
     contacts: Annotated[
         int | None, typer.Option(min=1, help="Send to the first N example contacts (default: all of them).")
     ] = None,
@@ -79,6 +78,8 @@ def demo(
     ] = None,
 ) -> None:
     """Run a whole example campaign on the embedded provider sandbox: no account, no server, no settings."""
+    if provider not in PROVIDERS:
+        raise typer.BadParameter(f"{provider!r} is not one of {', '.join(PROVIDERS)}", param_hint="--provider")
     with _user_errors(), tempfile.TemporaryDirectory(prefix="campaign-demo-") as scratch:
         rows = _example_rows(contacts)
         kept = _kept_database(database_file, keep)
@@ -87,7 +88,7 @@ def demo(
         where = "kept" if kept else "temporary: removed when the demo ends; --keep keeps it"
         console.print(
             f"campaign demo: {len(rows) - 1:,} example contacts shipped with the engine, by SMS through the "
-            f"embedded {provider.value} sandbox\n"
+            f"embedded {provider} sandbox\n"
             "no account, no server, none of your settings: nothing leaves this machine\n"
             f"database: {path} ({where})",
             highlight=False,
@@ -98,7 +99,7 @@ def demo(
         contacts_file.write_text("".join(rows), encoding="utf-8")
         options = _plan_options(
             contacts=contacts_file,
-            provider=provider.value,
+            provider=provider,
             message=MESSAGE,
             sender=SENDER,
             dlt_template_id=DLT_TEMPLATE_ID,

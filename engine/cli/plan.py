@@ -27,6 +27,7 @@ from engine.planning.options import PLAN_OPTIONS, plan_from_options
 from engine.planning.planner import Plan
 from engine.planning.suppressions import add as add_suppressions
 from engine.planning.suppressions import import_file, list_suppressions
+from engine.providers import PROVIDERS
 from engine.settings import Settings, get_settings
 from engine.store.db import current_revision, database, head_revision, make_engine, upgrade
 from engine.windows import local_text, timing_text
@@ -50,7 +51,7 @@ def _print_json(value: Any) -> None:
 def plan(
     contacts: Annotated[Path, typer.Argument(help="Contact CSV (UTF-8, UTF-16 or Windows-1252; , ; or tab).")],
     channel: Annotated[str, typer.Option(help="sms, email, rcs or whatsapp.")] = "sms",
-    provider: Annotated[str, typer.Option(help="pixabits or noxitel.")] = "pixabits",
+    provider: Annotated[str, typer.Option(help=f"{' or '.join(PROVIDERS)}.")] = PROVIDERS[0],
     message: Annotated[
         str | None, typer.Option(help="Text with #column# placeholders (#column|default# for a default).")
     ] = None,

@@ -31,10 +31,12 @@ from engine.campaigns.schedules import (
 )
 from engine.cli.console import console, err_console
 from engine.cli.plan import _print_json, _user_errors
+from engine.cli.run import run_campaign
 from engine.errors import CampaignError
 from engine.planning.planner import Plan, save_plan
 from engine.settings import Settings, get_settings
 from engine.store.db import database
+from engine.store.states import CampaignState
 from engine.windows import describe_timing, local_text, zone
 
 LOCAL_NOTE = (
@@ -86,7 +88,7 @@ class Later:
                 _print_json(
                     {
                         "campaign_id": campaign_id,
-                        "state": "scheduled",
+                        "state": CampaignState.SCHEDULED.value,
                         "scheduled_at": self.first.isoformat(),
                         "tz": self.tz,
                         "starts_at": starts.isoformat(),
@@ -158,7 +160,6 @@ def run_command(
 ) -> None:
     """Start what has come due now (scheduled campaigns, windows that opened, recurring runs) and send it:
     in this process in local mode, through the workers otherwise."""
-    from engine.cli.send import run_campaign  # here: `campaign send` imports this module
 
     settings = get_settings()
     with _user_errors(), database(settings.database_url) as engine:

@@ -13,24 +13,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import signal
 import sys
-import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from engine import clock
-from engine.accounts import require_services, uses_sandbox
+from engine.accounts import require_services
 from engine.campaigns.lifecycle import (
     TEMPORARY_FAILURES,
-    Status,
     cancel,
     export,
     overview,
@@ -38,17 +34,16 @@ from engine.campaigns.lifecycle import (
     resend_ambiguous,
     retry_failed,
     start,
-    state_of,
     status,
 )
 from engine.cli.console import console, err_console
 from engine.cli.plan import PLAN_OPTIONS, _print_json, _user_errors, plan, plan_campaign, print_summary
+from engine.cli.run import print_status, run_campaign
 from engine.cli.schedule import Later
-from engine.errors import CampaignError, ConfigurationError
-from engine.local import local_sender, send_campaign, send_test, wait_for_reports
+from engine.errors import CampaignError
+from engine.local import send_test
 from engine.planning.planner import Plan, save_plan
 from engine.redact import mask_address
-from engine.sending.recovery import due_batches
 from engine.settings import Settings, get_settings
 from engine.store import models
 from engine.store.db import database
@@ -158,136 +153,6 @@ def _confirm(engine: Engine, result: Plan, yes: bool) -> None:
         raise CampaignError("nothing was sent")
 
 
-def run_campaign(engine: Engine, settings: Settings, campaign_id: int, json_output: bool, wait: bool) -> None:
-    if settings.local_mode:
-        _send_locally(engine, settings, campaign_id, json_output, wait)
-    else:
-        # Running in the database first: if the broker loses the task, the sweep still finds the work.
-        start(engine, campaign_id)
-        _enqueue(settings, campaign_id)
-        if wait:
-            _wait_for_workers(engine, campaign_id)
-    final = status(engine, campaign_id)
-    if json_output:
-        counts = final.counts
-        _print_json(
-            {
-                "campaign_id": campaign_id,
-                "state": final.state,
-                "reason": final.reason,
-                **{key: counts.get(key, 0) for key in ("submitted", "failed", "ambiguous")},
-                "counts": counts,
-            }
-        )
-    else:
-        print_status(final)
-
-
-def _send_locally(engine: Engine, settings: Settings, campaign_id: int, json_output: bool, wait: bool) -> None:
-    """Send in this process; with the embedded sandbox (which ends with this command) or `--wait`, stay for
-    the delivery reports too."""
-    start(engine, campaign_id)
-    total = status(engine, campaign_id).messages
-    provider_name = status(engine, campaign_id).provider
-    # Pixabits pushes its reports to the webhook receiver: only the embedded sandbox pushes into this process.
-    stay = uses_sandbox(provider_name, settings) or (wait and provider_name == "noxitel")
-
-    async def run(report: Callable[[int], None]) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        try:
-            async with local_sender(engine, settings, provider_name, receive=stay) as sender:
-                await send_campaign(engine, sender, campaign_id, settings.send_concurrency, report, stop)
-                if stay and not stop.is_set():
-                    if not json_output:
-                        err_console.print("waiting for delivery reports (Ctrl-C stops waiting)...")
-                    await wait_for_reports(engine, sender, provider_name, campaign_id, settings, stop)
-        finally:
-            loop.remove_signal_handler(signal.SIGINT)
-        if state_of(engine, campaign_id) == "paused" and stop.is_set():
-            err_console.print(
-                f"interrupted: campaign {campaign_id} is paused; `campaign resume {campaign_id}` sends the rest"
-            )
-
-    if json_output:
-        asyncio.run(run(lambda done: None))
-        return
-    with Progress(
-        TextColumn("sending"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("sending", total=total)
-        asyncio.run(run(lambda done: bar.update(task, completed=done)))
-
-
-def _enqueue(settings: Settings, campaign_id: int) -> None:
-    require_services(settings)
-    from kombu.exceptions import OperationalError
-
-    from workers.app import app
-
-    try:
-        with app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1)
-        app.send_task("campaign.start_campaign", args=(campaign_id,), retry=False, ignore_result=True)
-    except OperationalError as exc:
-        raise ConfigurationError(
-            f"cannot reach the broker at CAMPAIGN_BROKER_URL ({exc.__class__.__name__}); campaign {campaign_id} "
-            "is saved and running: the workers' recovery sweep sends it once the broker, a worker and beat are up"
-        ) from None
-    err_console.print(f"campaign {campaign_id} queued for the workers")
-
-
-def _wait_for_workers(engine: Engine, campaign_id: int) -> None:
-    """Poll the recorded state until the workers have nothing left to do now (what waits for a later day,
-    the workers send then, with nobody waiting here)."""
-    batches = models.Batch.__table__
-    in_flight = select(func.count()).where(batches.c.campaign_id == campaign_id, batches.c.state == "sending")
-
-    def busy() -> bool:
-        with engine.connect() as connection:
-            return bool(connection.execute(in_flight).scalar_one())
-
-    while state_of(engine, campaign_id) == "running" and (due_batches(engine, campaign_id=campaign_id) or busy()):
-        time.sleep(0.5)
-
-
-def print_status(current: Status) -> None:
-    table = Table(title=f"campaign {current.campaign_id}: {current.name}", show_header=True)
-    table.add_column("status")
-    table.add_column("messages", justify="right")
-    for name, count in sorted(current.counts.items(), key=lambda item: -item[1]):
-        table.add_row(name, f"{count:,}")
-    table.add_row("[bold]total[/]", f"[bold]{current.messages:,}[/]")
-    console.print(table)
-    reason = f" ({current.reason})" if current.reason else ""
-    console.print(f"{current.channel} via {current.provider}: {current.state}{reason}", highlight=False)
-    if current.delivery_rate is not None:
-        extra = f", {current.fallbacks:,} handed to an SMS fallback" if current.fallbacks else ""
-        console.print(f"delivered: {current.delivery_rate:.1%} of those sent{extra}", highlight=False)
-    cost = f"{current.estimated_cost:,.2f} {current.currency or ''}".strip()
-    reported = (
-        "not reported by the provider"
-        if current.reported_cost is None
-        else f"{current.reported_cost:,.2f} as reported by the provider"
-    )
-    console.print(
-        f"estimated cost {cost} ({reported}); planned {_when(current.planned_at)}, first sent "
-        f"{_when(current.first_submit)}, last sent {_when(current.last_submit)}, "
-        f"last report {_when(current.last_report)}",
-        highlight=False,
-    )
-
-
-def _when(moment: object) -> str:
-    return f"{moment:%Y-%m-%d %H:%M:%S}" if isinstance(moment, datetime) else str(moment or "-")[:19]
-
-
 def status_command(
     campaign_id: CampaignId,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -329,7 +194,7 @@ def resend_ambiguous_command(
     """Send again the messages whose sending is uncertain and that no delivery report vouches for."""
     settings = get_settings()
     with _user_errors(), database(settings.database_url) as engine:
-        uncertain = status(engine, campaign_id).counts.get("ambiguous", 0)
+        uncertain = status(engine, campaign_id).counts.get(models.MessageStatus.AMBIGUOUS.value, 0)
         if not uncertain:
             raise CampaignError(f"campaign {campaign_id} has no ambiguous messages")
         question = (

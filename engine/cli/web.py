@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from typing import Annotated
 
 import typer
 from aiohttp import web
 
-from engine.accounts import PROVIDERS, make_provider
 from engine.errors import ConfigurationError
+from engine.providers import CLIENTS
 from engine.reports.receiver import PushedEvents
+from engine.serve import run_until_stopped
 from engine.settings import get_settings
 from engine.store.db import open_database
 from engine.web.webhooks import ROUTES, build_app
@@ -28,33 +27,20 @@ def web_command(
     settings = get_settings()
     if settings.webhook_secret is None:
         raise ConfigurationError("set CAMPAIGN_WEBHOOK_SECRET: the receiver only takes events signed with it")
+    secret = settings.webhook_secret.get_secret_value()
     engine = open_database(settings.database_url)
 
-    async def main() -> None:
-        parsers = {name: make_provider(name, settings, base_url="http://127.0.0.1:9") for name in PROVIDERS}
+    def app() -> web.Application:
         listener = PushedEvents.for_settings(engine, settings)
-        app = build_app(settings.webhook_secret.get_secret_value(), parsers, listener)  # type: ignore[union-attr]
-        app.cleanup_ctx.append(listener.applying)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            print(f"Webhook receiver listening on http://{host}:{bound} ({', '.join(ROUTES)})", flush=True)
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-            for parser in parsers.values():
-                await parser.aclose()
+        receiver = build_app(secret, CLIENTS, listener)
+        receiver.cleanup_ctx.append(listener.applying)
+        return receiver
+
+    def started(url: str) -> None:
+        print(f"Webhook receiver listening on {url} ({', '.join(ROUTES)})", flush=True)
 
     try:
-        asyncio.run(main())
-    except OSError as exc:
-        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        run_until_stopped(app, host, port, started)
     finally:
         engine.dispose()
     print("Webhook receiver stopped", file=sys.stderr, flush=True)

@@ -196,7 +196,7 @@ def import_templates(engine: Engine, templates: list[DltTemplate]) -> int:
         }
         for t in templates
     ]
-    table = models.DltTemplate.__table__
+    table = models.DLT_TEMPLATES
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     statement = insert(table)
     statement = statement.on_conflict_do_update(
@@ -210,7 +210,7 @@ def import_templates(engine: Engine, templates: list[DltTemplate]) -> int:
 
 def stored_templates(engine: Engine) -> list[DltTemplate]:
     with engine.connect() as connection:
-        rows = connection.execute(select(models.DltTemplate.__table__).order_by("template_id")).mappings()
+        rows = connection.execute(select(models.DLT_TEMPLATES).order_by("template_id")).mappings()
         return [DltTemplate(r["template_id"], r["entity_id"], r["header"], r["category"], r["text"]) for r in rows]
 
 

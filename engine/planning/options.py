@@ -20,8 +20,8 @@ from engine.planning.dlt import find_template
 from engine.planning.planner import Plan, PlanContext, PlanRequest, build_plan, check_funds, save_plan
 from engine.planning.pricing import PriceTable
 from engine.planning.suppressions import suppressed_addresses
+from engine.providers import CLIENTS
 from engine.providers.base import Balance
-from engine.providers.limits import PIXABITS_PLANS
 from engine.settings import Settings
 from engine.windows import SendWindow
 
@@ -118,14 +118,16 @@ def plan_from_options(
         name=options["name"],
         window=send_window(options, settings),
     )
-    quota = PIXABITS_PLANS[settings.pixabits_plan].daily_messages if provider == "pixabits" else None
+    client = CLIENTS.get(provider)  # an unknown one is refused by the planner, with the choices
+    plan = client.rate_plan(settings) if client is not None else None
+    quota = plan.daily_messages if plan is not None else None
     context = PlanContext(
         prices=PriceTable.load(),
         region=settings.default_region,
         require_dlt=settings.require_dlt,
         suppressed=suppressed_addresses(engine),
         daily_quota=quota,
-        plan_name=settings.pixabits_plan if provider == "pixabits" else None,
+        plan_name=plan.name if quota and plan is not None else None,
         promotional_window=settings.promotional,
     )
     planning_share = 0.8 if save else 1.0

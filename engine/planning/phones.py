@@ -71,6 +71,8 @@ class _IndianPatterns:
 
     def __init__(self) -> None:
         metadata = PhoneMetadata.metadata_for_region("IN")
+        if metadata is None:  # phonenumbers ships it: missing only from a broken install
+            raise RuntimeError("phonenumbers has no metadata for India (IN)")
         self.general = self._pattern(metadata.general_desc)
         services = (
             metadata.premium_rate,

@@ -39,8 +39,8 @@ from engine.planning.contacts import (
 from engine.planning.dlt import VAR_MAX, VAR_MAX_LIMIT, DltTemplate
 from engine.planning.pricing import PriceTable
 from engine.planning.render import Encoded, Rendered, Template, encode
-from engine.providers.base import Balance
-from engine.providers.limits import BATCH_LIMITS
+from engine.providers import CLIENTS, PROVIDERS
+from engine.providers.base import Balance, Channel
 from engine.redact import mask_address
 from engine.store import models
 from engine.store.db import bulk_insert
@@ -49,7 +49,6 @@ from engine.windows import SendWindow, describe_timing
 log = logging.getLogger(__name__)
 
 CHANNELS = ("sms", "email", "rcs", "whatsapp")
-PROVIDERS = tuple(BATCH_LIMITS)
 
 #: Our bound on one request body: neither provider publishes one, and common
 #: API gateways accept 10 MiB; batches are cut before either limit is reached.
@@ -138,18 +137,19 @@ def _batch_limit(request: PlanRequest) -> int:
     channel, provider = request.channel, request.provider
     if channel not in CHANNELS:
         raise PlanRefused(f"unknown channel {channel!r}; choose one of {', '.join(CHANNELS)}")
-    if provider not in BATCH_LIMITS:
+    client = CLIENTS.get(provider)
+    if client is None:
         raise PlanRefused(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
-    limit = BATCH_LIMITS[provider].get(channel, 0)
-    if not limit:
+    if not client.max_batch(Channel(channel)):
         raise PlanRefused(f"{provider} does not offer {channel}")
+    limit = client.batch_limit(Channel(channel))
     if channel == "email" and not request.subject:
         raise PlanRefused("an email campaign needs a --subject")
     if channel == "sms" and not request.sender:
         raise PlanRefused("an SMS campaign needs a --sender (the registered header)")
-    if (provider, channel) == ("noxitel", "whatsapp") and Template.parse(request.message).placeholders:
+    if Channel(channel) in client.one_text_per_call and Template.parse(request.message).placeholders:
         # Its free-form text is one `message` for every contact: nothing would carry each one's values.
-        raise PlanRefused("noxitel sends one WhatsApp text to every contact: use a message without #placeholders#")
+        raise PlanRefused(f"{provider} sends one {channel} text to every contact: use a message without #placeholders#")
     if not 1 <= request.dlt_var_max <= VAR_MAX_LIMIT:
         raise PlanRefused(f"--dlt-var-max must be between 1 and {VAR_MAX_LIMIT} characters")
     if request.batch_size is None:
@@ -199,9 +199,10 @@ def _render(request: PlanRequest, file: ContactFile, rows: np.ndarray) -> _Texts
 def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = _noop) -> Plan:
     """Read, validate, render, check, cost and batch; refuse with a reason rather than plan something unsafe."""
     channel, provider = request.channel, request.provider
-    if request.agent_id is not None and provider == "noxitel" and not request.agent_id.strip().isdigit():
-        raise PlanRefused(f"Noxitel RCS agent ids are numbers; {request.agent_id!r} is not one")
     limit = _batch_limit(request)
+    problem = request.agent_id is not None and CLIENTS[provider].agent_id_problem(request.agent_id)
+    if problem:
+        raise PlanRefused(problem)
 
     progress("reading", 0.0)
     file = read_contacts(request.contacts)

@@ -213,13 +213,13 @@ def encode(messages: Rendered | pa.Array) -> Encoded:
             if wide:
                 first_wide[pd.isna(first_wide)] = gsm.first_non_gsm7(piece)
             continue
-        wide, piece_chars, piece_septets, piece_units, piece_first = _measure_distinct(piece)
-        ucs2 |= wide
+        wide_rows, piece_chars, piece_septets, piece_units, piece_first = _measure_distinct(piece)
+        ucs2 |= wide_rows
         chars += piece_chars
         septets += piece_septets
         code_units += piece_units
-        if wide.any():
-            unset = pd.isna(first_wide) & wide
+        if wide_rows.any():
+            unset = pd.isna(first_wide) & wide_rows
             first_wide[unset] = piece_first[unset]
     units = np.where(ucs2, code_units, septets)
     single = np.where(ucs2, gsm.SINGLE["ucs2"], gsm.SINGLE["gsm7"])

@@ -55,6 +55,7 @@ def import_file(
 ) -> tuple[int, int, list[tuple[int, str, str]]]:
     """Suppress every address in a CSV; returns (rows, newly suppressed, [(line, value, reason) refused])."""
     parsed = read_contacts(path)
+    key: str | None
     if to_column:
         key = column_key(to_column)
         if key not in parsed.headers:

@@ -22,14 +22,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
 from types import SimpleNamespace
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import aiohttp
 import orjson
 
 from engine.errors import BatchTooLarge, InvalidRequest
 from engine.providers.errors import OutcomeUnknown, ProviderError, TransientError
-from engine.providers.limits import CALL_LIMITS
+from engine.providers.limits import PER_RECIPIENT_BATCH, RatePlan
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
+    from engine.store.states import MessageStatus
 
 log = logging.getLogger(__name__)
 
@@ -284,13 +288,93 @@ class Response:
 
 
 class Provider(abc.ABC):
-    """What the engine needs from a provider. Unsupported operations raise `InvalidRequest`."""
+    """What the engine needs from a provider. Unsupported operations raise `InvalidRequest`.
+
+    Where providers differ, the difference is declared here, as a class fact
+    each client sets, and the engine reads the fact, never the provider's name.
+    The facts are class-level, so the engine can read them for a stored batch
+    (by `client_class(name)`) without an HTTP client.
+    """
 
     name: ClassVar[str]
+    #: Largest number of recipients one call may carry, per channel; a channel absent is not offered.
+    call_limits: ClassVar[Mapping[Channel, int]]
+    #: Channels on which the provider renders the `#var#` template itself from each recipient's `params`.
+    renders_templates: ClassVar[frozenset[Channel]] = frozenset()
+    #: Channels on which one call carries one text for every recipient (no per-recipient text).
+    one_text_per_call: ClassVar[frozenset[Channel]] = frozenset()
+    #: Whether a call may name where its delivery reports are pushed (`notifyUrl`).
+    takes_notify_url: ClassVar[bool] = False
+    #: Whether an RCS call may ask for the provider's own SMS fallback (`smsFallback`). Where it cannot
+    #: (different texts in one batch), or the engine is set to route it, the engine sends the SMS itself; a
+    #: provider without it keeps its fallback in the account's own settings, and the engine leaves it there.
+    sms_fallback_per_call: ClassVar[bool] = False
+    #: Whether delivery reports are fetched (`batch_reports`, `message_report`) rather than only pushed.
+    polls_reports: ClassVar[bool] = False
+    #: Channels whose reports are asked message by message rather than per batch.
+    reports_per_message: ClassVar[frozenset[Channel]] = frozenset()
+    #: Paths of the webhook receiver that take this provider's pushes; the first is where it is told to push.
+    webhook_paths: ClassVar[tuple[str, ...]] = ()
 
-    def max_batch(self, channel: Channel) -> int:
+    # Facts of the account, read from the settings ------------------------------------------------
+
+    @classmethod
+    @abc.abstractmethod
+    def configured_key(cls, settings: Settings) -> str:
+        """The account's API key."""
+
+    @classmethod
+    @abc.abstractmethod
+    def configured_url(cls, settings: Settings) -> str:
+        """The configured base URL (`sandbox` for the embedded sandbox)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def rate_plan(cls, settings: Settings) -> RatePlan:
+        """The account's request rate, burst and daily quota."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(
+        cls, settings: Settings, session: aiohttp.ClientSession | None = None, base_url: str | None = None
+    ) -> Provider:
+        """A client configured from settings (`base_url` overrides the configured one)."""
+
+    # Facts of what the provider says ------------------------------------------------------------
+
+    @classmethod
+    @abc.abstractmethod
+    def canonical_status(cls, report: DeliveryReport, provider_fallback: bool = False) -> MessageStatus | str | None:
+        """The engine's status for one of this provider's reports: None when it says nothing new (pending),
+        `"unknown"` when the word is new. `provider_fallback`: the report's RCS batch asked the provider for its
+        own SMS fallback, so a device that cannot take RCS means `fallback`, not undeliverable."""
+
+    @classmethod
+    @abc.abstractmethod
+    def parse_webhook(cls, body: bytes) -> list[WebhookEvent]:
+        """Turn one pushed webhook body into canonical events; unknown event types are skipped."""
+
+    @classmethod
+    def hard_bounce(cls, report: DeliveryReport) -> bool:
+        """Whether the report says the address can never receive (an email hard bounce): it is suppressed."""
+        return False
+
+    @classmethod
+    def agent_id_problem(cls, agent_id: str) -> str | None:
+        """Why `agent_id` cannot be this provider's RCS agent, or None when it can."""
+        return None
+
+    @classmethod
+    def max_batch(cls, channel: Channel) -> int:
         """Largest number of recipients one call may carry on this channel (0: channel not offered)."""
-        return CALL_LIMITS[self.name].get(channel.value, 0)
+        return cls.call_limits.get(channel, 0)
+
+    @classmethod
+    def batch_limit(cls, channel: Channel) -> int:
+        """Recipients per batch, the unit of work one task sends: a whole call where calls take many
+        recipients; for one-recipient endpoints, enough calls that a campaign is a handful of tasks."""
+        limit = cls.max_batch(channel)
+        return limit if limit > 1 else PER_RECIPIENT_BATCH
 
     def check_size(self, channel: Channel, count: int) -> None:
         """Refuse an empty or over-size batch before any request is made."""
@@ -317,12 +401,16 @@ class Provider(abc.ABC):
     async def rcs_capability(self, to: str, agent_id: int | None = None) -> RcsCapability:
         raise InvalidRequest(f"{self.name} has no RCS capability check")
 
-    @abc.abstractmethod
-    async def balance(self) -> Balance: ...
+    async def batch_reports(self, channel: Channel, batch_id: str) -> list[DeliveryReport]:
+        """The reports of one provider batch (where `polls_reports`)."""
+        raise InvalidRequest(f"{self.name} reports by push only")
+
+    async def message_report(self, channel: Channel, message_id: str) -> DeliveryReport:
+        """The report of one message (on the channels of `reports_per_message`)."""
+        raise InvalidRequest(f"{self.name} has no per-message reports on {channel.value}")
 
     @abc.abstractmethod
-    def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
-        """Turn one pushed webhook body into canonical events; unknown event types are skipped."""
+    async def balance(self) -> Balance: ...
 
     @abc.abstractmethod
     async def aclose(self) -> None: ...
@@ -344,6 +432,18 @@ class HttpProvider(Provider):
         self.base_url = base_url.rstrip("/")
         self._own_session = session is None
         self._session = session or new_session(connect_timeout, total_timeout)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, session: aiohttp.ClientSession | None = None, base_url: str | None = None
+    ) -> HttpProvider:
+        return cls(
+            cls.configured_key(settings),
+            base_url or cls.configured_url(settings),
+            session,
+            connect_timeout=settings.http_connect_timeout,
+            total_timeout=settings.http_total_timeout,
+        )
 
     async def aclose(self) -> None:
         if self._own_session and not self._session.closed:

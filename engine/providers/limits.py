@@ -33,20 +33,6 @@ def noxitel_plan(rate: float) -> RatePlan:
     return RatePlan("noxitel", rate=rate, burst=max(1, int(rate)))
 
 
-#: Largest number of recipients one call may carry, per provider and channel.
-#: Pixabits publishes 50,000 SMS and 10,000 email recipients; Noxitel states no
-#: limit, so the same caps are used. RCS and WhatsApp
-#: on Pixabits take one recipient per call.
-CALL_LIMITS: dict[str, dict[str, int]] = {
-    "pixabits": {"sms": 50_000, "email": 10_000, "rcs": 1, "whatsapp": 1},
-    "noxitel": {"sms": 50_000, "rcs": 50_000, "whatsapp": 50_000},
-}
-
-#: Recipients per batch, the unit of work one task sends: a whole call where
-#: calls take many recipients; for one-recipient endpoints, enough calls that a
+#: Recipients per batch on endpoints that take one recipient per call: enough calls that a
 #: campaign is a handful of tasks rather than one task per message.
 PER_RECIPIENT_BATCH = 1_000
-BATCH_LIMITS: dict[str, dict[str, int]] = {
-    provider: {channel: limit if limit > 1 else PER_RECIPIENT_BATCH for channel, limit in limits.items()}
-    for provider, limits in CALL_LIMITS.items()
-}

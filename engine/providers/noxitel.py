@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -46,11 +46,49 @@ from engine.providers.errors import (
     RequestRejected,
     TransientError,
 )
+from engine.providers.limits import RatePlan, noxitel_plan
+from engine.store.models import MessageStatus as S
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
 
 DEFAULT_BASE_URL = "https://dashboard.noxitel.com/api/v2"
 #: The service's clock, for times it writes without a zone.
 SYSTEM_ZONE = ZoneInfo("Asia/Kolkata")
 _MONEY_WORDS = re.compile(r"credit|balance|wallet", re.IGNORECASE)
+
+
+#: Noxitel words (SMS `dlr.status` or its operator reply, RCS and WhatsApp report statuses), lower-cased.
+STATUSES: dict[Channel, dict[str, S | None]] = {
+    Channel.SMS: {
+        "pending": None,
+        "submitted": S.SUBMITTED,
+        "sent": S.SENT,
+        "handset delivered": S.DELIVERED,
+        "delivered": S.DELIVERED,
+        "delivrd": S.DELIVERED,
+        "undelivered": S.UNDELIVERABLE,
+        "undeliv": S.UNDELIVERABLE,
+        "failed": S.FAILED,
+        "expired": S.EXPIRED,
+        "rejected": S.REJECTED,
+        "rejectd": S.REJECTED,
+        "dlt template not registered": S.REJECTED,
+        "dnd": S.REJECTED,
+        "ndnc": S.REJECTED,
+        "blacklisted": S.REJECTED,
+        "invalid number": S.REJECTED,
+    },
+    Channel.RCS: {
+        "pending": None,
+        "sent": S.SENT,
+        "delivered": S.DELIVERED,
+        "read": S.READ,
+        "failed": S.FAILED,
+        "incompatible": S.UNDELIVERABLE,
+    },
+    Channel.WHATSAPP: {"sent": S.SENT, "delivered": S.DELIVERED, "read": S.READ, "failed": S.FAILED},
+}
 
 
 def to_noxitel(number: str) -> str:
@@ -75,7 +113,20 @@ def _ids(rows: Any, number_key: str, id_key: str) -> dict[str, str]:
 
 
 class NoxitelClient(HttpProvider):
+    """One text per call, personalised by Noxitel from a `#var#` template and each contact's `parameters`;
+    reports are polled (`/dlr`, `/rcs/dlr` per batch, WhatsApp per message) or pushed to a per-call
+    `notifyUrl`; an RCS call may carry its own `smsFallback`."""
+
     name = "noxitel"
+    #: Noxitel states no limit per call, so Pixabits' published SMS cap is used on every channel.
+    call_limits: ClassVar[dict[Channel, int]] = {Channel.SMS: 50_000, Channel.RCS: 50_000, Channel.WHATSAPP: 50_000}
+    renders_templates = frozenset({Channel.SMS, Channel.RCS})
+    one_text_per_call = frozenset({Channel.WHATSAPP})
+    takes_notify_url = True
+    sms_fallback_per_call = True
+    polls_reports = True
+    reports_per_message = frozenset({Channel.WHATSAPP})
+    webhook_paths = ("/webhooks/noxitel", "/webhooks/noxitel/rcs")
 
     def __init__(
         self,
@@ -91,6 +142,49 @@ class NoxitelClient(HttpProvider):
         super().__init__(api_key, base_url, session, connect_timeout=connect_timeout, total_timeout=total_timeout)
         self.rcs_agent_id = rcs_agent_id
         self.route_id = route_id
+
+    @classmethod
+    def configured_key(cls, settings: Settings) -> str:
+        return settings.noxitel_api_key.get_secret_value()
+
+    @classmethod
+    def configured_url(cls, settings: Settings) -> str:
+        return settings.noxitel_base_url
+
+    @classmethod
+    def rate_plan(cls, settings: Settings) -> RatePlan:
+        return noxitel_plan(settings.noxitel_rate)
+
+    @classmethod
+    def agent_id_problem(cls, agent_id: str) -> str | None:
+        if agent_id.strip().isdigit():
+            return None
+        return f"Noxitel RCS agent ids are numbers; {agent_id!r} is not one"
+
+    @classmethod
+    def canonical_status(cls, report: DeliveryReport, provider_fallback: bool = False) -> S | str | None:
+        words = STATUSES.get(report.channel, {})
+        word = report.status.lower()
+        if word not in words and report.detail:
+            word = report.detail.lower()
+        if word not in words:
+            return "unknown"
+        status = words[word]
+        if status is S.UNDELIVERABLE and word == "incompatible" and provider_fallback:
+            return S.FALLBACK
+        return status
+
+    async def batch_reports(self, channel: Channel, batch_id: str) -> list[DeliveryReport]:
+        if channel is Channel.RCS:
+            return await self.rcs_reports(batch_id=batch_id)
+        if channel is Channel.SMS:
+            return await self.sms_reports(batch_id=batch_id)
+        return await super().batch_reports(channel, batch_id)
+
+    async def message_report(self, channel: Channel, message_id: str) -> DeliveryReport:
+        if channel is Channel.WHATSAPP:
+            return await self.whatsapp_report(message_id)
+        return await super().message_report(channel, message_id)
 
     def _is_success(self, response: Response) -> bool:
         # Errors may come as 200 with {"status": "error"} or {"success": false}.
@@ -288,13 +382,15 @@ class NoxitelClient(HttpProvider):
 
     # Webhooks ----------------------------------------------------------------
 
-    def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
+    @classmethod
+    def parse_webhook(cls, body: bytes) -> list[WebhookEvent]:
         """SMS `notifyUrl` pushes (a `/dlr` row with `batch_id` and `sms_id`) and RCS events."""
         payload = orjson.loads(body)
         events = payload if isinstance(payload, list) else [payload]
-        return [parsed for event in events if (parsed := self._event(event)) is not None]
+        return [parsed for event in events if (parsed := cls._event(event)) is not None]
 
-    def _event(self, event: Any) -> WebhookEvent | None:
+    @classmethod
+    def _event(cls, event: Any) -> WebhookEvent | None:
         if not isinstance(event, dict):
             return None
         if "dlr" in event and event.get("mobile"):
@@ -305,7 +401,7 @@ class NoxitelClient(HttpProvider):
             reply = event.get("suggestionResponse") or {}
             message = event.get("message") or {}
             return InboundMessage(
-                provider=self.name,
+                provider=cls.name,
                 channel=Channel.RCS,
                 sender=from_noxitel(event.get("from", "")),
                 text=str(reply.get("text") or message.get("text") or ""),
@@ -316,7 +412,7 @@ class NoxitelClient(HttpProvider):
         number = event.get("mobile") or event.get("from")
         if name.startswith("message.") and event.get("msgId") and number:
             return DeliveryReport(
-                provider=self.name,
+                provider=cls.name,
                 channel=Channel.RCS,
                 to=from_noxitel(number),
                 status=str(event.get("status") or name.removeprefix("message.")),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
@@ -40,12 +40,41 @@ from engine.providers.errors import (
     RequestRejected,
     TransientError,
 )
+from engine.providers.limits import PIXABITS_PLANS, RatePlan
+from engine.store.models import MessageStatus as S
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.pixabits.ai"
 _MONEY_WORDS = re.compile(r"balance|credit|wallet|fund", re.IGNORECASE)
 _CHANNEL_OF_EVENT = {"sms": Channel.SMS, "email": Channel.EMAIL, "rcs": Channel.RCS, "wa": Channel.WHATSAPP}
+
+
+#: Pixabits events; a failure's kind is in the report's detail.
+STATUSES: dict[str, S] = {
+    "sms.message.delivered": S.DELIVERED,
+    "sms.message.failed": S.FAILED,
+    "email.delivered": S.DELIVERED,
+    "email.opened": S.READ,
+    "email.clicked": S.READ,
+    "email.bounced": S.FAILED,
+    "rcs.message.delivered": S.DELIVERED,
+    "rcs.message.read": S.READ,
+    "rcs.fallback.triggered": S.FALLBACK,
+    "wa.message.delivered": S.DELIVERED,
+    "wa.message.read": S.READ,
+}
+FAILURES: dict[str, S] = {
+    "undeliv": S.UNDELIVERABLE,
+    "expired": S.EXPIRED,
+    "dlt_template_not_registered": S.REJECTED,
+    "dnd": S.REJECTED,
+    "invalid_number": S.REJECTED,
+    "hard": S.UNDELIVERABLE,
+}
 
 
 def _message_of(response: Response) -> str:
@@ -55,7 +84,40 @@ def _message_of(response: Response) -> str:
 
 
 class PixabitsClient(HttpProvider):
+    """Bulk SMS (50,000 a call) and email (10,000); RCS and WhatsApp one recipient a call. Reports come by
+    push only, to the webhook set in the account's dashboard, as does its RCS fallback."""
+
     name = "pixabits"
+    call_limits: ClassVar[dict[Channel, int]] = {
+        Channel.SMS: 50_000,
+        Channel.EMAIL: 10_000,
+        Channel.RCS: 1,
+        Channel.WHATSAPP: 1,
+    }
+    webhook_paths = ("/webhooks/pixabits",)
+
+    @classmethod
+    def configured_key(cls, settings: Settings) -> str:
+        return settings.pixabits_api_key.get_secret_value()
+
+    @classmethod
+    def configured_url(cls, settings: Settings) -> str:
+        return settings.pixabits_base_url
+
+    @classmethod
+    def rate_plan(cls, settings: Settings) -> RatePlan:
+        return PIXABITS_PLANS[settings.pixabits_plan]
+
+    @classmethod
+    def hard_bounce(cls, report: DeliveryReport) -> bool:
+        return report.status == "email.bounced" and (report.detail or "").lower() == "hard"
+
+    @classmethod
+    def canonical_status(cls, report: DeliveryReport, provider_fallback: bool = False) -> S | str | None:
+        status = STATUSES.get(report.status.lower())
+        if status is S.FAILED and report.detail:
+            return FAILURES.get(report.detail.lower(), S.FAILED)
+        return status if status is not None else "unknown"
 
     def _error_for(self, response: Response) -> ProviderError:
         status, message = response.status, _message_of(response)
@@ -170,13 +232,15 @@ class PixabitsClient(HttpProvider):
             status=data.get("status"),
         )
 
-    def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
+    @classmethod
+    def parse_webhook(cls, body: bytes) -> list[WebhookEvent]:
         """One Pixabits event per POST: `{"event", "timestamp", "data": {...}}`; others are skipped."""
         payload = orjson.loads(body)
         events = payload if isinstance(payload, list) else [payload]
-        return [parsed for event in events if (parsed := self._event(event)) is not None]
+        return [parsed for event in events if (parsed := cls._event(event)) is not None]
 
-    def _event(self, event: Any) -> WebhookEvent | None:
+    @classmethod
+    def _event(cls, event: Any) -> WebhookEvent | None:
         if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
             return None
         name = str(event.get("event", ""))
@@ -187,7 +251,7 @@ class PixabitsClient(HttpProvider):
         at = parse_datetime(data.get("delivered_at") or event.get("timestamp"))
         if name == "wa.message.received":
             return InboundMessage(
-                provider=self.name,
+                provider=cls.name,
                 channel=channel,
                 sender=str(data.get("from", "")),
                 text=str(data.get("text") or data.get("body") or ""),
@@ -199,7 +263,7 @@ class PixabitsClient(HttpProvider):
             return None
         detail = data.get("error") or data.get("bounce_type") or data.get("fallback_channel")
         return DeliveryReport(
-            provider=self.name,
+            provider=cls.name,
             channel=channel,
             to=str(data["to"]),
             status=name,

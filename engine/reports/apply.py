@@ -1,4 +1,4 @@
-"""Delivery reports: the providers' words mapped to canonical statuses, applied to messages in one statement.
+"""Delivery reports: the providers' words as canonical statuses, applied to messages in one statement.
 
 Statuses only move forward: a late `sent` never overwrites `delivered`, `read`
 outranks `delivered`, and any other final status is final. The rank lives in
@@ -42,114 +42,21 @@ from sqlalchemy import (
 )
 
 from engine.clock import now
-from engine.providers.base import Channel, DeliveryReport
+from engine.providers import client_class
+from engine.providers.base import DeliveryReport
 from engine.reports import pushed as events
 from engine.store import models
 from engine.store.db import bulk_insert
+from engine.store.states import FINAL, FINAL_RANK, RANK, REACHED, THROUGH
 
 log = logging.getLogger(__name__)
 S = models.MessageStatus
 
-#: Higher wins. From 10 up a status is final; only `read` may follow `delivered`.
-RANK: dict[str, int] = {
-    S.PLANNED: 0,
-    S.QUEUED: 1,
-    S.SUBMITTED: 2,
-    S.AMBIGUOUS: 2,
-    S.SENT: 3,
-    S.FALLBACK: 4,
-    S.DELIVERED: 10,
-    S.FAILED: 10,
-    S.REJECTED: 10,
-    S.UNDELIVERABLE: 10,
-    S.EXPIRED: 10,
-    S.SUPPRESSED: 10,
-    S.INVALID: 10,
-    S.CANCELLED: 10,
-    S.READ: 11,
-}
-FINAL_RANK = 10
-FINAL = tuple(status.value for status, rank in RANK.items() if rank >= FINAL_RANK)
-#: What lets a batch settle: final statuses, and `fallback`, whose SMS is the provider's to report.
-THROUGH = (*FINAL, S.FALLBACK.value)
-
-#: Noxitel words (SMS `dlr.status` or its operator reply, RCS and WhatsApp report statuses), lower-cased.
-NOXITEL: dict[Channel, dict[str, S | None]] = {
-    Channel.SMS: {
-        "pending": None,
-        "submitted": S.SUBMITTED,
-        "sent": S.SENT,
-        "handset delivered": S.DELIVERED,
-        "delivered": S.DELIVERED,
-        "delivrd": S.DELIVERED,
-        "undelivered": S.UNDELIVERABLE,
-        "undeliv": S.UNDELIVERABLE,
-        "failed": S.FAILED,
-        "expired": S.EXPIRED,
-        "rejected": S.REJECTED,
-        "rejectd": S.REJECTED,
-        "dlt template not registered": S.REJECTED,
-        "dnd": S.REJECTED,
-        "ndnc": S.REJECTED,
-        "blacklisted": S.REJECTED,
-        "invalid number": S.REJECTED,
-    },
-    Channel.RCS: {
-        "pending": None,
-        "sent": S.SENT,
-        "delivered": S.DELIVERED,
-        "read": S.READ,
-        "failed": S.FAILED,
-        "incompatible": S.UNDELIVERABLE,
-    },
-    Channel.WHATSAPP: {"sent": S.SENT, "delivered": S.DELIVERED, "read": S.READ, "failed": S.FAILED},
-}
-
-#: Pixabits events; a failure's kind is in the report's detail.
-PIXABITS: dict[str, S] = {
-    "sms.message.delivered": S.DELIVERED,
-    "sms.message.failed": S.FAILED,
-    "email.delivered": S.DELIVERED,
-    "email.opened": S.READ,
-    "email.clicked": S.READ,
-    "email.bounced": S.FAILED,
-    "rcs.message.delivered": S.DELIVERED,
-    "rcs.message.read": S.READ,
-    "rcs.fallback.triggered": S.FALLBACK,
-    "wa.message.delivered": S.DELIVERED,
-    "wa.message.read": S.READ,
-}
-PIXABITS_FAILURES: dict[str, S] = {
-    "undeliv": S.UNDELIVERABLE,
-    "expired": S.EXPIRED,
-    "dlt_template_not_registered": S.REJECTED,
-    "dnd": S.REJECTED,
-    "invalid_number": S.REJECTED,
-    "hard": S.UNDELIVERABLE,
-}
-
 
 def canonical(report: DeliveryReport, provider_fallback: bool = False) -> S | str | None:
-    """The canonical status of a report; None when it says nothing new (pending); `"unknown"` when the word is new.
-
-    `provider_fallback`: an RCS message reported `incompatible` was handed to
-    the provider's own SMS fallback, so it is `fallback`, not undeliverable.
-    """
-    if report.provider == "pixabits":
-        status = PIXABITS.get(report.status.lower())
-        if status is S.FAILED and report.detail:
-            return PIXABITS_FAILURES.get(report.detail.lower(), S.FAILED)
-        return status if status is not None else "unknown"
-    words = NOXITEL.get(report.channel, {})
-    word = report.status.lower()
-    if word not in words and report.detail:
-        word = report.detail.lower()
-    if word not in words:
-        return "unknown"
-    status = words[word]
-    if status is S.UNDELIVERABLE and word == "incompatible" and provider_fallback:
-        return S.FALLBACK
-    return status
+    """The canonical status of a report, in its provider's words (`Provider.canonical_status`); None when it
+    says nothing new (pending), `"unknown"` when the word is new."""
+    return client_class(report.provider).canonical_status(report, provider_fallback)
 
 
 _staging_metadata = MetaData()
@@ -203,7 +110,7 @@ def _forward(staged_rank: Any) -> Any:
 
 def _error(status: str, detail: str | None) -> str | None:
     """A failure's detail is its error; a delivered (or read) message has none."""
-    return detail if status in FINAL and status not in (S.DELIVERED.value, S.READ.value) else None
+    return detail if status in FINAL and status not in REACHED else None
 
 
 @dataclass

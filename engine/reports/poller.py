@@ -1,31 +1,36 @@
-"""Pulling delivery reports: Noxitel is asked, batch by batch, until every message of a batch is through.
+"""Pulling delivery reports: a polled provider is asked, batch by batch, until every message of a batch is
+through.
 
 Young batches are asked every round, older ones less and less often, and a
 batch still open after the maximum age has what is left marked `expired`, so
 nothing is polled for ever. The beat task and local mode share the per-batch
-fetch.
+fetch; what they do with the pages is one report round (`engine.reports.rounds`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select, update
 
 from engine.clock import now
+from engine.providers import names_where
 from engine.providers.base import Channel, DeliveryReport, Provider
 from engine.providers.errors import ProviderError, RateLimited
 from engine.reports import apply as dlr
-from engine.sending import fallback
+from engine.reports.rounds import Asked, ReportTimes, Round, report_round
 from engine.sending.throttle import Throttle
 from engine.store import models
 
 log = logging.getLogger(__name__)
+#: The providers whose reports are fetched (the others push theirs).
+POLLED = names_where("polls_reports")
 B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
+#: What a report page needs of its batch.
+PAGE_KEYS = (B.c.id, B.c.campaign_id, B.c.channel, B.c.provider_batch_id, B.c.provider_fallback)
 
 #: (age below which, seconds between polls): young batches every round, old ones rarely.
 BACKOFF = ((timedelta(minutes=10), 0.0), (timedelta(hours=1), 60.0), (timedelta(days=1), 300.0))
@@ -47,49 +52,29 @@ async def batch_reports(
 
 
 async def _fetch(engine: Engine, provider: Provider, throttle: Throttle, batch: Any) -> list[DeliveryReport] | None:
-    if batch.channel == Channel.WHATSAPP.value:
-        with engine.connect() as connection:
-            ids = (
-                connection.execute(
-                    select(M.c.provider_message_id).where(
-                        M.c.batch_id == batch.id, M.c.status.not_in(dlr.THROUGH), M.c.provider_message_id.is_not(None)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+    channel = Channel(batch.channel)
+    if channel in provider.reports_per_message:
         reports = []
-        for message_id in ids:  # Noxitel reports WhatsApp per message only
+        for message_id in _unsettled_ids(engine, batch.id):
             await throttle.acquire(max_wait=MAX_WAIT)
-            reports.append(await provider.whatsapp_report(message_id))  # type: ignore[attr-defined]
+            reports.append(await provider.message_report(channel, message_id))
         return reports
     if not batch.provider_batch_id:
         return None
     await throttle.acquire(max_wait=MAX_WAIT)
-    if batch.channel == Channel.RCS.value:
-        return await provider.rcs_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined,no-any-return]
-    return await provider.sms_reports(batch_id=batch.provider_batch_id)  # type: ignore[attr-defined,no-any-return]
+    return await provider.batch_reports(channel, batch.provider_batch_id)
 
 
-async def poll_batch(engine: Engine, provider: Provider, throttle: Throttle, batch: Any) -> int | None:
-    """Fetch one batch's reports and apply them; how many carried a status, or None when it cannot be asked
-    about. A provider error goes up to the caller, whose policy differs."""
-    reports = await batch_reports(engine, provider, throttle, batch)
-    if reports is None:
-        return None
-    applied = dlr.apply(engine, reports, batch.campaign_id, batch.id, provider_fallback=batch.provider_fallback)
-    return sum(applied.values())
-
-
-@dataclass(frozen=True)
-class Poll:
-    polled: int
-    reports: int
-    expired: int
-    #: Stored (pushed or parked) reports applied this round.
-    pushed: int = 0
-    #: RCS messages moved to an SMS fallback batch this round.
-    fallbacks: int = 0
+def _unsettled_ids(engine: Engine, batch_id: int) -> list[str]:
+    """The provider's ids of the batch's messages that are not through yet."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                select(M.c.provider_message_id).where(
+                    M.c.batch_id == batch_id, M.c.status.not_in(dlr.THROUGH), M.c.provider_message_id.is_not(None)
+                )
+            ).scalars()
+        )
 
 
 def _interval(age: timedelta) -> float:
@@ -103,47 +88,29 @@ async def poll_due(
     max_age: timedelta,
     fallback_wait: timedelta | None = None,
     moment: datetime | None = None,
-) -> Poll:
-    """One round of the poller: expire what is too old, ask about each batch that is due, apply the stored
-    (pushed, parked) reports, and queue the SMS fallback of RCS messages that did not arrive."""
+) -> Round:
+    """The beat's report round: every batch that is due is asked, and what is too old expires."""
     moment = moment or now()
-    expired = expire_old(engine, moment - max_age)
-    with engine.connect() as connection:
-        open_batches = connection.execute(
-            select(
-                B.c.id,
-                B.c.campaign_id,
-                B.c.channel,
-                B.c.provider,
-                B.c.provider_batch_id,
-                B.c.submitted_at,
-                B.c.updated_at,
-                B.c.provider_fallback,
-            ).where(B.c.state == models.BatchState.SUBMITTED.value, B.c.provider == "noxitel")
-        ).all()
-    asked = _Asked()
-    applied = await dlr.apply_stream(engine, _due_pages(engine, providers, throttles, open_batches, moment, asked))
-    polled, heard = asked.batches, sum(applied.values())
-    pushed = sum(dlr.apply_pending(engine, max_age).counts.values())
-    fallbacks = fallback.due(engine, fallback_wait, max_age) if fallback_wait is not None else 0
-    return Poll(polled, heard, expired, pushed, fallbacks)
+    asked = Asked()
+    pages = due_pages(engine, providers, throttles, moment, asked)
+    return await report_round(engine, ReportTimes(max_age, fallback_wait), pages, asked, expire_at=moment)
 
 
-@dataclass
-class _Asked:
-    batches: int = 0
-
-
-async def _due_pages(
+async def due_pages(
     engine: Engine,
     providers: Mapping[str, Provider],
     throttles: Mapping[str, Throttle],
-    open_batches: Sequence[Any],
     moment: datetime,
-    asked: _Asked,
+    asked: Asked,
 ) -> AsyncIterator[dlr.PolledPage]:
-    """The report page of each batch that is due, fetched in turn; a 429 ends the round, another provider
-    error skips the batch until its next turn."""
+    """The report page of each submitted batch of a polled provider that is due, fetched in turn; a 429 ends
+    the round, another provider error skips the batch until its next turn."""
+    with engine.connect() as connection:
+        open_batches = connection.execute(
+            select(*PAGE_KEYS, B.c.provider, B.c.submitted_at, B.c.updated_at).where(
+                B.c.state == models.BatchState.SUBMITTED.value, B.c.provider.in_(POLLED)
+            )
+        ).all()
     for batch in open_batches:
         age = moment - _aware(batch.submitted_at or moment)
         if (moment - _aware(batch.updated_at or moment)).total_seconds() < _interval(age):
@@ -162,27 +129,55 @@ async def _due_pages(
             yield dlr.PolledPage(batch.campaign_id, batch.id, reports, batch.provider_fallback)
 
 
-#: The error of a message the engine gave up on: no report came, so it may well have been delivered.
-UNREPORTED = "no final delivery report within the maximum age"
+async def campaign_pages(
+    engine: Engine,
+    provider: Provider,
+    throttle: Throttle,
+    campaign_id: int,
+    given_up: set[int],
+    per_message: bool = True,
+) -> AsyncIterator[dlr.PolledPage]:
+    """The report page of each submitted batch of one campaign, asked now (local mode waits on one campaign).
 
-
-def expire_old(engine: Engine, before: datetime) -> int:
-    """Messages of batches submitted before `before` that are still not through become `expired`.
-
-    An `ambiguous` message stays so: whether it went out is still unknown, and
-    `campaign resend-ambiguous` is how it is dealt with.
+    A batch the provider does not know (a sandbox that has since restarted),
+    keeps failing on, or has no batch id for is given up for this wait (added
+    to `given_up`); a 429 skips the batch this time. `per_message=False` leaves
+    out the channels reported message by message (a call each).
     """
-    old = select(B.c.id).where(B.c.state == models.BatchState.SUBMITTED.value, B.c.submitted_at < before)
-    with engine.begin() as connection:
-        count = connection.execute(
-            update(M)
-            .where(M.c.batch_id.in_(old), M.c.status.not_in((*dlr.THROUGH, models.MessageStatus.AMBIGUOUS.value)))
-            .values(status=models.MessageStatus.EXPIRED.value, status_at=now(), error=UNREPORTED)
-        ).rowcount
-        connection.execute(
-            update(B).where(B.c.id.in_(old)).values(state=models.BatchState.SETTLED.value, settled_at=now())
-        )
-    return count
+    with engine.connect() as connection:
+        open_batches = connection.execute(
+            select(*PAGE_KEYS).where(
+                B.c.campaign_id == campaign_id,
+                B.c.state == models.BatchState.SUBMITTED.value,
+                B.c.id.not_in(given_up),
+            )
+        ).all()
+    for batch in open_batches:
+        if Channel(batch.channel) in provider.reports_per_message and not per_message:
+            continue
+        try:
+            reports = await batch_reports(engine, provider, throttle, batch)
+        except RateLimited:
+            continue
+        except ProviderError as exc:
+            log.warning("reports of batch %s could not be read (%s); not waiting for them", batch.id, exc)
+            reports = None
+        if reports is None:
+            given_up.add(batch.id)
+            continue
+        yield dlr.PolledPage(batch.campaign_id, batch.id, reports, batch.provider_fallback)
+
+
+async def poll_campaign(
+    engine: Engine,
+    provider: Provider,
+    throttle: Throttle,
+    campaign_id: int,
+    given_up: set[int],
+) -> int:
+    """Ask for the reports of each submitted batch of the campaign and apply them; how many carried a status."""
+    applied = await dlr.apply_stream(engine, campaign_pages(engine, provider, throttle, campaign_id, given_up))
+    return sum(applied.values())
 
 
 def _aware(moment: datetime) -> datetime:

@@ -46,12 +46,11 @@ from engine.clock import now
 from engine.providers.base import DeliveryReport
 from engine.store import models
 from engine.store.db import bulk_insert
+from engine.store.states import OPEN, TAKEN_BATCHES
 
 #: Moves xxh3's unsigned 64 bits into a signed BIGINT's range.
 SIGNED = 1 << 63
-E, M, B = models.DeliveryEvent.__table__, models.Message.__table__, models.Batch.__table__
-#: Message statuses still waiting for news (a report can only move them forward).
-OPEN = ("submitted", "sent", "ambiguous", "queued", "fallback")
+E, M, B = models.DELIVERY_EVENTS, models.MESSAGES, models.BATCHES
 
 _metadata = MetaData()
 #: Pushed events on their way into `delivery_events`.
@@ -159,7 +158,7 @@ def match(connection: Connection, since: datetime) -> None:
             B.c.channel == E.c.channel,
             or_(E.c.provider_batch_id.is_(None), B.c.provider_batch_id == E.c.provider_batch_id),
             # A batch still being sent has not recorded what the provider took: its reports wait.
-            B.c.state.in_(("submitted", "settled", "ambiguous")),
+            B.c.state.in_(TAKEN_BATCHES),
         )
         .limit(1)
     )

@@ -18,15 +18,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 from aiohttp import web
 from sqlalchemy import Engine
 
 from engine.planning.suppressions import add
+from engine.providers import client_class
 from engine.providers.base import DeliveryReport, InboundMessage, WebhookEvent
 from engine.reports import apply as dlr
-from engine.sending import fallback
+from engine.reports.rounds import ReportTimes, apply_stored, queue_fallbacks, report_round
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,35 +40,21 @@ class PushedEvents:
     `sweep_seconds` is how often parked reports are tried again with nothing new coming.
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        region: str,
-        max_age: timedelta,
-        fallback_wait: timedelta,
-        sweep_seconds: float = 5.0,
-    ) -> None:
+    def __init__(self, engine: Engine, region: str, times: ReportTimes, sweep_seconds: float = 5.0) -> None:
         self.engine = engine
         self.region = region
-        self.max_age = max_age
-        self.fallback_wait = fallback_wait
+        self.times = times
         self.sweep_seconds = sweep_seconds
         self._wake = asyncio.Event()
 
     @classmethod
     def for_settings(cls, engine: Engine, settings: Settings) -> PushedEvents:
-        return cls(
-            engine,
-            settings.default_region,
-            timedelta(hours=settings.dlr_max_age_hours),
-            timedelta(seconds=settings.rcs_fallback_wait_seconds),
-            settings.webhook_sweep_seconds,
-        )
+        return cls(engine, settings.default_region, ReportTimes.of(settings), settings.webhook_sweep_seconds)
 
     async def __call__(self, provider: str, events: list[WebhookEvent]) -> None:
         reports = [e for e in events if isinstance(e, DeliveryReport)]
         opt_outs = [e.sender for e in events if isinstance(e, InboundMessage) and _opts_out(e.text)]
-        bounced = [r.to for r in reports if r.status == "email.bounced" and (r.detail or "").lower() == "hard"]
+        bounced = [r.to for r in reports if client_class(r.provider).hard_bounce(r)]
         for addresses, reason in ((opt_outs, "opt-out reply"), (bounced, "hard bounce")):
             if addresses:
                 added, _ = await asyncio.to_thread(
@@ -80,15 +66,9 @@ class PushedEvents:
             self._wake.set()
 
     def apply_once(self) -> dlr.Applied:
-        """One round: stored reports to statuses (page by page), then the SMS fallback of RCS that did not arrive."""
-        applied = more = dlr.apply_pending(self.engine, self.max_age)
-        while more.events >= dlr.PAGE:  # a full page: there may be more behind it
-            more = dlr.apply_pending(self.engine, self.max_age)
-            applied.counts.update(more.counts)
-            applied.campaigns |= more.campaigns
-            applied.parked = more.parked
-            applied.abandoned += more.abandoned
-        fallback.due(self.engine, self.fallback_wait, self.max_age)
+        """The stored reports to statuses (page by page), then the SMS fallback of RCS that did not arrive."""
+        applied = apply_stored(self.engine, self.times.max_age)
+        queue_fallbacks(self.engine, self.times)
         return applied
 
     async def applying(self, app: web.Application) -> AsyncIterator[None]:
@@ -105,7 +85,7 @@ class PushedEvents:
                 await asyncio.wait_for(self._wake.wait(), self.sweep_seconds)
             self._wake.clear()
             try:
-                await asyncio.to_thread(self.apply_once)
+                await report_round(self.engine, self.times)  # nothing to fetch: pushes are stored as they come
             except Exception:  # a database hiccup must not end the receiver; the events wait, stored
                 log.exception("applying stored delivery reports failed; trying again next round")
 

@@ -150,6 +150,11 @@ def _contacts(
     return numbers, parameters
 
 
+def _render(message: str, params: dict[str, Any]) -> str:
+    """One contact's text: each `#var#` of the message replaced by its parameter."""
+    return VAR.sub(lambda m: str(params[m.group(1)]), message)
+
+
 def _sms_parts(message: str, mode: str, parameters: list[dict[str, Any]]) -> int:
     """Segments the whole request costs, each contact's text rendered from the `#var#` message.
 
@@ -164,7 +169,7 @@ def _sms_parts(message: str, mode: str, parameters: list[dict[str, Any]]) -> int
     if not occurrences:
         return segments(message, encoding) * len(parameters)
     if length_in_units(static + joined, encoding) != len(static) + len(joined):
-        texts = (VAR.sub(lambda m, p=p: str(p[m.group(1)]), message) for p in parameters)
+        texts = (_render(message, p) for p in parameters)
         return sum(segments(text, encoding) for text in texts)
     weights = list(occurrences.values())
     lengths = [len(v) for v in values]

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import math
 import random
-import signal
 import sys
 import time
 from collections import deque
@@ -42,8 +41,19 @@ from engine.sandbox.http import (
 )
 from engine.sandbox.state import Account, RateWindow, SandboxState
 from engine.sandbox.webhooks import Pusher
+from engine.serve import run_until_stopped
+from engine.serve import serve as serving
 
 NOXITEL_PREFIX = "/api/v2"
+#: Where each provider's API sits under the sandbox's one address.
+PREFIXES = {"pixabits": "", "noxitel": NOXITEL_PREFIX}
+
+
+def provider_url(root: str, provider: str) -> str:
+    """The base URL a client of `provider` uses for a sandbox served at `root`."""
+    return root + PREFIXES[provider]
+
+
 HANG_SECONDS = 600.0
 MAX_BODY = 256 * 1024 * 1024
 
@@ -294,39 +304,22 @@ def build_app(config: SandboxConfig) -> web.Application:
     return app
 
 
+#: How the sandbox is served: a hung request ends when its client gives up, and shutdown does not wait on it.
+SERVING: dict[str, Any] = {"handler_cancellation": True, "shutdown_timeout": 1.0, "backlog": 1024}
+
+
 @contextlib.asynccontextmanager
 async def serve(config: SandboxConfig, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Run the sandbox on the current event loop; yields its base URL (Pixabits root)."""
-    # A hung request ends when its client gives up, and shutdown does not wait on it.
-    runner = web.AppRunner(
-        build_app(config), access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=1.0
-    )
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, backlog=1024)
-        await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        bound = sockets[0].getsockname()[1] if sockets else port
-        shown = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
-        yield f"http://{shown}:{bound}"
-    finally:
-        await runner.cleanup()
+    async with serving(build_app(config), host, port, **SERVING) as url:
+        yield url
 
 
 def run_forever(config: SandboxConfig, host: str, port: int) -> None:
     """The `campaign sandbox` command: serve until SIGINT or SIGTERM."""
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with serve(config, host, port) as url:
-            print(f"Sandbox listening on {url}  (Pixabits: {url}  Noxitel: {url}{NOXITEL_PREFIX})", flush=True)
-            await stop.wait()
-        print("Sandbox stopped", file=sys.stderr, flush=True)
+    def started(url: str) -> None:
+        print(f"Sandbox listening on {url}  (Pixabits: {url}  Noxitel: {url}{NOXITEL_PREFIX})", flush=True)
 
-    try:
-        asyncio.run(main())
-    except OSError as exc:
-        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    run_until_stopped(lambda: build_app(config), host, port, started, **SERVING)
+    print("Sandbox stopped", file=sys.stderr, flush=True)

@@ -172,7 +172,8 @@ class Pusher:
                         break
                     task = asyncio.create_task(self._post(url, body))
                     self._pending.add(task)
-                    task.add_done_callback(lambda t: (self._pending.discard(t), semaphore.release()))
+                    task.add_done_callback(self._pending.discard)
+                    task.add_done_callback(lambda _: semaphore.release())
             self._wake.clear()
             # Wake at the next due time, but at least every 0.1 s: the clock can be moved forward.
             delay = min(0.1, self._due[0][0] - now) if self._due else 0.1

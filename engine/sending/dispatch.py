@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,7 +32,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, and_, exists, or_, select, update
 
-from engine.clock import next_day, now
+from engine.clock import now
 from engine.errors import InvalidRequest
 from engine.providers.base import (
     Channel,
@@ -62,13 +63,14 @@ from engine.sending.recovery import LEASE_EXPIRED
 from engine.sending.throttle import Throttle
 from engine.sending.windows import defer_outside_window
 from engine.store import models
+from engine.store.states import UNSENT
 from engine.store.writes import complete_if_done, mark_campaign, set_provider_ids, update_messages
+from engine.windows import next_day
 
 log = logging.getLogger(__name__)
 
 B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
 BatchState, MessageStatus, CampaignState = models.BatchState, models.MessageStatus, models.CampaignState
-UNSENT = (MessageStatus.PLANNED.value, MessageStatus.QUEUED.value)
 #: Messages the recovery sweep marked ambiguous only because their worker's lease ran out.
 SWEPT = and_(M.c.status == MessageStatus.AMBIGUOUS.value, M.c.error == LEASE_EXPIRED)
 UNSENT_OR_SWEPT = or_(M.c.status.in_(UNSENT), SWEPT)
@@ -123,9 +125,11 @@ class Sender:
     worker: str
     lease_seconds: float = 300.0
     retry: RetryPolicy = RetryPolicy()
-    notify_url: str | None = None
+    #: Where each provider that takes a per-call `notifyUrl` should push its reports.
+    notify_urls: Mapping[str, str | None] = field(default_factory=dict)
     quotas: Mapping[str, DailyQuota] = field(default_factory=dict)
-    capability_cache: CapabilityCache = field(default_factory=MemoryCapabilityCache)
+    #: RCS capability answers, per provider (looked up where the engine routes the SMS fallback).
+    capability_caches: Mapping[str, CapabilityCache] = field(default_factory=lambda: defaultdict(MemoryCapabilityCache))
     #: Who sends the SMS fallback of an RCS campaign: the provider (`smsFallback`) or the engine.
     rcs_fallback: str = "provider"
     #: Longest provider `Retry-After` waited out in place; a longer one defers the batch.
@@ -384,13 +388,13 @@ class Sender:
         source = campaign.fallback_template if fallback else campaign.message_template
         template: str | None = None
         params: list[dict[str, str]] | None = None
-        if provider.name == "noxitel" and channel in (Channel.SMS, Channel.RCS):
+        if channel in provider.renders_templates:
             rendered = for_provider(source, bodies)
             template, params = rendered.text, rendered.params
         messages = [
             OutboundMessage(r.address, bodies[i], params[i] if params else None, r.subject) for i, r in enumerate(rows)
         ]
-        notify = self.notify_url if provider.name == "noxitel" else None
+        notify = self.notify_urls.get(provider.name)
         if channel is Channel.SMS:
             batch = SmsBatch(
                 sender=campaign.sender or "",
@@ -421,7 +425,7 @@ class Sender:
     def _provider_fallback(self, campaign: Any, rows: Sequence[Any], provider: Provider) -> bool:
         """Whether this RCS batch asks the provider for its SMS fallback (else the engine routes it, or none)."""
         return (
-            provider.name == "noxitel"
+            provider.sms_fallback_per_call
             and bool(campaign.fallback_template)
             and self.rcs_fallback == "provider"
             and len({r.fallback_body for r in rows}) == 1
@@ -429,7 +433,7 @@ class Sender:
 
     def _engine_fallback(self, campaign: Any, rows: Sequence[Any], provider: Provider) -> bool:
         return (
-            provider.name == "noxitel"
+            provider.sms_fallback_per_call
             and bool(campaign.fallback_template)
             and not self._provider_fallback(campaign, rows, provider)
         )
@@ -444,7 +448,12 @@ class Sender:
         numbers = [r.address for r in rows]
         try:
             capable = await capabilities(
-                provider, self.throttles[provider.name], self.capability_cache, numbers, agent, self.max_hold
+                provider,
+                self.throttles[provider.name],
+                self.capability_caches[provider.name],
+                numbers,
+                agent,
+                self.max_hold,
             )
         except ProviderError as exc:
             # Only lookups failed: nothing was sent, so the batch simply goes again later.

@@ -18,31 +18,28 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, exists, false, or_, select
 
 from engine.clock import now
+from engine.providers import names_where
+from engine.providers.base import Channel
 from engine.sending import rebatch
 from engine.store import models
+from engine.store.states import MOVABLE, NOT_ARRIVED, UNCONFIRMED
 
 log = logging.getLogger(__name__)
 M, B, C = models.Message.__table__, models.Batch.__table__, models.Campaign.__table__
 S = models.MessageStatus
-
-#: Messages whose RCS did not arrive: refused by the device, or failed after the provider took it.
-NOT_ARRIVED = (S.UNDELIVERABLE.value, S.FAILED.value, S.EXPIRED.value)
-#: Taken by the provider, with no final news yet.
-UNCONFIRMED = (S.SUBMITTED.value, S.SENT.value)
-#: Campaign states in which a fallback may still be sent (a paused one keeps it planned until resumed).
-MOVABLE = (
-    models.CampaignState.RUNNING.value,
-    models.CampaignState.COMPLETED.value,
-    models.CampaignState.WAITING.value,
-    models.CampaignState.PAUSED.value,
-)
+#: The providers whose RCS fallback the engine routes where the call does not ask for the provider's own (the
+#: others keep theirs in the account's settings).
+ROUTING = names_where("sms_fallback_per_call")
 
 
 def _in_engine_rcs_batch() -> Any:
-    """In a Noxitel RCS batch whose call did not ask the provider for its own fallback (the engine routes
-    Noxitel's only; a Pixabits RCS fallback is the provider's, set in its dashboard)."""
+    """In an RCS batch, of a provider that takes a fallback per call, whose call did not ask the provider for
+    its own (the engine routes only those; another provider's RCS fallback is set in its own dashboard)."""
     return exists().where(
-        B.c.id == M.c.batch_id, B.c.channel == "rcs", B.c.provider == "noxitel", B.c.provider_fallback == false()
+        B.c.id == M.c.batch_id,
+        B.c.channel == Channel.RCS.value,
+        B.c.provider.in_(ROUTING),
+        B.c.provider_fallback == false(),
     )
 
 
@@ -70,8 +67,8 @@ def due(engine: Engine, wait: timedelta, max_age: timedelta, campaign_ids: Itera
         or_(M.c.status.in_(NOT_ARRIVED), and_(M.c.status.in_(UNCONFIRMED), M.c.submitted_at < cutoff)),
     )
     recent = select(B.c.id, B.c.campaign_id).where(
-        B.c.channel == "rcs",
-        B.c.provider == "noxitel",
+        B.c.channel == Channel.RCS.value,
+        B.c.provider.in_(ROUTING),
         B.c.provider_fallback == false(),
         B.c.submitted_at >= moment - max_age,
         or_(

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 from sqlalchemy import Engine, func, select
 
-from engine.clock import day_of
 from engine.store import models
+from engine.windows import day_of
 
 
 class DailyQuota(abc.ABC):
@@ -68,7 +68,7 @@ class DatabaseQuota(DailyQuota):
         self._held = 0
 
     async def reserve(self, count: int, now: datetime) -> bool:
-        message, batch = models.Message.__table__, models.Batch.__table__
+        message, batch = models.MESSAGES, models.BATCHES
         start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         with self._engine.connect() as connection:
             used = connection.execute(

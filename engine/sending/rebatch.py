@@ -21,10 +21,11 @@ from sqlalchemy import Connection, func, insert, select, update
 from engine.clock import now
 from engine.planning.pricing import PriceTable, PricingError
 from engine.planning.render import encode
-from engine.providers.limits import BATCH_LIMITS
+from engine.providers import client_class
+from engine.providers.base import Channel
 from engine.store import models
 
-M, B, C = models.Message.__table__, models.Batch.__table__, models.Campaign.__table__
+M, B, C = models.MESSAGES, models.BATCHES, models.CAMPAIGNS
 S = models.MessageStatus
 
 
@@ -64,7 +65,7 @@ def move(
         return Moved(0, [])
     lock(connection, campaign.id)
     prices = prices or load_prices()
-    limit = BATCH_LIMITS[campaign.provider][channel]
+    limit = client_class(campaign.provider).batch_limit(Channel(channel))
     seq = connection.execute(select(func.coalesce(func.max(B.c.seq), 0)).where(B.c.campaign_id == campaign.id))
     next_seq = int(seq.scalar_one()) + 1
     moved, batches = 0, []
@@ -81,7 +82,7 @@ def move(
                 segments=0,
                 estimated_cost=0.0,
                 send_day=0,
-                state="planned",
+                state=models.BatchState.PLANNED.value,
                 kind=kind.value,
             )
             .returning(B.c.id)

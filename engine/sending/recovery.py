@@ -19,13 +19,14 @@ from datetime import datetime
 from sqlalchemy import Engine, exists, select, update
 
 from engine import clock
-from engine.providers.limits import CALL_LIMITS
+from engine.providers import CLIENTS
+from engine.providers.base import Channel
 from engine.store import models
+from engine.store.states import LEASE_EXPIRED
 from engine.store.writes import complete_if_done
 
-B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
+B, M, C = models.BATCHES, models.MESSAGES, models.CAMPAIGNS
 BatchState, MessageStatus = models.BatchState, models.MessageStatus
-LEASE_EXPIRED = "the worker sending this batch stopped before the provider answered; it may have been sent"
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def sweep(engine: Engine, now: datetime | None = None) -> Sweep:
             .values(state=BatchState.AMBIGUOUS.value, error=LEASE_EXPIRED, claimed_by=None, claim_expires_at=None)
             .returning(B.c.id, B.c.provider, B.c.channel)
         ).all()
-        one_by_one = [b.id for b in expired if CALL_LIMITS.get(b.provider, {}).get(b.channel) == 1]
+        one_by_one = [b.id for b in expired if _one_by_one(b.provider, b.channel)]
         whole = [b.id for b in expired if b.id not in set(one_by_one)]
         if one_by_one:
             connection.execute(
@@ -82,3 +83,9 @@ def due_batches(engine: Engine, now: datetime | None = None, campaign_id: int | 
     with engine.connect() as connection:
         rows = connection.execute(query.order_by(B.c.campaign_id, B.c.seq)).all()
     return [(row.id, row.provider) for row in rows]
+
+
+def _one_by_one(provider: str, channel: str) -> bool:
+    """Whether the provider's calls on this channel carry one recipient each."""
+    client = CLIENTS.get(provider)
+    return client is not None and client.max_batch(Channel(channel)) == 1

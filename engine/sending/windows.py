@@ -22,14 +22,16 @@ def defer_outside_window(engine: Engine, batch_id: int, moment: datetime) -> boo
     opening, and a running campaign becomes `waiting` with `wake_at` then: the
     scheduler sets it running again at that time, or `campaign resume` does.
     """
-    campaigns, batches = models.Campaign.__table__, models.Batch.__table__
+    campaigns, batches = models.CAMPAIGNS, models.BATCHES
     with engine.connect() as connection:
         row = connection.execute(
             select(campaigns.c.id, campaigns.c.window_start, campaigns.c.window_end, campaigns.c.window_tz)
             .join(batches, batches.c.campaign_id == campaigns.c.id)
             .where(batches.c.id == batch_id)
         ).one_or_none()
-    window = SendWindow.of(row) if row is not None else None
+    if row is None:  # no such batch: nothing to put off
+        return True
+    window = SendWindow.of(row)
     if window is None or window.is_open(moment):
         return True
     opens = window.next_open(moment)

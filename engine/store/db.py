@@ -149,7 +149,7 @@ def bulk_insert(connection: Connection, table: str, columns: Mapping[str, Sequen
     count = counts.pop()
     if count == 0:
         return 0
-    raw = connection.connection.driver_connection
+    raw = driver_connection(connection)
     if connection.dialect.name == "sqlite":
         placeholders = ", ".join("?" * len(names))
         statement = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({placeholders})"
@@ -166,6 +166,14 @@ def bulk_insert(connection: Connection, table: str, columns: Mapping[str, Sequen
         _copy(raw, table, names, arrays)
         return count
     raise ConfigurationError(f"bulk insert supports SQLite and PostgreSQL, not {connection.dialect.name}")
+
+
+def driver_connection(connection: Connection) -> Any:
+    """The driver's own connection (sqlite3's, psycopg's) under `connection`, for its fast paths."""
+    raw = connection.connection.driver_connection
+    if raw is None:  # only once the pool has invalidated it, never inside a live transaction
+        raise RuntimeError("the database connection was closed")
+    return raw
 
 
 def _as_arrow(values: Sequence[Any] | pa.Array) -> pa.Array:

@@ -6,13 +6,17 @@ so every state a later step needs is a column here: a batch carries its lease
 provider's batch id so a lost answer can be reconciled instead of re-sent; a
 message carries the provider's id, the channel actually used (RCS may fall back
 to SMS) and its error. The states are CHECK-constrained so a typo in a later
-UPDATE fails loudly instead of stranding rows (messages excepted, see `Message`).
+UPDATE fails loudly instead of stranding rows (messages excepted, see `Message`);
+the states themselves are spelled in `engine.store.states` and importable from here.
+Core statements (`update`, `insert`, joins) take the typed table handles at the end
+(`CAMPAIGNS`, `BATCHES`, `MESSAGES`...) rather than each class's `__table__`.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import cast
 
 from sqlalchemy import (
     BigInteger,
@@ -27,6 +31,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -34,58 +39,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from engine.store.states import BatchKind, BatchState, CampaignState, MessageStatus, ScheduleState
+
 #: Row ids: BIGINT on PostgreSQL, and SQLite's INTEGER PRIMARY KEY (the rowid) there.
 Id = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class CampaignState(StrEnum):
-    DRAFT = "draft"
-    SCHEDULED = "scheduled"
-    RUNNING = "running"
-    WAITING = "waiting"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
-
-
-class ScheduleState(StrEnum):
-    ACTIVE = "active"
-    CANCELLED = "cancelled"
-
-
-class BatchState(StrEnum):
-    PLANNED = "planned"
-    SENDING = "sending"
-    SUBMITTED = "submitted"
-    SETTLED = "settled"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    AMBIGUOUS = "ambiguous"
-
-
-class BatchKind(StrEnum):
-    SEND = "send"
-    FALLBACK = "fallback"
-    RETRY = "retry"
-
-
-class MessageStatus(StrEnum):
-    PLANNED = "planned"
-    QUEUED = "queued"
-    SUBMITTED = "submitted"
-    SENT = "sent"
-    DELIVERED = "delivered"
-    READ = "read"
-    FAILED = "failed"
-    REJECTED = "rejected"
-    UNDELIVERABLE = "undeliverable"
-    FALLBACK = "fallback"
-    SUPPRESSED = "suppressed"
-    INVALID = "invalid"
-    EXPIRED = "expired"
-    AMBIGUOUS = "ambiguous"
-    CANCELLED = "cancelled"
 
 
 def _one_of(column: str, values: type[StrEnum]) -> str:
@@ -359,3 +316,15 @@ class DeliveryPage(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     fingerprints: Mapped[bytes] = mapped_column(LargeBinary)
     events: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# The tables for Core statements. A declarative class's `__table__` is typed as any FROM clause,
+# which `update()`, `insert()` and `Table.delete()` do not accept; these are the same objects, as tables.
+CAMPAIGNS = cast(Table, Campaign.__table__)
+SCHEDULES = cast(Table, Schedule.__table__)
+BATCHES = cast(Table, Batch.__table__)
+MESSAGES = cast(Table, Message.__table__)
+SUPPRESSIONS = cast(Table, Suppression.__table__)
+DLT_TEMPLATES = cast(Table, DltTemplate.__table__)
+DELIVERY_EVENTS = cast(Table, DeliveryEvent.__table__)
+DELIVERY_PAGES = cast(Table, DeliveryPage.__table__)

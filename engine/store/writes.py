@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, exists, func, select, text, update
 
 from engine.store import models
-from engine.store.db import bulk_insert
+from engine.store.db import bulk_insert, driver_connection
+from engine.store.states import PENDING_BATCHES
 
 
 def mark_campaign(
@@ -38,11 +39,8 @@ def complete_if_done(connection: Connection, campaign_id: Any = None) -> None:
     fallback or retry batch added while this waited for the campaign's row is
     seen by the second look, and the campaign stays running for it.
     """
-    batch, campaign = models.Batch.__table__, models.Campaign.__table__
-    pending = exists().where(
-        batch.c.campaign_id == campaign.c.id,
-        batch.c.state.in_([models.BatchState.PLANNED.value, models.BatchState.SENDING.value]),
-    )
+    batch, campaign = models.BATCHES, models.CAMPAIGNS
+    pending = exists().where(batch.c.campaign_id == campaign.c.id, batch.c.state.in_(PENDING_BATCHES))
     candidates = select(campaign.c.id).where(campaign.c.state == models.CampaignState.RUNNING.value, ~pending)
     if campaign_id is not None:
         candidates = candidates.where(campaign.c.id == campaign_id)
@@ -57,7 +55,7 @@ def complete_if_done(connection: Connection, campaign_id: Any = None) -> None:
 
 def update_messages(connection: Connection, message_ids: Sequence[int], **values: Any) -> None:
     """Set `values` on these messages, a few thousand ids per statement (bound parameters have limits)."""
-    message = models.Message.__table__
+    message = models.MESSAGES
     for start in range(0, len(message_ids), 5_000):
         connection.execute(update(message).where(message.c.id.in_(message_ids[start : start + 5_000])).values(**values))
 
@@ -71,7 +69,7 @@ def set_provider_ids(connection: Connection, pairs: Sequence[tuple[int, str]]) -
     if not pairs:
         return
     if connection.dialect.name == "sqlite":
-        cursor = connection.connection.driver_connection.cursor()
+        cursor = driver_connection(connection).cursor()
         try:
             cursor.executemany("UPDATE messages SET provider_message_id = ? WHERE id = ?", [(p, i) for i, p in pairs])
         finally:

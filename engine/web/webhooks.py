@@ -10,21 +10,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 from aiohttp import web
 
+from engine.providers import CLIENTS
 from engine.providers.base import Provider, WebhookEvent
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str, list[WebhookEvent]], Awaitable[None]]
-PROVIDERS: web.AppKey[dict[str, Provider]] = web.AppKey("providers")
+#: What reads a provider's pushes: its client class (or a client, whose class it is).
+Parsers = Mapping[str, type[Provider] | Provider]
+PROVIDERS: web.AppKey[Parsers] = web.AppKey("providers")
 SECRET: web.AppKey[bytes] = web.AppKey("secret")
 LISTENER: web.AppKey[Listener] = web.AppKey("listener")
 #: Path of each receiver, and the provider whose parser reads it.
-ROUTES = {"/webhooks/pixabits": "pixabits", "/webhooks/noxitel": "noxitel", "/webhooks/noxitel/rcs": "noxitel"}
+ROUTES = {path: name for name, client in CLIENTS.items() for path in client.webhook_paths}
 
 
 def signed(secret: bytes, body: bytes, signature: str) -> bool:
@@ -47,11 +50,13 @@ async def receive(request: web.Request) -> web.Response:
     return web.json_response({"received": len(events)})
 
 
-def build_app(secret: str, providers: dict[str, Provider], listener: Listener) -> web.Application:
+def build_app(secret: str, providers: Parsers, listener: Listener) -> web.Application:
+    """The receiver of these providers' pushes: a POST route for each of their webhook paths."""
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app[SECRET] = secret.encode()
     app[PROVIDERS] = providers
     app[LISTENER] = listener
-    for path in ROUTES:
-        app.router.add_post(path, receive)
+    for path, name in ROUTES.items():
+        if name in providers:
+            app.router.add_post(path, receive)
     return app
