@@ -65,7 +65,7 @@ class Outcome:
 def _wait_for_deferred(engine: Engine, campaign_id: int) -> None:
     """Batches put off (daily quota, a long `Retry-After`) have no one to send them once this process ends:
     the campaign waits, saying until when and how to go on."""
-    batches = models.Batch.__table__
+    batches = models.BATCHES
     with engine.connect() as connection:
         later = connection.execute(
             select(func.min(batches.c.not_before), func.coalesce(func.sum(batches.c.size), 0)).where(
@@ -160,7 +160,7 @@ async def wait_for_reports(
 
 def _awaiting(engine: Engine, campaign_id: int, given_up: set[int]) -> bool:
     """Whether a submitted batch still waits for reports (a batch settles once all its messages are through)."""
-    batches = models.Batch.__table__
+    batches = models.BATCHES
     with engine.connect() as connection:
         return (
             connection.execute(
@@ -230,7 +230,7 @@ async def send_due(
 
 def messages_done(engine: Engine, campaign_id: int) -> int:
     """Messages of batches that are through, read from the small batches table rather than every message."""
-    batches = models.Batch.__table__
+    batches = models.BATCHES
     with engine.connect() as connection:
         return int(
             connection.execute(

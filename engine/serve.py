@@ -34,8 +34,7 @@ async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0, **
     try:
         site = web.TCPSite(runner, host, port, backlog=backlog)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        bound = sockets[0].getsockname()[1] if sockets else port
+        bound = runner.addresses[0][1] if runner.addresses else port
         shown = "127.0.0.1" if host in ANY_HOST else host
         yield f"http://{shown}:{bound}"
     finally:

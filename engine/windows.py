@@ -130,29 +130,53 @@ def first_send(window: SendWindow | None, not_before: datetime) -> datetime:
     return window.next_open(not_before) if window else as_utc(not_before)
 
 
-def describe_timing(summary: dict[str, Any], window: SendWindow | None, why: str | None, not_before: datetime) -> None:
-    """Write into a plan summary when it may send and when each day's part goes at the earliest.
+@dataclass(frozen=True)
+class Timing:
+    """When a plan may send: its window (and why that one), its first send, and when each day's part may begin.
+
+    A value of its own so that the planner, which times a plan from now, and a
+    schedule, which times it again from its first run, give the summary the
+    same thing, and the `sends` line is read from it in one place.
+    """
+
+    #: The hours it may send in, None: any hour.
+    window: SendWindow | None
+    #: Why the window is this one when the plan did not ask for it (promotional SMS to India), else None.
+    why: str | None
+    #: The first moment it may send (UTC).
+    starts_at: datetime
+    #: When each day's part may begin at the earliest (UTC), the first day first.
+    day_starts: tuple[datetime, ...]
+
+    def window_json(self) -> dict[str, str | None] | None:
+        """The window as the plan summary's JSON gives it, with why."""
+        return {**self.window.as_dict(), "why": self.why} if self.window else None
+
+
+def describe_timing(window: SendWindow | None, why: str | None, not_before: datetime, days: int) -> Timing:
+    """When a plan of `days` days may send and when each day's part goes at the earliest.
 
     Days past the first are those a daily quota puts off: each may begin once
     the quota has rolled over (midnight UTC) that many times, and the window is open.
     """
     start = first_send(window, not_before)
-    summary["window"] = {**window.as_dict(), "why": why} if window else None
-    summary["starts_at"] = start.isoformat()
-    for index, day in enumerate(summary["days"]):
-        later = next_day(start) + timedelta(days=index - 1)
-        day["starts_at"] = (start if index == 0 else first_send(window, later)).isoformat()
+    day_starts = [start]
+    for index in range(1, days):
+        day_starts.append(first_send(window, next_day(start) + timedelta(days=index - 1)))
+    return Timing(window, why if window else None, start, tuple(day_starts[:days]))
 
 
-def timing_text(summary: dict[str, Any], now: datetime) -> str | None:
-    """The plan's "sends" line: its window and when it starts, or None when it sends now at any hour."""
-    window, starts = summary.get("window"), summary.get("starts_at")
-    start = datetime.fromisoformat(starts) if starts else None
-    later = start is not None and start > as_utc(now) + timedelta(minutes=1)
+def timing_text(timing: Timing, now: datetime, tz: str | None = None) -> str | None:
+    """The plan's "sends" line: its window and when it starts, or None when it sends now at any hour.
+
+    Without a window the start is shown in `tz` (a schedule's zone), else in UTC.
+    """
+    window, start = timing.window, timing.starts_at
+    later = start > as_utc(now) + timedelta(minutes=1)
     if window is None and not later:
         return None
-    tz = window["tz"] if window else summary.get("scheduled_tz") or "UTC"
-    hours = f"{window['start']}-{window['end']} {window['tz']}" if window else "at any hour"
-    why = f" ({window['why']})" if window and window.get("why") else ""
-    when = f"starts at {local_text(start, tz)}" if later and start else "starts now"
+    zone_name = window.tz if window else tz or "UTC"
+    hours = str(window) if window else "at any hour"
+    why = f" ({timing.why})" if window and timing.why else ""
+    when = f"starts at {local_text(start, zone_name)}" if later else "starts now"
     return f"{hours}{why}; {when}"

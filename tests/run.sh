@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: a virtual environment with the project and its dev extra,
 # Redis and PostgreSQL reachable on loopback (started, or installed, when they
-# are not), then pytest. Extra arguments go to pytest.
+# are not), lint, formatting and types, then pytest. Extra arguments go to pytest.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -80,6 +80,11 @@ command -v curl >/dev/null || { say "installing curl"; apt_install curl; }
 ensure_redis
 ensure_postgres
 
-say "running the tests"
 export PATH="$venv/bin:$PATH"
+say "checking lint, formatting and types (ruff, mypy)"
+"$venv/bin/ruff" check --quiet .
+"$venv/bin/ruff" format --check --quiet .
+"$venv/bin/mypy"
+
+say "running the tests"
 exec "$venv/bin/python" -m pytest "$@"

@@ -20,7 +20,7 @@ from engine.local import local_sender, send_campaign, wait_for_reports
 from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
 from engine.planning.pricing import PriceTable
 from engine.providers.base import Channel, DeliveryReport
-from engine.reports import apply as dlr
+from engine.reports import statuses as dlr
 from engine.reports.poller import poll_due
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.outcomes import fate

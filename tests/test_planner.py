@@ -64,7 +64,7 @@ def batch_sizes(plan) -> list[int]:  # type: ignore[no-untyped-def]
 def test_sms_batches_never_exceed_the_provider_limit(tmp_path: Path) -> None:
     plan = build_plan(request(contacts_file(tmp_path / "c.csv", 120_001)), context())
     assert batch_sizes(plan) == [50_000, 50_000, 20_001]
-    assert plan.summary["batches"] == 3 and plan.summary["largest_batch"] == 50_000
+    assert plan.summary.batches == 3 and plan.summary.largest_batch == 50_000
     assert np.all(np.diff(plan.batch_of) >= 0)  # each batch is one run of the file's order
 
 
@@ -85,7 +85,7 @@ def test_email_batches_stop_at_ten_thousand(tmp_path: Path) -> None:
     )
     assert batch_sizes(plan) == [10_000, 10_000, 5_000]
     assert plan.subjects is not None and plan.subjects.to_pylist()[:1] == ["Hello Asha"]
-    assert plan.summary["estimated_cost"] == pytest.approx(25_000 * 0.02)
+    assert plan.summary.estimated_cost == pytest.approx(25_000 * 0.02)
 
 
 def test_one_recipient_endpoints_still_get_batches_and_noxitel_has_no_email(tmp_path: Path) -> None:
@@ -124,8 +124,9 @@ def test_batches_are_cut_by_request_size_and_by_day() -> None:
 def test_daily_quota_spreads_over_days_or_refuses(tmp_path: Path) -> None:
     path = contacts_file(tmp_path / "c.csv", 2_500)
     plan = build_plan(request(path, provider="pixabits"), context(daily_quota=1_000, plan_name="starter"))
-    starts = [datetime.fromisoformat(day.pop("starts_at")) for day in plan.summary["days"]]
-    assert plan.summary["days"] == [
+    days = plan.summary.as_json()["days"]
+    starts = [datetime.fromisoformat(day.pop("starts_at")) for day in days]
+    assert days == [
         {"day": 1, "messages": 1_000, "batches": 1},
         {"day": 2, "messages": 1_000, "batches": 1},
         {"day": 3, "messages": 500, "batches": 1},
@@ -143,11 +144,11 @@ def test_cost_counts_segments_by_encoding(tmp_path: Path) -> None:
     path.write_text("name,mobile,order\nAsha,9876543210,A1\nअनु,9876543211,A2\n" + "Ravi,9876543212," + "B" * 200 + "\n")
     plan = build_plan(request(path, dlt_var_max=300), context())
     assert plan.encoded.segments.tolist() == [1, 1, 2]
-    assert plan.summary["segments"] == 4
-    assert plan.summary["encodings"]["ucs2"] == {"messages": 1, "because_of": {"अ": 1}}
-    assert plan.summary["estimated_cost"] == pytest.approx(4 * 0.0018)
-    assert plan.summary["currency"] == "USD"
-    assert plan.summary["prices"] == ["0.0018 USD per segment (gsm7)", "0.0018 USD per segment (ucs2)"]
+    assert plan.summary.segments == 4
+    assert plan.summary.as_json()["encodings"]["ucs2"] == {"messages": 1, "because_of": {"अ": 1}}
+    assert plan.summary.estimated_cost == pytest.approx(4 * 0.0018)
+    assert plan.summary.currency == "USD"
+    assert plan.summary.prices == ["0.0018 USD per segment (gsm7)", "0.0018 USD per segment (ucs2)"]
 
 
 def test_over_the_cap_or_the_balance_is_refused_with_both_figures(tmp_path: Path) -> None:
@@ -161,7 +162,7 @@ def test_over_the_cap_or_the_balance_is_refused_with_both_figures(tmp_path: Path
     with pytest.raises(PlanRefused, match="needs 1,000 credits and the noxitel account has 999"):
         build_plan(request(path), context(balance=credits))
     rich = build_plan(request(path, provider="pixabits"), context(balance=Balance("pixabits", 1e6, "INR")))
-    assert rich.summary["balance"] == {"amount": 1e6, "currency": "INR", "credits": None}
+    assert rich.summary.as_json()["balance"] == {"amount": 1e6, "currency": "INR", "credits": None}
 
 
 def test_dlt_rows_that_do_not_match_are_rejected_and_foreign_numbers_are_not_checked(tmp_path: Path) -> None:
@@ -173,8 +174,8 @@ def test_dlt_rows_that_do_not_match_are_rejected_and_foreign_numbers_are_not_che
         "John Smith Who Has A Very Long Name Too,+1 212 555 0100,A3\n"
     )
     plan = build_plan(request(path), context())
-    assert plan.summary["valid"] == 2
-    assert plan.summary["rejected_by_reason"] == {
+    assert plan.summary.valid == 2
+    assert plan.summary.rejected_by_reason == {
         "a variable part is longer than 30 characters (DLT template 1207161234567890123)": 1
     }
 
@@ -182,7 +183,7 @@ def test_dlt_rows_that_do_not_match_are_rejected_and_foreign_numbers_are_not_che
 def test_india_bound_sms_without_dlt_warns_or_is_an_error_when_required(tmp_path: Path) -> None:
     path = contacts_file(tmp_path / "c.csv", 3)
     plan = build_plan(request(path, dlt_template=None), context())
-    assert plan.summary["warnings"] == [
+    assert plan.summary.warnings == [
         "3 India-bound SMS have no DLT template: operators will block them (give --dlt-template-id)"
     ]
     with pytest.raises(PlanRefused, match=r"operators will block them.*CAMPAIGN_REQUIRE_DLT"):
@@ -206,8 +207,8 @@ def test_rcs_fallback_sms_is_rendered_checked_and_costed(tmp_path: Path) -> None
         context(),
     )
     assert plan.fallbacks is not None and plan.fallbacks.to_pylist()[0] == "Hi Asha, your order A0 has shipped. -ACME"
-    assert plan.summary["fallback"]["segments"] == 4
-    assert plan.summary["estimated_cost"] == pytest.approx(4 * 0.003)
+    assert plan.summary.fallback.segments == 4
+    assert plan.summary.estimated_cost == pytest.approx(4 * 0.003)
 
 
 def test_every_row_is_accounted_for_once(tmp_path: Path) -> None:
@@ -218,22 +219,22 @@ def test_every_row_is_accounted_for_once(tmp_path: Path) -> None:
     )
     plan = build_plan(request(path), context(suppressed=pa.array(["+919000000001"])))
     summary = plan.summary
-    assert (summary["rows"], summary["valid"], summary["rejected"], summary["duplicates"], summary["suppressed"]) == (
+    assert (summary.rows, summary.valid, summary.rejected, summary.duplicates, summary.suppressed) == (
         6,
         1,
         3,
         1,
         1,
     )
-    assert summary["rows"] == summary["valid"] + summary["rejected"] + summary["duplicates"] + summary["suppressed"]
-    assert summary["rejected_by_reason"] == {
+    assert summary.rows == summary.valid + summary.rejected + summary.duplicates + summary.suppressed
+    assert summary.rejected_by_reason == {
         "empty value for #name#": 1,
         "not a valid phone number": 1,
         "row has 2 fields but the header has 3 (check the delimiter and quotes)": 1,
     }
-    rejects = Path(summary["rejects_file"]).read_text(encoding="utf-8-sig").splitlines()
+    rejects = Path(summary.rejects_file).read_text(encoding="utf-8-sig").splitlines()
     assert [line.split(",")[0] for line in rejects] == ['"line"', '"3"', '"4"', '"5"', '"6"', '"7"']
-    assert summary["previews"] == [
+    assert summary.as_json()["previews"] == [
         {"line": 2, "to": "+91******3210", "text": "Hi Asha, your order A1 has shipped. -ACME"}
     ]
 
@@ -252,8 +253,8 @@ def test_the_first_copy_that_can_be_sent_wins_over_an_earlier_refused_one(tmp_pa
     plan = build_plan(request(path, message="Hi #name#", dlt_template=None), context())
     assert plan.bodies.to_pylist() == ["Hi Asha"]
     assert plan.contacts.file.lines[plan.rows].tolist() == [3]
-    assert (plan.summary["rejected_by_reason"], plan.summary["duplicates"]) == ({"empty value for #name#": 1}, 1)
-    rejects = Path(plan.summary["rejects_file"]).read_text(encoding="utf-8-sig").splitlines()
+    assert (plan.summary.rejected_by_reason, plan.summary.duplicates) == ({"empty value for #name#": 1}, 1)
+    rejects = Path(plan.summary.rejects_file).read_text(encoding="utf-8-sig").splitlines()
     assert rejects[1:] == [
         '"2","9876543210","empty value for #name#"',
         '"4","098765 43210","duplicate of line 3"',
@@ -265,7 +266,7 @@ def test_a_dlt_refused_copy_does_not_shut_out_a_later_matching_one(tmp_path: Pat
     path.write_text("name,mobile,order\nBhagyalakshmi Venkataraman Iyer Rao,9876543210,A1\nAsha,9876543210,A2\n")
     plan = build_plan(request(path), context())
     assert plan.bodies.to_pylist() == ["Hi Asha, your order A2 has shipped. -ACME"]
-    assert plan.summary["duplicates"] == 0
+    assert plan.summary.duplicates == 0
 
 
 def test_smart_encoding_applies_to_the_static_dlt_check(tmp_path: Path) -> None:
@@ -283,13 +284,13 @@ def test_dlt_variable_length_is_bounded(tmp_path: Path, var_max: int) -> None:
     path = contacts_file(tmp_path / "c.csv", 2)
     with pytest.raises(PlanRefused, match="--dlt-var-max must be between 1 and 1000"):
         build_plan(request(path, dlt_var_max=var_max), context())
-    assert build_plan(request(path, dlt_var_max=1000), context()).summary["valid"] == 2
+    assert build_plan(request(path, dlt_var_max=1000), context()).summary.valid == 2
 
 
 def test_the_sender_is_the_registered_header_as_registered(tmp_path: Path) -> None:
     path = contacts_file(tmp_path / "c.csv", 2)
-    assert build_plan(request(path, sender=" acmein"), context()).summary["sender"] == "ACMEIN"
-    assert build_plan(request(path, sender="acmein", dlt_template=None), context()).summary["sender"] == "acmein"
+    assert build_plan(request(path, sender=" acmein"), context()).summary.sender == "ACMEIN"
+    assert build_plan(request(path, sender="acmein", dlt_template=None), context()).summary.sender == "acmein"
 
 
 def test_a_plain_subject_is_carried_by_every_message(tmp_path: Path) -> None:
@@ -308,7 +309,7 @@ def test_a_stray_bad_byte_in_a_utf8_file_is_a_warning(tmp_path: Path) -> None:
     path.write_bytes(("name,mobile,order\n" + rows).encode("utf-8") + b"Bad\xc3,9123456789,A9\n")
     plan = build_plan(request(path, dlt_template=None), context())
     assert plan.bodies.to_pylist()[0] == "Hi Zoë Ångström, your order A0 has shipped. -ACME"
-    assert [w for w in plan.summary["warnings"] if "invalid byte" in w] == [
+    assert [w for w in plan.summary.warnings if "invalid byte" in w] == [
         f"{path} is UTF-8 apart from 1 invalid byte sequence, shown as \ufffd in the messages and the rejects file: "
         "check those rows"
     ]
@@ -319,7 +320,7 @@ def test_noxitel_whatsapp_text_cannot_be_personalised(tmp_path: Path) -> None:
     with pytest.raises(PlanRefused, match="one WhatsApp text to every contact"):
         build_plan(request(path, channel="whatsapp", dlt_template=None), context())
     plan = build_plan(request(path, channel="whatsapp", dlt_template=None, message="Our sale is on"), context())
-    assert plan.summary["messages"] == 3
+    assert plan.summary.messages == 3
 
 
 def test_the_dlt_warning_counts_only_the_messages_that_would_go(tmp_path: Path) -> None:
@@ -328,5 +329,5 @@ def test_the_dlt_warning_counts_only_the_messages_that_would_go(tmp_path: Path) 
         "name,mobile,order\nAsha,9876543210,A1\nRavi,+91 98765 43210,A2\nSita,12345,A3\nAnu,9123456789,A4\n"
     )
     plan = build_plan(request(path, dlt_template=None), context())
-    assert plan.summary["messages"] == 2  # one duplicate, one invalid number
-    assert plan.summary["warnings"][0].startswith("2 India-bound SMS have no DLT template")
+    assert plan.summary.messages == 2  # one duplicate, one invalid number
+    assert plan.summary.warnings[0].startswith("2 India-bound SMS have no DLT template")

@@ -24,7 +24,7 @@ from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_p
 from engine.planning.pricing import PriceTable
 from engine.planning.suppressions import add
 from engine.providers.base import Channel, DeliveryReport
-from engine.reports import apply as dlr
+from engine.reports import statuses as dlr
 from engine.reports.poller import poll_campaign
 from engine.reports.pushed import match
 from engine.reports.receiver import PushedEvents

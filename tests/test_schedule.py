@@ -24,8 +24,7 @@ from engine import clock
 from engine.accounts import open_provider, plan_of
 from engine.campaigns.lifecycle import state_of, status
 from engine.campaigns.schedules import ScheduleError, next_occurrence, parse_at, save_recurring, scan, schedule_campaign
-from engine.planning.dlt import VAR_MAX
-from engine.planning.options import PLAN_OPTIONS
+from engine.planning.options import PlanOptions
 from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
 from engine.planning.pricing import PriceTable
 from engine.sending.throttle import MemoryThrottle, account_id
@@ -93,16 +92,9 @@ def draft(engine: Engine, path: Path) -> int:
     return save_plan(engine, build_plan(request, PlanContext(prices=PriceTable.load())))
 
 
-def options(**chosen: Any) -> dict[str, Any]:
+def options(**chosen: Any) -> PlanOptions:
     """`campaign send`'s plan options: these, and every other at its default."""
-    defaults = {
-        "channel": "sms",
-        "smart_encoding": False,
-        "spread": True,
-        "dlt_var_max": VAR_MAX,
-        "check_balance": True,
-    }
-    return {**dict.fromkeys(PLAN_OPTIONS), **defaults, **chosen}
+    return PlanOptions(**chosen)
 
 
 def concurrently(engines: list[Engine], settings: Settings) -> list[Any]:
@@ -329,7 +321,7 @@ async def test_a_low_balance_is_logged_with_figures_and_no_key(
         noxitel_base_url=sandbox.noxitel_url,
         noxitel_api_key=key,
     )
-    caplog.set_level(logging.INFO, logger="engine.wallet")
+    caplog.set_level(logging.INFO, logger="engine.sending.wallet")
     async with open_provider("pixabits", settings) as pixabits, open_provider("noxitel", settings) as noxitel:
         providers = {"pixabits": pixabits, "noxitel": noxitel}
         throttles = {n: MemoryThrottle.for_account(account_id(n, key), plan_of(n, settings)) for n in providers}

@@ -91,7 +91,7 @@ def test_saved_plan_has_one_message_per_recipient_in_its_batch(database: Engine,
         PlanContext(prices=PriceTable.load(), suppressed=suppressed_addresses(database)),
     )
     campaign_id = save_plan(database, plan)
-    assert plan.summary["campaign_id"] == campaign_id
+    assert plan.summary.campaign_id == campaign_id
     with database.connect() as connection:
         campaign = connection.execute(select(models.Campaign).where(models.Campaign.id == campaign_id)).one()
         assert (campaign.state, campaign.total_messages, campaign.channel) == ("draft", 2_499, "sms")

@@ -126,20 +126,20 @@ def test_promotional_sms_to_india_keep_to_the_regulated_hours_by_default(tmp_pat
     path = contacts(tmp_path, 5)
     promotional = plan(path)
     assert promotional.window == REGULATED
-    assert promotional.summary["window"] == {
+    assert promotional.summary.as_json()["window"] == {
         "start": "09:00",
         "end": "21:00",
         "tz": "Asia/Kolkata",
         "why": "promotional SMS to India",
     }
-    assert REGULATED.is_open(datetime.fromisoformat(promotional.summary["starts_at"]))
+    assert REGULATED.is_open(datetime.fromisoformat(promotional.summary.as_json()["starts_at"]))
     service = plan(path, template=SERVICE)  # OTPs, orders: any hour
-    assert service.window is None and service.summary["window"] is None
+    assert service.window is None and service.summary.timing.window is None
     narrower = plan(path, window=SendWindow.parse("10:00-20:00", "Asia/Kolkata"))
-    assert narrower.window == SendWindow(time(10), time(20), "Asia/Kolkata") and not narrower.summary["warnings"]
+    assert narrower.window == SendWindow(time(10), time(20), "Asia/Kolkata") and not narrower.summary.warnings
     wider = plan(path, window=SendWindow.parse("08:00-22:00", "Asia/Kolkata"))
     assert wider.window == SendWindow(time(8), time(22), "Asia/Kolkata")
-    assert any("only 09:00-21:00 Asia/Kolkata" in w for w in wider.summary["warnings"])
+    assert any("only 09:00-21:00 Asia/Kolkata" in w for w in wider.summary.warnings)
 
 
 def test_each_day_of_a_spread_campaign_starts_when_its_quota_and_window_allow(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_each_day_of_a_spread_campaign_starts_when_its_quota_and_window_allow(tm
         dlt_template=PROMOTIONAL,
     )
     spread = build_plan(request, PlanContext(prices=PriceTable.load(), daily_quota=1_000, promotional_window=REGULATED))
-    first, second = (datetime.fromisoformat(day["starts_at"]) for day in spread.summary["days"])
+    first, second = (datetime.fromisoformat(day["starts_at"]) for day in spread.summary.as_json()["days"])
     assert second.astimezone(IST).time() == time(9) and second.date() > first.date()
 
 

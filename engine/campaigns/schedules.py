@@ -26,19 +26,18 @@ the visibility timeout is delivered again and again.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import orjson
 from croniter import croniter
 from sqlalchemy import Engine, func, select, update
 
 from engine import clock
 from engine.campaigns.lifecycle import cancel
 from engine.errors import CampaignError
-from engine.planning.options import PATH_OPTIONS, PLAN_OPTIONS, plan_from_options
+from engine.planning.options import PlanOptions, plan_from_options
+from engine.planning.planner import save_plan
 from engine.settings import Settings
 from engine.store import models
 from engine.windows import as_utc, local_text, zone
@@ -104,35 +103,17 @@ def schedule_campaign(engine: Engine, campaign_id: int, at: datetime, tz: str) -
         raise ScheduleError(f"campaign {campaign_id} is not a draft: only a campaign not yet started can be scheduled")
 
 
-def _definition(options: dict[str, Any]) -> str:
-    """The plan options as JSON, files by absolute path so the scanner finds them from any directory."""
-    saved = {key: options.get(key) for key in PLAN_OPTIONS}
-    for key in PATH_OPTIONS:
-        path = saved[key]
-        if path is not None:
-            saved[key] = str(Path(path).expanduser().resolve())
-    return orjson.dumps(saved).decode()
-
-
-def _options(definition: str) -> dict[str, Any]:
-    options: dict[str, Any] = orjson.loads(definition)
-    for key in PATH_OPTIONS:
-        if options.get(key) is not None:
-            options[key] = Path(options[key])
-    return options
-
-
-def save_recurring(engine: Engine, options: dict[str, Any], cron: str, tz: str, now: datetime) -> tuple[int, datetime]:
+def save_recurring(engine: Engine, options: PlanOptions, cron: str, tz: str, now: datetime) -> tuple[int, datetime]:
     """Store a recurring schedule of these plan options; returns its id and its first run (UTC)."""
     first = next_occurrence(cron, tz, now)
     with engine.begin() as connection:
         schedule_id = connection.execute(
             S.insert()
             .values(
-                name=options.get("name"),
+                name=options.name,
                 cron=cron.strip(),
                 tz=zone(tz).key,
-                definition=_definition(options),
+                definition=options.to_json(),
                 state=ScheduleState.ACTIVE.value,
                 next_run_at=first,
                 runs=0,
@@ -224,10 +205,10 @@ def run_recurring(engine: Engine, settings: Settings, now: datetime, result: Sca
 
 
 def _run(engine: Engine, settings: Settings, schedule: Any, occurrence: datetime, now: datetime) -> int:
-    options = _options(schedule.definition)
-    base = options.get("name") or options["contacts"].stem
-    options["name"] = f"{base} {local_text(occurrence, schedule.tz)}"
-    campaign_id = int(plan_from_options(settings, engine, options, save=True).summary["campaign_id"])
+    stored = PlanOptions.from_json(schedule.definition)
+    base = stored.name or stored.contacts.stem
+    options = replace(stored, name=f"{base} {local_text(occurrence, schedule.tz)}")
+    campaign_id = save_plan(engine, plan_from_options(options, settings, engine))
     with engine.begin() as connection:
         connection.execute(
             update(C)
@@ -282,12 +263,12 @@ def overview(engine: Engine) -> list[dict[str, Any]]:
         for c in pending
     ]
     for s in recurring:
-        options = orjson.loads(s.definition)
+        options = PlanOptions.from_json(s.definition)
         active = s.state == ScheduleState.ACTIVE.value
         rows.append(
             {
                 "id": f"{RECURRING}{s.id}",
-                "what": f"{Path(options['contacts']).name}: {s.name or _shorten(options.get('message') or '')}",
+                "what": f"{options.contacts.name}: {s.name or _shorten(options.message or '')}",
                 "next_run_at": as_utc(s.next_run_at).isoformat() if active else None,
                 "next_run": local_text(s.next_run_at, s.tz) if active else "-",
                 "tz": s.tz,

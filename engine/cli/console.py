@@ -1,6 +1,6 @@
 """Where commands print: results to stdout, progress and errors to stderr, both as rich consoles.
 
-Kept apart from `engine.cli`, which imports every command module to register it,
+Kept apart from `engine.cli.app`, which imports every command module to register it,
 so that a command module can be imported on its own.
 """
 

@@ -10,22 +10,22 @@ real campaign, and a demo must never land in the user's real database.
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import shlex
 import tempfile
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from engine.cli.console import console
-from engine.cli.plan import PLAN_OPTIONS, _user_errors, plan, plan_campaign, print_summary
-from engine.cli.send import run_campaign
+from engine.cli.plan import _user_errors, plan_campaign, print_summary
+from engine.cli.run import run_campaign
 from engine.errors import CampaignError
+from engine.planning.options import PlanOptions
 from engine.planning.planner import save_plan
 from engine.providers import PROVIDERS, names_where
 from engine.settings import Settings
@@ -97,7 +97,7 @@ def demo(
         # A copy, because the planner writes the rejects file beside the contacts: never inside the installed package.
         contacts_file = Path(scratch) / CONTACTS_FILE
         contacts_file.write_text("".join(rows), encoding="utf-8")
-        options = _plan_options(
+        options = PlanOptions(
             contacts=contacts_file,
             provider=provider,
             message=MESSAGE,
@@ -135,13 +135,6 @@ def _example_rows(count: int | None) -> list[str]:
     if count is not None and count > available:
         raise CampaignError(f"the demo ships {available:,} contacts: --contacts takes 1 to {available:,}")
     return lines[: (count or available) + 1]
-
-
-def _plan_options(**chosen: Any) -> dict[str, Any]:
-    """The options `campaign plan` would get with these given and every other at its default, read from
-    `plan` itself so that a new plan option needs nothing here."""
-    defaults = {p.name: p.default for p in inspect.signature(plan).parameters.values() if p.name in PLAN_OPTIONS}
-    return {**defaults, **chosen}
 
 
 def _print_follow_ups(database_url: str, campaign_id: int) -> None:

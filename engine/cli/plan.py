@@ -1,6 +1,6 @@
 """`campaign plan` and the commands that manage what planning reads: `db`, `dlt`, `suppress`.
 
-Every engine error becomes one red line and exit status 1 (see `engine.cli`);
+Every engine error becomes one red line and exit status 1 (see `engine.cli.app`);
 `--json` output is one object on stdout so scripts can read it.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,8 +22,9 @@ from engine import clock
 from engine.cli.console import console, err_console, fail
 from engine.errors import CampaignError
 from engine.planning.dlt import VAR_MAX, default_registry, import_templates, read_registry, stored_templates
-from engine.planning.options import PLAN_OPTIONS, plan_from_options
+from engine.planning.options import PlanOptions, plan_from_options
 from engine.planning.planner import Plan
+from engine.planning.summary import PlanSummary
 from engine.planning.suppressions import add as add_suppressions
 from engine.planning.suppressions import import_file, list_suppressions
 from engine.providers import PROVIDERS
@@ -96,24 +96,24 @@ def plan(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the summary.")] = False,
 ) -> None:
     """Check, cost and batch a campaign before any money is spent; --save stores it for sending."""
-    options = {key: value for key, value in locals().items() if key in PLAN_OPTIONS}
+    options = PlanOptions.from_command(locals())
     settings = get_settings()
     with _user_errors(), database(settings.database_url) as engine:
         result = plan_campaign(settings, engine, options, save=save, show_progress=not json_output)
     if json_output:
-        _print_json(result.summary)
+        _print_json(result.summary.as_json())
     else:
         print_summary(result.summary)
 
 
 def plan_campaign(
-    settings: Settings, engine: Engine, options: dict[str, Any], save: bool = False, show_progress: bool = True
+    settings: Settings, engine: Engine, options: PlanOptions, save: bool = False, show_progress: bool = True
 ) -> Plan:
     """Build (and with `save`, store) the plan the options describe, with a progress bar for large files."""
-    contacts: Path = options["contacts"]
+    contacts = options.contacts
     show_progress = show_progress and contacts.is_file() and contacts.stat().st_size >= PROGRESS_BYTES
     with _progress(show_progress) as report:
-        return plan_from_options(settings, engine, options, save=save, progress=report)
+        return plan_from_options(options, settings, engine, save=save, progress=report)
 
 
 @contextlib.contextmanager
@@ -128,66 +128,82 @@ def _progress(enabled: bool) -> Iterator[Any]:
         yield lambda stage, fraction: bar.update(task, description=stage, completed=fraction)
 
 
-def print_summary(summary: dict[str, Any]) -> None:
+def print_summary(summary: PlanSummary) -> None:
+    """The plan as a table on stdout, then its previews; its warnings on stderr."""
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("file", f"{summary['file']} ({summary['encoding']}, column {summary['address_column']!r})")
-    table.add_row("channel", f"{summary['channel']} via {summary['provider']}")
-    table.add_row("rows read", f"{summary['rows']:,}")
-    table.add_row("valid", f"{summary['valid']:,}")
-    table.add_row("rejected", f"{summary['rejected']:,}")
-    for reason, count in summary["rejected_by_reason"].items():
+    _add_counts(table, summary)
+    _add_encodings(table, summary)
+    _add_batches(table, summary)
+    _add_money_and_timing(table, summary)
+    console.print(table)
+    for preview in summary.previews:
+        console.print(f"[dim]line {preview.line} to {preview.to}:[/] {preview.text}", highlight=False, markup=True)
+    for warning in summary.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+
+
+def _add_counts(table: Table, summary: PlanSummary) -> None:
+    """The file, the channel, and what became of its rows."""
+    table.add_row("file", f"{summary.file} ({summary.encoding}, column {summary.address_column!r})")
+    table.add_row("channel", f"{summary.channel} via {summary.provider}")
+    table.add_row("rows read", f"{summary.rows:,}")
+    table.add_row("valid", f"{summary.valid:,}")
+    table.add_row("rejected", f"{summary.rejected:,}")
+    for reason, count in summary.rejected_by_reason.items():
         table.add_row("", f"{count:,}  {reason}")
-    table.add_row("duplicates", f"{summary['duplicates']:,}")
-    table.add_row("suppressed", f"{summary['suppressed']:,}")
-    table.add_row("messages", f"{summary['messages']:,}")
-    table.add_row("segments", f"{summary['segments']:,}")
-    for encoding, detail in summary["encodings"].items():
-        because = detail.get("because_of")
+    table.add_row("duplicates", f"{summary.duplicates:,}")
+    table.add_row("suppressed", f"{summary.suppressed:,}")
+    table.add_row("messages", f"{summary.messages:,}")
+
+
+def _add_encodings(table: Table, summary: PlanSummary) -> None:
+    """Segments, the encodings and why UCS-2, and the SMS fallback's cost at most."""
+    table.add_row("segments", f"{summary.segments:,}")
+    for encoding, messages, because in summary.encodings.shares():
         why = f" (because of {', '.join(repr(c) for c in because)})" if because else ""
-        table.add_row("", f"{detail['messages']:,} {encoding.upper()}{why}")
-    if summary["smart_encoding_replacements"]:
-        table.add_row("", f"{summary['smart_encoding_replacements']:,} made GSM-7 by smart encoding")
-    if "fallback" in summary:
-        fallback = summary["fallback"]
-        kinds = ", ".join(f"{d['messages']:,} {e.upper()}" for e, d in fallback["encodings"].items())
+        table.add_row("", f"{messages:,} {encoding.upper()}{why}")
+    if summary.smart_encoding_replacements:
+        table.add_row("", f"{summary.smart_encoding_replacements:,} made GSM-7 by smart encoding")
+    fallback = summary.fallback
+    if fallback is not None:
+        kinds = ", ".join(f"{messages:,} {encoding.upper()}" for encoding, messages, _ in fallback.encodings.shares())
         table.add_row(
             "SMS fallback",
-            f"{fallback['segments']:,} segments ({kinds}), at most {fallback['max_cost']:,.2f} {summary['currency']}",
+            f"{fallback.segments:,} segments ({kinds}), at most {fallback.max_cost:,.2f} {summary.currency}",
         )
-    table.add_row("batches", f"{summary['batches']:,} (largest {summary['largest_batch']:,})")
-    if len(summary["days"]) > 1:
-        zone = summary["window"]["tz"] if summary.get("window") else "UTC"
-        for day in summary["days"][:7]:
-            table.add_row(
-                "",
-                f"day {day['day']}: {day['messages']:,} messages in {day['batches']:,} batches, "
-                f"from {local_text(datetime.fromisoformat(day['starts_at']), zone)}",
-            )
-        if len(summary["days"]) > 7:
-            table.add_row("", f"... {len(summary['days'])} days in all")
-    table.add_row(
-        "estimated cost",
-        f"{summary['estimated_cost']:,.2f} {summary['currency']} ({', '.join(summary['prices'])})",
-    )
-    if summary.get("balance"):
-        balance = summary["balance"]
-        table.add_row("balance", f"{balance['amount']:,.2f} {balance['currency']}")
-    sends = timing_text(summary, clock.now())
+
+
+def _add_batches(table: Table, summary: PlanSummary) -> None:
+    """The batches, and the days a daily quota spreads them over (the first week of them)."""
+    table.add_row("batches", f"{summary.batches:,} (largest {summary.largest_batch:,})")
+    if len(summary.days) <= 1:
+        return
+    timing = summary.timing
+    zone = timing.window.tz if timing.window else "UTC"
+    for day, starts in list(zip(summary.days, timing.day_starts, strict=True))[:7]:
+        table.add_row(
+            "",
+            f"day {day.day}: {day.messages:,} messages in {day.batches:,} batches, from {local_text(starts, zone)}",
+        )
+    if len(summary.days) > 7:
+        table.add_row("", f"... {len(summary.days)} days in all")
+
+
+def _add_money_and_timing(table: Table, summary: PlanSummary) -> None:
+    """The cost and its prices, the balance read, when it sends, the rejects file and the saved campaign."""
+    table.add_row("estimated cost", f"{summary.estimated_cost:,.2f} {summary.currency} ({', '.join(summary.prices)})")
+    if summary.balance is not None:
+        table.add_row("balance", f"{summary.balance.amount:,.2f} {summary.balance.currency}")
+    schedule_tz = summary.schedule.tz if summary.schedule else None
+    sends = timing_text(summary.timing, clock.now(), schedule_tz)
     if sends:
         table.add_row("sends", sends)
-    if summary["rejects_file"]:
-        table.add_row("rejects", summary["rejects_file"])
-    if summary["campaign_id"] is not None:
-        table.add_row("saved", f"campaign {summary['campaign_id']}")
-    console.print(table)
-    for preview in summary["previews"]:
-        console.print(
-            f"[dim]line {preview['line']} to {preview['to']}:[/] {preview['text']}", highlight=False, markup=True
-        )
-    for warning in summary["warnings"]:
-        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    if summary.rejects_file:
+        table.add_row("rejects", summary.rejects_file)
+    if summary.campaign_id is not None:
+        table.add_row("saved", f"campaign {summary.campaign_id}")
 
 
 db_app = typer.Typer(help="The campaign database.", no_args_is_help=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -33,7 +33,9 @@ from engine.cli.console import console, err_console
 from engine.cli.plan import _print_json, _user_errors
 from engine.cli.run import run_campaign
 from engine.errors import CampaignError
+from engine.planning.options import PlanOptions
 from engine.planning.planner import Plan, save_plan
+from engine.planning.summary import ScheduledStart
 from engine.settings import Settings, get_settings
 from engine.store.db import database
 from engine.store.states import CampaignState
@@ -72,18 +74,15 @@ class Later:
     def describe(self, plan: Plan) -> None:
         """Show the start in the plan: its summary's times count from the first run, not from now."""
         summary = plan.summary
-        why = summary["window"]["why"] if summary.get("window") else None
-        describe_timing(summary, plan.window, why, self.first)
-        summary["scheduled_at"] = self.first.isoformat()
-        summary["scheduled_tz"] = self.tz
-        summary["recurrence"] = self.cron
+        summary.timing = describe_timing(plan.window, summary.timing.why, self.first, len(summary.days))
+        summary.schedule = ScheduledStart(self.first, self.tz, self.cron)
 
-    def save(self, engine: Engine, settings: Settings, plan: Plan, options: dict[str, Any], json_output: bool) -> None:
+    def save(self, engine: Engine, settings: Settings, plan: Plan, options: PlanOptions, json_output: bool) -> None:
         """Store the planned campaign as `scheduled`, or the options as a recurring schedule, and say when it goes."""
         if self.cron is None:
             campaign_id = save_plan(engine, plan)
             schedule_campaign(engine, campaign_id, self.first, self.tz)
-            starts = datetime.fromisoformat(plan.summary["starts_at"])
+            starts = plan.summary.timing.starts_at
             if json_output:
                 _print_json(
                     {

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from engine import clock
 from engine.accounts import require_services
@@ -31,22 +31,24 @@ from engine.campaigns.lifecycle import (
     export,
     overview,
     pause,
+    repeats_of,
     resend_ambiguous,
     retry_failed,
     start,
     status,
 )
 from engine.cli.console import console, err_console
-from engine.cli.plan import PLAN_OPTIONS, _print_json, _user_errors, plan, plan_campaign, print_summary
+from engine.cli.plan import _print_json, _user_errors, plan, plan_campaign, print_summary
 from engine.cli.run import print_status, run_campaign
 from engine.cli.schedule import Later
 from engine.errors import CampaignError
 from engine.local import send_test
+from engine.planning.options import PlanOptions
 from engine.planning.planner import Plan, save_plan
 from engine.redact import mask_address
 from engine.settings import Settings, get_settings
-from engine.store import models
 from engine.store.db import database
+from engine.store.states import MessageStatus
 
 CampaignId = Annotated[int, typer.Argument(help="The campaign's id (see `campaign plan --save` or `campaign send`).")]
 
@@ -56,7 +58,7 @@ def with_plan_options(command: Callable[..., None]) -> Callable[..., None]:
     shared = [
         p
         for p in inspect.signature(plan, eval_str=True).parameters.values()
-        if p.name in (*PLAN_OPTIONS, "json_output")
+        if p.name in (*PlanOptions.names(), "json_output")
     ]
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
 
@@ -91,10 +93,11 @@ def send(
     tz: Annotated[
         str | None, typer.Option(help="Time zone of --at and --every (default: CAMPAIGN_TIMEZONE, Asia/Kolkata).")
     ] = None,
-    **options: Any,
+    **shared: Any,
 ) -> None:
     """Plan, confirm and send a campaign (the options of `campaign plan`, then these)."""
-    json_output = options.pop("json_output")
+    json_output = shared.pop("json_output")
+    options = PlanOptions.from_command(shared)
     settings = get_settings()
     with _user_errors(), database(settings.database_url) as engine:
         later = Later.ask(at, every, tz, settings)
@@ -128,16 +131,7 @@ def _send_test(engine: Engine, settings: Settings, result: Plan, numbers: list[s
 def _confirm(engine: Engine, result: Plan, yes: bool) -> None:
     """Ask before spending, and twice over when the same file and text went out in the last day."""
     request = result.request
-    campaigns = models.Campaign.__table__
-    with engine.connect() as connection:
-        repeats = connection.execute(
-            select(func.count()).where(
-                campaigns.c.contacts_file == str(request.contacts),
-                campaigns.c.message_template == request.message,
-                campaigns.c.state != models.CampaignState.DRAFT.value,
-                campaigns.c.created_at >= clock.now() - timedelta(days=1),
-            )
-        ).scalar_one()
+    repeats = repeats_of(engine, request.contacts, request.message, since=clock.now() - timedelta(days=1))
     if repeats:
         err_console.print(
             f"[bold yellow]warning:[/] this file and text already went out {repeats} time(s) in the last day"
@@ -147,8 +141,8 @@ def _confirm(engine: Engine, result: Plan, yes: bool) -> None:
     if not sys.stdin.isatty():
         raise CampaignError("nothing was sent: add --yes to send without a question")
     summary = result.summary
-    cost = f"{summary['estimated_cost']:,.2f} {summary['currency']}"
-    question = f"Send {summary['messages']:,} messages for about {cost}?"
+    cost = f"{summary.estimated_cost:,.2f} {summary.currency}"
+    question = f"Send {summary.messages:,} messages for about {cost}?"
     if not typer.confirm(question, default=False, err=True):
         raise CampaignError("nothing was sent")
 
@@ -194,7 +188,7 @@ def resend_ambiguous_command(
     """Send again the messages whose sending is uncertain and that no delivery report vouches for."""
     settings = get_settings()
     with _user_errors(), database(settings.database_url) as engine:
-        uncertain = status(engine, campaign_id).counts.get(models.MessageStatus.AMBIGUOUS.value, 0)
+        uncertain = status(engine, campaign_id).counts.get(MessageStatus.AMBIGUOUS.value, 0)
         if not uncertain:
             raise CampaignError(f"campaign {campaign_id} has no ambiguous messages")
         question = (

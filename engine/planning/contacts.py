@@ -9,7 +9,7 @@ numbers are the file's physical lines (the header is line 1), which is also the
 spreadsheet's row number for files without line breaks inside quoted cells.
 
 All per-row work is done on whole Arrow columns; `phonenumbers` is only asked
-about values the vectorized path does not recognise (see `engine.phones`).
+about values the vectorized path does not recognise (see `engine.planning.phones`).
 """
 
 from __future__ import annotations

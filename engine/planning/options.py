@@ -9,48 +9,90 @@ exactly as one typed by hand (DLT, suppressions, the balance, the cost cap).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine
 
 from engine.errors import CampaignError
-from engine.planning.dlt import find_template
+from engine.planning.dlt import VAR_MAX, find_template
 from engine.planning.planner import Plan, PlanContext, PlanRequest, build_plan, check_funds, save_plan
 from engine.planning.pricing import PriceTable
 from engine.planning.suppressions import suppressed_addresses
-from engine.providers import CLIENTS
+from engine.providers import CLIENTS, PROVIDERS
 from engine.providers.base import Balance
 from engine.settings import Settings
 from engine.windows import SendWindow
 
-#: The options of `campaign plan` that describe the campaign (`campaign send` and schedules take them too).
-PLAN_OPTIONS = (
-    "contacts",
-    "channel",
-    "provider",
-    "message",
-    "sender",
-    "dlt_template_id",
-    "subject",
-    "html",
-    "agent_id",
-    "fallback_message",
-    "to_column",
-    "smart_encoding",
-    "max_cost",
-    "spread",
-    "batch_size",
-    "dlt_var_max",
-    "rejects",
-    "name",
-    "check_balance",
-    "window",
-    "window_tz",
-)
-#: The options that name files.
+#: The options that name files: stored by absolute path, read back as paths.
 PATH_OPTIONS = ("contacts", "html", "rejects")
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """The options of `campaign plan` that describe a campaign, as one typed value.
+
+    `campaign plan`, `campaign send` and `campaign demo` build it from their
+    flags, a recurring schedule stores it (`to_json`) and reads it back at each
+    run (`from_json`), and `plan_from_options` plans from it. The defaults are
+    those of the `campaign plan` flags; the fields keep the order in which a
+    schedule's JSON has always listed them, so stored schedules read back as
+    they were written.
+    """
+
+    contacts: Path
+    channel: str = "sms"
+    provider: str = PROVIDERS[0]
+    message: str | None = None
+    sender: str | None = None
+    dlt_template_id: str | None = None
+    subject: str | None = None
+    html: Path | None = None
+    agent_id: str | None = None
+    fallback_message: str | None = None
+    to_column: str | None = None
+    smart_encoding: bool = False
+    max_cost: float | None = None
+    spread: bool = True
+    batch_size: int | None = None
+    dlt_var_max: int = VAR_MAX
+    rejects: Path | None = None
+    name: str | None = None
+    check_balance: bool = True
+    window: str | None = None
+    window_tz: str | None = None
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The options' names, which are also the names of the `campaign plan` parameters that give them."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_command(cls, values: Mapping[str, Any]) -> PlanOptions:
+        """The options among a command's parameter values (its other parameters are left out)."""
+        return cls(**{name: values[name] for name in cls.names()})
+
+    def to_json(self) -> str:
+        """The options as a recurring schedule stores them: every one by name, files by absolute path so the
+        scanner finds them from any directory."""
+        saved: dict[str, Any] = {name: getattr(self, name) for name in self.names()}
+        for name in PATH_OPTIONS:
+            path = saved[name]
+            if path is not None:
+                saved[name] = str(Path(path).expanduser().resolve())
+        return orjson.dumps(saved).decode()
+
+    @classmethod
+    def from_json(cls, definition: str) -> PlanOptions:
+        """The options a recurring schedule stored (`to_json`); a name this version does not know is left out."""
+        stored: dict[str, Any] = orjson.loads(definition)
+        for name in PATH_OPTIONS:
+            if stored.get(name) is not None:
+                stored[name] = Path(stored[name])
+        return cls(**{name: stored[name] for name in cls.names() if name in stored})
 
 
 def fetch_balance(provider: str, settings: Settings) -> Balance:
@@ -68,25 +110,39 @@ def _noop(stage: str, fraction: float) -> None:
     return None
 
 
-def send_window(options: dict[str, Any], settings: Settings) -> SendWindow | None:
+def send_window(options: PlanOptions, settings: Settings) -> SendWindow | None:
     """The `--window` asked for, in `--window-tz` (by default the configured time zone)."""
-    if options.get("window"):
-        return SendWindow.parse(options["window"], options.get("window_tz") or settings.timezone)
-    if options.get("window_tz"):
+    if options.window:
+        return SendWindow.parse(options.window, options.window_tz or settings.timezone)
+    if options.window_tz:
         raise CampaignError("--window-tz needs a --window (for example --window 09:00-21:00)")
     return None
 
 
 def plan_from_options(
+    options: PlanOptions,
     settings: Settings,
     engine: Engine,
-    options: dict[str, Any],
     save: bool = False,
     progress: Callable[[str, float], None] = _noop,
 ) -> Plan:
     """Build (and with `save`, store) the plan the options describe, refusing what must not be sent."""
-    contacts: Path = options["contacts"]
-    message, html = options["message"], options["html"]
+    request = _request(options, settings, engine)
+    context = _context(request.provider, settings, engine)
+    planning_share = 0.8 if save else 1.0
+    result = build_plan(request, context, lambda stage, done: progress(stage, done * planning_share))
+    if options.check_balance:
+        progress("reading the balance", planning_share)
+        _check_balance(result, settings)
+    if save:
+        progress("saving", planning_share)
+        save_plan(engine, result)
+    return result
+
+
+def _body(options: PlanOptions) -> str:
+    """The message: `--message`, or the `--html` file's text; one of them, not both."""
+    message, html = options.message, options.html
     if html is not None and message:
         raise CampaignError("give the body with --message or with --html, not both")
     if html is not None:
@@ -96,32 +152,41 @@ def plan_from_options(
             raise CampaignError(f"cannot read the HTML body {html}: {getattr(exc, 'strerror', None) or exc}") from None
     if not message:
         raise CampaignError("give the message with --message (or --html for email)")
-    channel, provider = options["channel"].lower(), options["provider"].lower()
-    template_id = options["dlt_template_id"]
-    request = PlanRequest(
-        contacts=contacts,
-        channel=channel,
-        provider=provider,
+    return message
+
+
+def _request(options: PlanOptions, settings: Settings, engine: Engine) -> PlanRequest:
+    """What the options ask the planner for: the body read, the DLT template looked up, the window parsed."""
+    message = _body(options)
+    template_id = options.dlt_template_id
+    return PlanRequest(
+        contacts=options.contacts,
+        channel=options.channel.lower(),
+        provider=options.provider.lower(),
         message=message,
-        sender=options["sender"],
-        subject=options["subject"],
-        agent_id=options["agent_id"],
-        fallback_message=options["fallback_message"],
+        sender=options.sender,
+        subject=options.subject,
+        agent_id=options.agent_id,
+        fallback_message=options.fallback_message,
         dlt_template=find_template(template_id, engine) if template_id else None,
-        to_column=options["to_column"],
-        smart_encoding=options["smart_encoding"],
-        max_cost=options["max_cost"],
-        spread=options["spread"],
-        batch_size=options["batch_size"],
-        dlt_var_max=options["dlt_var_max"],
-        rejects=options["rejects"],
-        name=options["name"],
+        to_column=options.to_column,
+        smart_encoding=options.smart_encoding,
+        max_cost=options.max_cost,
+        spread=options.spread,
+        batch_size=options.batch_size,
+        dlt_var_max=options.dlt_var_max,
+        rejects=options.rejects,
+        name=options.name,
         window=send_window(options, settings),
     )
+
+
+def _context(provider: str, settings: Settings, engine: Engine) -> PlanContext:
+    """What the plan is checked against: prices, rules, the suppression list and the account's daily quota."""
     client = CLIENTS.get(provider)  # an unknown one is refused by the planner, with the choices
     plan = client.rate_plan(settings) if client is not None else None
     quota = plan.daily_messages if plan is not None else None
-    context = PlanContext(
+    return PlanContext(
         prices=PriceTable.load(),
         region=settings.default_region,
         require_dlt=settings.require_dlt,
@@ -130,17 +195,14 @@ def plan_from_options(
         plan_name=plan.name if quota and plan is not None else None,
         promotional_window=settings.promotional,
     )
-    planning_share = 0.8 if save else 1.0
-    result = build_plan(request, context, lambda stage, done: progress(stage, done * planning_share))
-    if options["check_balance"]:
-        progress("reading the balance", planning_share)
-        try:
-            balance = fetch_balance(provider, settings)
-        except (CampaignError, OSError) as exc:
-            result.summary["warnings"].append(f"the {provider} balance could not be read ({exc}): not checked")
-        else:
-            check_funds(result, balance)
-    if save:
-        progress("saving", planning_share)
-        save_plan(engine, result)
-    return result
+
+
+def _check_balance(result: Plan, settings: Settings) -> None:
+    """Hold the plan against the provider balance; a balance that cannot be read is a warning, not a refusal."""
+    provider = result.request.provider
+    try:
+        balance = fetch_balance(provider, settings)
+    except (CampaignError, OSError) as exc:
+        result.summary.warnings.append(f"the {provider} balance could not be read ({exc}): not checked")
+    else:
+        check_funds(result, balance)

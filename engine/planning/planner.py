@@ -39,6 +39,7 @@ from engine.planning.contacts import (
 from engine.planning.dlt import VAR_MAX, VAR_MAX_LIMIT, DltTemplate
 from engine.planning.pricing import PriceTable
 from engine.planning.render import Encoded, Rendered, Template, encode
+from engine.planning.summary import DayShare, Encodings, FallbackCost, PlanSummary, Preview
 from engine.providers import CLIENTS, PROVIDERS
 from engine.providers.base import Balance, Channel
 from engine.redact import mask_address
@@ -119,7 +120,8 @@ class Plan:
     currency: str
     batch_of: np.ndarray
     batch_days: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
+    #: Set by `build_plan` once the plan's parts are known.
+    summary: PlanSummary = field(init=False)
     window: SendWindow | None = None
 
     @property
@@ -149,7 +151,9 @@ def _batch_limit(request: PlanRequest) -> int:
         raise PlanRefused("an SMS campaign needs a --sender (the registered header)")
     if Channel(channel) in client.one_text_per_call and Template.parse(request.message).placeholders:
         # Its free-form text is one `message` for every contact: nothing would carry each one's values.
-        raise PlanRefused(f"{provider} sends one {channel} text to every contact: use a message without #placeholders#")
+        raise PlanRefused(
+            f"{provider} sends one {Channel(channel).label} text to every contact: use a message without #placeholders#"
+        )
     if not 1 <= request.dlt_var_max <= VAR_MAX_LIMIT:
         raise PlanRefused(f"--dlt-var-max must be between 1 and {VAR_MAX_LIMIT} characters")
     if request.batch_size is None:
@@ -170,7 +174,7 @@ class _Texts:
     replaced: int
 
     @property
-    def sms(self) -> Rendered | None:
+    def sms(self) -> Rendered:
         """What goes out as SMS: the message itself, or an RCS campaign's fallback."""
         return self.bodies if self.fallbacks is None else self.fallbacks
 
@@ -289,25 +293,25 @@ def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = 
         batch_of,
         batch_days,
     )
-    plan.summary = _summary(plan, sender, total_cost, texts.replaced, rejects_file, warnings)
     plan.window, why = _window(plan, context, warnings)
-    describe_timing(plan.summary, plan.window, why, clock.now())
-    plan.summary["prices"] = context.prices.describe(provider, channel)
-    if fallbacks is not None:
-        fallback_encoded = encode(fallbacks)
-        fallback_costs, _ = context.prices.costs(provider, "sms", fallback_encoded.ucs2, fallback_encoded.segments)
-        plan.summary["fallback"] = {
-            "segments": int(fallback_encoded.segments.sum()),
-            "encodings": fallback_encoded.summary(),
-            "max_cost": round(float(fallback_costs.sum()), 4),
-        }
+    plan.summary = _summary(
+        plan,
+        context,
+        sender=sender,
+        total_cost=total_cost,
+        replaced=texts.replaced,
+        rejects_file=rejects_file,
+        warnings=warnings,
+        why=why,
+        fallback=_fallback_cost(fallbacks, context, provider),
+    )
     check_funds(plan, context.balance)
     log.info(
         "planned %s: %d rows, %d messages in %d batches, estimated %.2f %s",
         request.contacts.name,
         file.rows,
         len(rows),
-        plan.summary["batches"],
+        plan.summary.batches,
         total_cost,
         currency,
     )
@@ -406,56 +410,84 @@ def cut_batches(payload: np.ndarray, days: np.ndarray, limit: int, max_bytes: in
 
 def _summary(
     plan: Plan,
+    context: PlanContext,
+    *,
     sender: str | None,
     total_cost: float,
     replaced: int,
     rejects_file: Path,
     warnings: list[str],
-) -> dict[str, Any]:
+    why: str | None,
+    fallback: FallbackCost | None,
+) -> PlanSummary:
+    """The plan's figures, each read once from its parts; timed from now."""
     contacts, request = plan.contacts, plan.request
     batch_sizes = np.bincount(plan.batch_of)
+    days = _day_shares(plan, batch_sizes)
+    return PlanSummary(
+        file=str(request.contacts),
+        encoding=contacts.file.encoding,
+        delimiter=contacts.file.delimiter,
+        address_column=contacts.file.headers[contacts.address_key],
+        channel=request.channel,
+        provider=request.provider,
+        sender=sender,
+        rows=contacts.file.rows,
+        valid=len(plan.rows),
+        rejected=contacts.count(REJECTED),
+        rejected_by_reason=contacts.rejected_by_reason(),
+        duplicates=contacts.count(DUPLICATE),
+        suppressed=contacts.count(SUPPRESSED),
+        messages=len(plan.rows),
+        segments=int(plan.encoded.segments.sum()),
+        encodings=Encodings.of(plan.encoded) if request.channel == "sms" else Encodings(),
+        smart_encoding_replacements=replaced,
+        batches=len(batch_sizes),
+        largest_batch=int(batch_sizes.max()),
+        days=days,
+        estimated_cost=round(total_cost, 4),
+        currency=plan.currency,
+        dlt_template_id=request.dlt_template.template_id if request.dlt_template else None,
+        rejects_file=str(rejects_file),
+        previews=_previews(plan),
+        warnings=warnings,
+        timing=describe_timing(plan.window, why, clock.now(), len(days)),
+        prices=context.prices.describe(request.provider, request.channel),
+        fallback=fallback,
+    )
+
+
+def _day_shares(plan: Plan, batch_sizes: np.ndarray) -> list[DayShare]:
+    """Messages and batches of each sending day, the first day first."""
     day_counts = np.bincount(plan.batch_days, weights=batch_sizes).astype(np.int64)
     batches_per_day = np.bincount(plan.batch_days)
-    previews = [
-        {"line": int(contacts.file.lines[row]), "to": mask_address(address), "text": text}
+    return [
+        DayShare(day=day + 1, messages=int(n), batches=int(b))
+        for day, (n, b) in enumerate(zip(day_counts, batches_per_day, strict=True))
+    ]
+
+
+def _previews(plan: Plan) -> list[Preview]:
+    """The first three messages as they will read, addresses masked."""
+    return [
+        Preview(line=int(plan.contacts.file.lines[row]), to=mask_address(address), text=text)
         for row, address, text in zip(
             plan.rows[:3], plan.addresses[:3].to_pylist(), plan.bodies[:3].to_pylist(), strict=True
         )
     ]
-    summary: dict[str, Any] = {
-        "file": str(request.contacts),
-        "encoding": contacts.file.encoding,
-        "delimiter": contacts.file.delimiter,
-        "address_column": contacts.file.headers[contacts.address_key],
-        "channel": request.channel,
-        "provider": request.provider,
-        "sender": sender,
-        "rows": contacts.file.rows,
-        "valid": len(plan.rows),
-        "rejected": contacts.count(REJECTED),
-        "rejected_by_reason": contacts.rejected_by_reason(),
-        "duplicates": contacts.count(DUPLICATE),
-        "suppressed": contacts.count(SUPPRESSED),
-        "messages": len(plan.rows),
-        "segments": int(plan.encoded.segments.sum()),
-        "encodings": plan.encoded.summary() if request.channel == "sms" else {},
-        "smart_encoding_replacements": replaced,
-        "batches": len(batch_sizes),
-        "largest_batch": int(batch_sizes.max()),
-        "days": [
-            {"day": day + 1, "messages": int(n), "batches": int(b)}
-            for day, (n, b) in enumerate(zip(day_counts, batches_per_day, strict=True))
-        ],
-        "estimated_cost": round(total_cost, 4),
-        "currency": plan.currency,
-        "dlt_template_id": request.dlt_template.template_id if request.dlt_template else None,
-        "rejects_file": str(rejects_file),
-        "campaign_id": None,
-        "previews": previews,
-        "warnings": warnings,
-        "balance": None,
-    }
-    return summary
+
+
+def _fallback_cost(fallbacks: Rendered | None, context: PlanContext, provider: str) -> FallbackCost | None:
+    """What the SMS fallback of an RCS campaign would cost at most, every recipient's sent; None without one."""
+    if fallbacks is None:
+        return None
+    encoded = encode(fallbacks)
+    costs, _ = context.prices.costs(provider, "sms", encoded.ucs2, encoded.segments)
+    return FallbackCost(
+        segments=int(encoded.segments.sum()),
+        encodings=Encodings.of(encoded),
+        max_cost=round(float(costs.sum()), 4),
+    )
 
 
 def check_funds(plan: Plan, balance: Balance | None) -> None:
@@ -465,13 +497,13 @@ def check_funds(plan: Plan, balance: Balance | None) -> None:
     table's; otherwise in credits, read as one credit per SMS segment or per
     message of another channel (Noxitel bills SMS in route credits).
     """
-    total, currency = float(plan.summary["estimated_cost"]), plan.currency
+    total, currency = float(plan.summary.estimated_cost), plan.currency
     cap = plan.request.max_cost
     if cap is not None and total > cap:
         raise PlanRefused(f"estimated cost {total:,.2f} {currency} is over --max-cost {cap:,.2f} {currency}")
     if balance is None:
         return
-    plan.summary["balance"] = {"amount": balance.amount, "currency": balance.currency, "credits": balance.credits}
+    plan.summary.balance = balance
     provider = plan.request.provider
     if balance.currency.upper() == currency:
         if total > balance.amount:
@@ -487,7 +519,7 @@ def check_funds(plan: Plan, balance: Balance | None) -> None:
                 f"the campaign needs {needed:,} credits and the {provider} account has {balance.credits:,.0f}"
             )
         return
-    plan.summary["warnings"].append(
+    plan.summary.warnings.append(
         f"the {provider} balance is in {balance.currency} and prices in {currency}: balance not checked"
     )
 
@@ -510,7 +542,7 @@ def save_plan(engine: Engine, plan: Plan, name: str | None = None) -> int:
                 name=name or request.name or f"{request.contacts.stem} {datetime.now():%Y-%m-%d %H:%M}",
                 channel=request.channel,
                 provider=request.provider,
-                sender=summary["sender"],
+                sender=summary.sender,
                 state=models.CampaignState.DRAFT.value,
                 message_template=request.message,
                 subject=request.subject,
@@ -519,10 +551,10 @@ def save_plan(engine: Engine, plan: Plan, name: str | None = None) -> int:
                 dlt_template_id=request.dlt_template.template_id if request.dlt_template else None,
                 dlt_entity_id=request.dlt_template.entity_id if request.dlt_template else None,
                 contacts_file=str(request.contacts),
-                rejects_file=summary.get("rejects_file"),
+                rejects_file=summary.rejects_file,
                 total_messages=len(plan.rows),
-                total_segments=int(summary["segments"]),
-                estimated_cost=float(summary["estimated_cost"]),
+                total_segments=summary.segments,
+                estimated_cost=summary.estimated_cost,
                 currency=plan.currency,
                 **(plan.window.columns() if plan.window else {}),
             )
@@ -567,11 +599,11 @@ def save_plan(engine: Engine, plan: Plan, name: str | None = None) -> int:
         if plan.fallbacks is not None:
             columns["fallback_body"] = plan.fallbacks
         bulk_insert(connection, "messages", columns)
-        summary["campaign_id"] = campaign_id
+        summary.campaign_id = campaign_id
         connection.execute(
             update(models.Campaign)
             .where(models.Campaign.id == campaign_id)
-            .values(summary=orjson.dumps(summary).decode())
+            .values(summary=orjson.dumps(summary.as_json()).decode())
         )
     if engine.dialect.name == "postgresql" and len(plan.rows) >= ANALYZE_AFTER:
         # Fresh statistics, so that sending plans its per-batch statements on them

@@ -44,6 +44,11 @@ class Channel(StrEnum):
     RCS = "rcs"
     WHATSAPP = "whatsapp"
 
+    @property
+    def label(self) -> str:
+        """The channel as people write it in a sentence."""
+        return {"sms": "SMS", "rcs": "RCS", "whatsapp": "WhatsApp"}.get(self.value, self.value)
+
 
 class OutboundMessage(NamedTuple):
     """One recipient of a batch.

@@ -154,10 +154,10 @@ class PixabitsClient(HttpProvider):
         self.check_size(Channel.EMAIL, len(batch.messages))
         if len(batch.messages) == 1:
             m = batch.messages[0]
-            body = {"to": m.to, "from": batch.sender, "subject": m.subject, "html": m.body}
-            response = await self._call("POST", "/v2/email/send", body)
+            single = {"to": m.to, "from": batch.sender, "subject": m.subject, "html": m.body}
+            response = await self._call("POST", "/v2/email/send", single)
             return self._single(Channel.EMAIL, m.to, response.data)
-        body = {
+        body: dict[str, Any] = {
             "from": batch.sender,
             "messages": [{"to": m.to, "subject": m.subject, "html": m.body} for m in batch.messages],
         }

@@ -20,7 +20,7 @@ from engine.clock import now
 from engine.providers import names_where
 from engine.providers.base import Channel, DeliveryReport, Provider
 from engine.providers.errors import ProviderError, RateLimited
-from engine.reports import apply as dlr
+from engine.reports import statuses
 from engine.reports.rounds import Asked, ReportTimes, Round, report_round
 from engine.sending.throttle import Throttle
 from engine.store import models
@@ -28,7 +28,7 @@ from engine.store import models
 log = logging.getLogger(__name__)
 #: The providers whose reports are fetched (the others push theirs).
 POLLED = names_where("polls_reports")
-B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
+B, M, C = models.BATCHES, models.MESSAGES, models.CAMPAIGNS
 #: What a report page needs of its batch.
 PAGE_KEYS = (B.c.id, B.c.campaign_id, B.c.channel, B.c.provider_batch_id, B.c.provider_fallback)
 
@@ -71,7 +71,7 @@ def _unsettled_ids(engine: Engine, batch_id: int) -> list[str]:
         return list(
             connection.execute(
                 select(M.c.provider_message_id).where(
-                    M.c.batch_id == batch_id, M.c.status.not_in(dlr.THROUGH), M.c.provider_message_id.is_not(None)
+                    M.c.batch_id == batch_id, M.c.status.not_in(statuses.THROUGH), M.c.provider_message_id.is_not(None)
                 )
             ).scalars()
         )
@@ -102,7 +102,7 @@ async def due_pages(
     throttles: Mapping[str, Throttle],
     moment: datetime,
     asked: Asked,
-) -> AsyncIterator[dlr.PolledPage]:
+) -> AsyncIterator[statuses.PolledPage]:
     """The report page of each submitted batch of a polled provider that is due, fetched in turn; a 429 ends
     the round, another provider error skips the batch until its next turn."""
     with engine.connect() as connection:
@@ -126,7 +126,7 @@ async def due_pages(
             continue
         if reports is not None:
             asked.batches += 1
-            yield dlr.PolledPage(batch.campaign_id, batch.id, reports, batch.provider_fallback)
+            yield statuses.PolledPage(batch.campaign_id, batch.id, reports, batch.provider_fallback)
 
 
 async def campaign_pages(
@@ -136,7 +136,7 @@ async def campaign_pages(
     campaign_id: int,
     given_up: set[int],
     per_message: bool = True,
-) -> AsyncIterator[dlr.PolledPage]:
+) -> AsyncIterator[statuses.PolledPage]:
     """The report page of each submitted batch of one campaign, asked now (local mode waits on one campaign).
 
     A batch the provider does not know (a sandbox that has since restarted),
@@ -165,7 +165,7 @@ async def campaign_pages(
         if reports is None:
             given_up.add(batch.id)
             continue
-        yield dlr.PolledPage(batch.campaign_id, batch.id, reports, batch.provider_fallback)
+        yield statuses.PolledPage(batch.campaign_id, batch.id, reports, batch.provider_fallback)
 
 
 async def poll_campaign(
@@ -176,7 +176,7 @@ async def poll_campaign(
     given_up: set[int],
 ) -> int:
     """Ask for the reports of each submitted batch of the campaign and apply them; how many carried a status."""
-    applied = await dlr.apply_stream(engine, campaign_pages(engine, provider, throttle, campaign_id, given_up))
+    applied = await statuses.apply_stream(engine, campaign_pages(engine, provider, throttle, campaign_id, given_up))
     return sum(applied.values())
 
 

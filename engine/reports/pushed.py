@@ -1,7 +1,7 @@
 """Pushed delivery events: each stored once for audit, and matched to its message, or parked until it can be.
 
 The receiver keeps what the provider said before acting on it (polled pages,
-which know their batch, are kept by `engine.dlr` in `delivery_pages`). A pushed
+which know their batch, are kept by `engine.reports.statuses` in `delivery_pages`). A pushed
 event names only the provider, a number, perhaps the provider's batch or message id:
 it is stored unprocessed, matched in SQL to its message, and folded into the
 message's status; an event that matches nothing yet (the provider was faster

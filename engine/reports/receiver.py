@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 from engine.planning.suppressions import add
 from engine.providers import client_class
 from engine.providers.base import DeliveryReport, InboundMessage, WebhookEvent
-from engine.reports import apply as dlr
+from engine.reports import statuses
 from engine.reports.rounds import ReportTimes, apply_stored, queue_fallbacks, report_round
 from engine.settings import Settings
 
@@ -62,10 +62,10 @@ class PushedEvents:
                 )
                 log.info("%d addresses suppressed (%s)", added, reason)
         if reports:
-            await asyncio.to_thread(dlr.store_pushed, self.engine, reports)
+            await asyncio.to_thread(statuses.store_pushed, self.engine, reports)
             self._wake.set()
 
-    def apply_once(self) -> dlr.Applied:
+    def apply_once(self) -> statuses.Applied:
         """The stored reports to statuses (page by page), then the SMS fallback of RCS that did not arrive."""
         applied = apply_stored(self.engine, self.times.max_age)
         queue_fallbacks(self.engine, self.times)

@@ -18,13 +18,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, select, update
 
 from engine.clock import now
-from engine.reports import apply as dlr
+from engine.reports import statuses
 from engine.sending import fallback
 from engine.settings import Settings
 from engine.store import models
 from engine.store.states import UNREPORTED
 
-B, M = models.Batch.__table__, models.Message.__table__
+B, M = models.BATCHES, models.MESSAGES
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Asked:
 async def report_round(
     engine: Engine,
     times: ReportTimes,
-    pages: AsyncIterable[dlr.PolledPage] | None = None,
+    pages: AsyncIterable[statuses.PolledPage] | None = None,
     asked: Asked | None = None,
     campaign_ids: Iterable[int] | None = None,
     expire_at: datetime | None = None,
@@ -74,7 +74,7 @@ async def report_round(
     """Expire (when `expire_at` is given: what was submitted before `expire_at - max_age`), apply `pages`,
     apply the stored reports, and queue the SMS fallbacks (of `campaign_ids`, or all)."""
     expired = expire_old(engine, expire_at - times.max_age) if expire_at is not None else 0
-    fetched = await dlr.apply_stream(engine, pages) if pages is not None else None
+    fetched = await statuses.apply_stream(engine, pages) if pages is not None else None
     applied = await asyncio.to_thread(apply_stored, engine, times.max_age)
     ids = list(campaign_ids) if campaign_ids is not None else None
     moved = await asyncio.to_thread(queue_fallbacks, engine, times, ids)
@@ -87,11 +87,11 @@ async def report_round(
     )
 
 
-def apply_stored(engine: Engine, max_age: timedelta) -> dlr.Applied:
+def apply_stored(engine: Engine, max_age: timedelta) -> statuses.Applied:
     """The stored reports to statuses, page by page until a page is not full."""
-    applied = more = dlr.apply_pending(engine, max_age)
-    while more.events >= dlr.PAGE:  # a full page: there may be more behind it
-        more = dlr.apply_pending(engine, max_age)
+    applied = more = statuses.apply_pending(engine, max_age)
+    while more.events >= statuses.PAGE:  # a full page: there may be more behind it
+        more = statuses.apply_pending(engine, max_age)
         applied.counts.update(more.counts)
         applied.campaigns |= more.campaigns
         applied.parked = more.parked
@@ -115,7 +115,7 @@ def expire_old(engine: Engine, before: datetime) -> int:
     with engine.begin() as connection:
         count = connection.execute(
             update(M)
-            .where(M.c.batch_id.in_(old), M.c.status.not_in((*dlr.THROUGH, models.MessageStatus.AMBIGUOUS.value)))
+            .where(M.c.batch_id.in_(old), M.c.status.not_in((*statuses.THROUGH, models.MessageStatus.AMBIGUOUS.value)))
             .values(status=models.MessageStatus.EXPIRED.value, status_at=now(), error=UNREPORTED)
         ).rowcount
         connection.execute(

@@ -63,14 +63,13 @@ from engine.sending.recovery import LEASE_EXPIRED
 from engine.sending.throttle import Throttle
 from engine.sending.windows import defer_outside_window
 from engine.store import models
-from engine.store.states import UNSENT
+from engine.store.states import UNSENT, BatchState, CampaignState, MessageStatus
 from engine.store.writes import complete_if_done, mark_campaign, set_provider_ids, update_messages
 from engine.windows import next_day
 
 log = logging.getLogger(__name__)
 
-B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
-BatchState, MessageStatus, CampaignState = models.BatchState, models.MessageStatus, models.CampaignState
+B, M, C = models.BATCHES, models.MESSAGES, models.CAMPAIGNS
 #: Messages the recovery sweep marked ambiguous only because their worker's lease ran out.
 SWEPT = and_(M.c.status == MessageStatus.AMBIGUOUS.value, M.c.error == LEASE_EXPIRED)
 UNSENT_OR_SWEPT = or_(M.c.status.in_(UNSENT), SWEPT)

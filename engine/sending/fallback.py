@@ -4,7 +4,7 @@ Where the provider was not asked for its own `smsFallback`, an RCS message
 gets the campaign's SMS fallback when its device cannot take RCS (found before
 sending, `route_now`), or when its report says `incompatible` or `failed`, or
 when no delivery came within the fallback wait (`due`). The message moves to
-a new `fallback` SMS batch (`engine.rebatch`): once out of its RCS batch it
+a new `fallback` SMS batch (`engine.sending.rebatch`): once out of its RCS batch it
 never qualifies again, and a delivered or read message never qualifies.
 """
 
@@ -25,7 +25,7 @@ from engine.store import models
 from engine.store.states import MOVABLE, NOT_ARRIVED, UNCONFIRMED
 
 log = logging.getLogger(__name__)
-M, B, C = models.Message.__table__, models.Batch.__table__, models.Campaign.__table__
+M, B, C = models.MESSAGES, models.BATCHES, models.CAMPAIGNS
 S = models.MessageStatus
 #: The providers whose RCS fallback the engine routes where the call does not ask for the provider's own (the
 #: others keep theirs in the account's settings).

@@ -178,7 +178,7 @@ class Batch(Base):
 class Message(Base):
     """One recipient of a campaign; `line` is the contact's line in the uploaded CSV.
 
-    Rows are written a million at a time by `engine.db.bulk_insert`, so the
+    Rows are written a million at a time by `engine.store.db.bulk_insert`, so the
     table carries only what that insert can afford: one secondary index (a
     batch's messages), no CHECK on `status` (1-2 s per million rows on SQLite;
     statuses are written only through `MessageStatus`) and no foreign keys

@@ -3,7 +3,7 @@
 The reports are Noxitel `/dlr` rows, read by the engine's own client. The
 engine keeps each page (one batch, 50,000 reports) in `delivery_pages` and
 applies it with one UPDATE joined to a staging table, as the poller does
-(`engine.dlr.apply_stream`): pages are written in threads while the next is
+(`engine.reports.statuses.apply_stream`): pages are written in threads while the next is
 prepared, two at a time on PostgreSQL. The baseline runs one UPDATE per
 report, on a sample, extrapolated. Both on SQLite and PostgreSQL, timed from
 the parsed reports to the committed statuses (batches settle as part of it).
@@ -29,7 +29,7 @@ from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_p
 from engine.planning.pricing import PriceTable
 from engine.providers.base import DeliveryReport
 from engine.providers.noxitel import sms_report
-from engine.reports import apply as dlr
+from engine.reports import statuses as dlr
 from engine.store import models
 from engine.store.db import open_database
 from tests.benchmarks.bench_plan import postgres_database

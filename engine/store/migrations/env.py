@@ -1,4 +1,4 @@
-"""Alembic environment: the connection comes from `engine.db.upgrade`, or from the URL in the config."""
+"""Alembic environment: the connection comes from `engine.store.db.upgrade`, or from the URL in the config."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ def run() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("alembic was given neither a connection nor sqlalchemy.url")
+    engine = create_engine(url)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
         with context.begin_transaction():

@@ -47,10 +47,10 @@ from engine.providers.base import DeliveryReport
 from engine.reports import pushed as events
 from engine.store import models
 from engine.store.db import bulk_insert
-from engine.store.states import FINAL, FINAL_RANK, RANK, REACHED, THROUGH
+from engine.store.states import FINAL, FINAL_RANK, RANK, REACHED, THROUGH, MessageStatus
 
 log = logging.getLogger(__name__)
-S = models.MessageStatus
+S = MessageStatus
 
 
 def canonical(report: DeliveryReport, provider_fallback: bool = False) -> S | str | None:
@@ -87,10 +87,10 @@ FOLD_STAGING = Table(
     prefixes=["TEMPORARY"],
 )
 M, B, E, P = (
-    models.Message.__table__,
-    models.Batch.__table__,
-    models.DeliveryEvent.__table__,
-    models.DeliveryPage.__table__,
+    models.MESSAGES,
+    models.BATCHES,
+    models.DELIVERY_EVENTS,
+    models.DELIVERY_PAGES,
 )
 #: Unprocessed pushed events applied per round.
 PAGE = 10_000
@@ -98,7 +98,7 @@ PAGE = 10_000
 FINGERPRINT = np.dtype("<i8")
 
 
-def _rank_of(column: object) -> object:
+def _rank_of(column: Any) -> Any:
     return case({status.value: rank for status, rank in RANK.items()}, value=column, else_=0)
 
 
@@ -153,7 +153,7 @@ def prepare(reports: Sequence[DeliveryReport], provider_fallback: bool = False) 
             best[report.to] = (known[1], i)
     chosen = [reports[i] for _, i in best.values()]
     judged = [words[(r.channel, r.status, r.detail)] for r in chosen]
-    staged = {
+    staged: dict[str, list[Any]] = {
         "address": list(best),
         "status": [word or S.SUBMITTED.value for word, _, _, _ in judged],
         "rank": [rank for _, rank, _, _ in judged],
