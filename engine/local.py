@@ -38,8 +38,7 @@ from engine.sending.senders import make_sender
 from engine.serve import serve
 from engine.settings import Settings
 from engine.store import models
-from engine.store.models import CampaignState
-from engine.store.states import DONE_BATCHES
+from engine.store.states import DONE_BATCHES, BatchState, CampaignState
 from engine.store.writes import mark_campaign
 from engine.web.webhooks import build_app
 
@@ -69,7 +68,7 @@ def _wait_for_deferred(engine: Engine, campaign_id: int) -> None:
     with engine.connect() as connection:
         later = connection.execute(
             select(func.min(batches.c.not_before), func.coalesce(func.sum(batches.c.size), 0)).where(
-                batches.c.campaign_id == campaign_id, batches.c.state == models.BatchState.PLANNED.value
+                batches.c.campaign_id == campaign_id, batches.c.state == BatchState.PLANNED.value
             )
         ).one()
     if later[1]:
@@ -167,7 +166,7 @@ def _awaiting(engine: Engine, campaign_id: int, given_up: set[int]) -> bool:
                 select(batches.c.id)
                 .where(
                     batches.c.campaign_id == campaign_id,
-                    batches.c.state == models.BatchState.SUBMITTED.value,
+                    batches.c.state == BatchState.SUBMITTED.value,
                     batches.c.id.not_in(given_up),
                 )
                 .limit(1)

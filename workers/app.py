@@ -16,7 +16,7 @@ every task claims its batch in the database first.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from engine.providers import PROVIDERS
 from engine.settings import Settings, get_settings

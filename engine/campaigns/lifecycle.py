@@ -32,11 +32,15 @@ from engine.store.states import (
     TAKEN_BATCHES,
     TEMPORARY_FAILURES,
     UNREPORTED,
+    BatchKind,
+    BatchState,
+    CampaignState,
+    MessageStatus,
 )
 from engine.store.writes import mark_campaign
 
 C, B, M = models.CAMPAIGNS, models.BATCHES, models.MESSAGES
-State = models.CampaignState
+State = CampaignState
 
 
 @dataclass
@@ -108,7 +112,7 @@ def _campaign(engine: Engine, campaign_id: int) -> Any:
 
 def state_of(engine: Engine, campaign_id: int) -> str:
     """Just the campaign's state: cheap enough to poll while a million messages are being sent."""
-    return _campaign(engine, campaign_id).state
+    return str(_campaign(engine, campaign_id).state)
 
 
 def repeats_of(engine: Engine, contacts_file: Path, message: str, since: datetime) -> int:
@@ -132,7 +136,7 @@ def in_flight(engine: Engine, campaign_id: int) -> int:
     with engine.connect() as connection:
         return int(
             connection.execute(
-                select(func.count()).where(B.c.campaign_id == campaign_id, B.c.state == models.BatchState.SENDING.value)
+                select(func.count()).where(B.c.campaign_id == campaign_id, B.c.state == BatchState.SENDING.value)
             ).scalar_one()
         )
 
@@ -165,7 +169,7 @@ def status(engine: Engine, campaign_id: int) -> Status:
         reported_cost = _reported_cost(connection, campaign_id)
         in_fallback = connection.execute(
             select(func.coalesce(func.sum(B.c.size), 0)).where(
-                B.c.campaign_id == campaign_id, B.c.kind == models.BatchKind.FALLBACK.value
+                B.c.campaign_id == campaign_id, B.c.kind == BatchKind.FALLBACK.value
             )
         ).scalar_one()
     return Status(
@@ -187,7 +191,7 @@ def status(engine: Engine, campaign_id: int) -> Status:
         last_submit=last_submit,
         last_report=last_report,
         reported_cost=reported_cost,
-        fallbacks=int(in_fallback) + counts.get(models.MessageStatus.FALLBACK.value, 0),
+        fallbacks=int(in_fallback) + counts.get(MessageStatus.FALLBACK.value, 0),
     )
 
 
@@ -244,15 +248,15 @@ def cancel(engine: Engine, campaign_id: int) -> int:
         )
         connection.execute(
             update(B)
-            .where(B.c.campaign_id == campaign_id, B.c.state == models.BatchState.PLANNED.value)
-            .values(state=models.BatchState.CANCELLED.value)
+            .where(B.c.campaign_id == campaign_id, B.c.state == BatchState.PLANNED.value)
+            .values(state=BatchState.CANCELLED.value)
         )
         # Messages of a batch in flight are left alone: its worker records what the provider took.
-        cancelled = select(B.c.id).where(B.c.campaign_id == campaign_id, B.c.state == models.BatchState.CANCELLED.value)
+        cancelled = select(B.c.id).where(B.c.campaign_id == campaign_id, B.c.state == BatchState.CANCELLED.value)
         return connection.execute(
             update(M)
-            .where(M.c.batch_id.in_(cancelled), M.c.status == models.MessageStatus.PLANNED.value)
-            .values(status=models.MessageStatus.CANCELLED.value)
+            .where(M.c.batch_id.in_(cancelled), M.c.status == MessageStatus.PLANNED.value)
+            .values(status=MessageStatus.CANCELLED.value)
         ).rowcount
 
 
@@ -269,20 +273,20 @@ def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
         raise CampaignError(f"campaign {campaign_id} is cancelled")
     events = models.DELIVERY_EVENTS
     reported = exists().where(events.c.message_id == M.c.id)
-    ambiguous = (M.c.campaign_id == campaign_id, M.c.status == models.MessageStatus.AMBIGUOUS.value)
+    ambiguous = (M.c.campaign_id == campaign_id, M.c.status == MessageStatus.AMBIGUOUS.value)
     with engine.begin() as connection:
         connection.execute(  # a report proves the provider had it
-            update(M).where(*ambiguous, reported).values(status=models.MessageStatus.SUBMITTED.value, error=None)
+            update(M).where(*ambiguous, reported).values(status=MessageStatus.SUBMITTED.value, error=None)
         )
         count = connection.execute(
-            update(M).where(*ambiguous, ~reported).values(status=models.MessageStatus.PLANNED.value, error=None)
+            update(M).where(*ambiguous, ~reported).values(status=MessageStatus.PLANNED.value, error=None)
         ).rowcount
         if count:
-            pending = exists().where(M.c.batch_id == B.c.id, M.c.status == models.MessageStatus.PLANNED.value)
+            pending = exists().where(M.c.batch_id == B.c.id, M.c.status == MessageStatus.PLANNED.value)
             connection.execute(
                 update(B)
                 .where(B.c.campaign_id == campaign_id, B.c.state.in_(TAKEN_BATCHES), pending)
-                .values(state=models.BatchState.PLANNED.value, error=None, claimed_by=None, claim_expires_at=None)
+                .values(state=BatchState.PLANNED.value, error=None, claimed_by=None, claim_expires_at=None)
             )
             connection.execute(
                 update(C)
@@ -312,7 +316,7 @@ def retry_failed(engine: Engine, campaign_id: int) -> int:
         connection.execute(
             update(M)
             .where(in_campaign, failed, opted_out)
-            .values(status=models.MessageStatus.SUPPRESSED.value, error="opted out since it was sent")
+            .values(status=MessageStatus.SUPPRESSED.value, error="opted out since it was sent")
         )
         channels = (
             connection.execute(select(B.c.channel).where(B.c.campaign_id == campaign_id).distinct()).scalars().all()
@@ -321,7 +325,7 @@ def retry_failed(engine: Engine, campaign_id: int) -> int:
             in_channel = select(B.c.id).where(B.c.campaign_id == campaign_id, B.c.channel == channel)
             qualifies = and_(failed, M.c.batch_id.in_(in_channel))
             ids = connection.execute(select(M.c.id).where(qualifies).order_by(M.c.id)).scalars().all()
-            moved += rebatch.move(connection, campaign, ids, qualifies, channel, models.BatchKind.RETRY).messages
+            moved += rebatch.move(connection, campaign, ids, qualifies, channel, BatchKind.RETRY).messages
         if moved:
             connection.execute(
                 update(C)
@@ -335,7 +339,7 @@ def overview(engine: Engine) -> list[dict[str, Any]]:
     """Every campaign with its state and how far sending has got, from the small batches table."""
     # Recipients, not sends: a fallback or retry batch sends again to recipients already counted,
     # and a cancelled batch sent nothing.
-    first_send = B.c.kind == models.BatchKind.SEND.value
+    first_send = B.c.kind == BatchKind.SEND.value
     done = func.sum(case((and_(first_send, B.c.state.in_(SENT_BATCHES)), B.c.size), else_=0))
     with engine.connect() as connection:
         rows = connection.execute(
@@ -408,4 +412,4 @@ def _text(moment: Any) -> str | None:
     """Driver values as ISO text: SQLite gives strings, PostgreSQL datetimes."""
     if moment is None or isinstance(moment, str):
         return moment
-    return moment.isoformat(sep=" ")
+    return str(moment.isoformat(sep=" "))

@@ -40,12 +40,13 @@ from engine.planning.options import PlanOptions, plan_from_options
 from engine.planning.planner import save_plan
 from engine.settings import Settings
 from engine.store import models
+from engine.store.states import CampaignState, ScheduleState
 from engine.windows import as_utc, local_text, zone
 
 log = logging.getLogger(__name__)
 
 C, S = models.CAMPAIGNS, models.SCHEDULES
-State, ScheduleState = models.CampaignState, models.ScheduleState
+State = CampaignState
 #: An occurrence found later than this (no scheduler was running then) is skipped, not sent late.
 MISFIRE_GRACE = timedelta(hours=1)
 #: Recurring schedules are shown and cancelled as `r<id>`, apart from campaign ids.

@@ -26,7 +26,6 @@ from sqlalchemy import Engine
 from engine import clock
 from engine.accounts import require_services
 from engine.campaigns.lifecycle import (
-    TEMPORARY_FAILURES,
     cancel,
     export,
     overview,
@@ -48,7 +47,7 @@ from engine.planning.planner import Plan, save_plan
 from engine.redact import mask_address
 from engine.settings import Settings, get_settings
 from engine.store.db import database
-from engine.store.states import MessageStatus
+from engine.store.states import TEMPORARY_FAILURES, MessageStatus
 
 CampaignId = Annotated[int, typer.Argument(help="The campaign's id (see `campaign plan --save` or `campaign send`).")]
 

@@ -143,7 +143,7 @@ class ContactFile:
 
     @property
     def rows(self) -> int:
-        return self.table.num_rows + len(self.malformed)
+        return int(self.table.num_rows) + len(self.malformed)
 
 
 def read_contacts(path: Path) -> ContactFile:
@@ -363,7 +363,8 @@ class Contacts:
 
     @property
     def ok(self) -> np.ndarray:
-        return self.outcome == OK
+        accepted: np.ndarray = self.outcome == OK
+        return accepted
 
     def reject(self, mask: np.ndarray, reason: str | np.ndarray, outcome: int = REJECTED) -> int:
         """Mark rows still OK under `mask` as refused; returns how many changed."""

@@ -115,7 +115,8 @@ def normalize_one(raw: str, region: str) -> tuple[str | None, int]:
 
 
 def _mask(array: pa.Array) -> np.ndarray:
-    return pc.fill_null(array, False).to_numpy(zero_copy_only=False)
+    mask: np.ndarray = pc.fill_null(array, False).to_numpy(zero_copy_only=False)
+    return mask
 
 
 def normalize(values: pa.Array, region: str = "IN") -> Normalized:

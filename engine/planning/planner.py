@@ -45,6 +45,7 @@ from engine.providers.base import Balance, Channel
 from engine.redact import mask_address
 from engine.store import models
 from engine.store.db import bulk_insert
+from engine.store.states import BatchState, CampaignState
 from engine.windows import SendWindow, describe_timing
 
 log = logging.getLogger(__name__)
@@ -543,7 +544,7 @@ def save_plan(engine: Engine, plan: Plan, name: str | None = None) -> int:
                 channel=request.channel,
                 provider=request.provider,
                 sender=summary.sender,
-                state=models.CampaignState.DRAFT.value,
+                state=CampaignState.DRAFT.value,
                 message_template=request.message,
                 subject=request.subject,
                 fallback_template=request.fallback_message,
@@ -572,7 +573,7 @@ def save_plan(engine: Engine, plan: Plan, name: str | None = None) -> int:
                 "segments": batch_segments,
                 "estimated_cost": batch_costs,
                 "send_day": plan.batch_days,
-                "state": [models.BatchState.PLANNED.value] * batches,
+                "state": [BatchState.PLANNED.value] * batches,
                 "attempts": np.zeros(batches, dtype=np.int64),
             },
         )

@@ -47,7 +47,7 @@ from engine.providers.errors import (
     TransientError,
 )
 from engine.providers.limits import RatePlan, noxitel_plan
-from engine.store.models import MessageStatus as S
+from engine.store.states import MessageStatus as S
 
 if TYPE_CHECKING:
     from engine.settings import Settings

@@ -41,7 +41,7 @@ from engine.providers.errors import (
     TransientError,
 )
 from engine.providers.limits import PIXABITS_PLANS, RatePlan
-from engine.store.models import MessageStatus as S
+from engine.store.states import MessageStatus as S
 
 if TYPE_CHECKING:
     from engine.settings import Settings

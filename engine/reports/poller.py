@@ -24,6 +24,7 @@ from engine.reports import statuses
 from engine.reports.rounds import Asked, ReportTimes, Round, report_round
 from engine.sending.throttle import Throttle
 from engine.store import models
+from engine.store.states import THROUGH, BatchState
 
 log = logging.getLogger(__name__)
 #: The providers whose reports are fetched (the others push theirs).
@@ -71,7 +72,7 @@ def _unsettled_ids(engine: Engine, batch_id: int) -> list[str]:
         return list(
             connection.execute(
                 select(M.c.provider_message_id).where(
-                    M.c.batch_id == batch_id, M.c.status.not_in(statuses.THROUGH), M.c.provider_message_id.is_not(None)
+                    M.c.batch_id == batch_id, M.c.status.not_in(THROUGH), M.c.provider_message_id.is_not(None)
                 )
             ).scalars()
         )
@@ -108,7 +109,7 @@ async def due_pages(
     with engine.connect() as connection:
         open_batches = connection.execute(
             select(*PAGE_KEYS, B.c.provider, B.c.submitted_at, B.c.updated_at).where(
-                B.c.state == models.BatchState.SUBMITTED.value, B.c.provider.in_(POLLED)
+                B.c.state == BatchState.SUBMITTED.value, B.c.provider.in_(POLLED)
             )
         ).all()
     for batch in open_batches:
@@ -148,7 +149,7 @@ async def campaign_pages(
         open_batches = connection.execute(
             select(*PAGE_KEYS).where(
                 B.c.campaign_id == campaign_id,
-                B.c.state == models.BatchState.SUBMITTED.value,
+                B.c.state == BatchState.SUBMITTED.value,
                 B.c.id.not_in(given_up),
             )
         ).all()

@@ -22,7 +22,7 @@ from engine.reports import statuses
 from engine.sending import fallback
 from engine.settings import Settings
 from engine.store import models
-from engine.store.states import UNREPORTED
+from engine.store.states import THROUGH, UNREPORTED, BatchState, MessageStatus
 
 B, M = models.BATCHES, models.MESSAGES
 
@@ -111,14 +111,12 @@ def expire_old(engine: Engine, before: datetime) -> int:
     An `ambiguous` message stays so: whether it went out is still unknown, and
     `campaign resend-ambiguous` is how it is dealt with.
     """
-    old = select(B.c.id).where(B.c.state == models.BatchState.SUBMITTED.value, B.c.submitted_at < before)
+    old = select(B.c.id).where(B.c.state == BatchState.SUBMITTED.value, B.c.submitted_at < before)
     with engine.begin() as connection:
         count = connection.execute(
             update(M)
-            .where(M.c.batch_id.in_(old), M.c.status.not_in((*statuses.THROUGH, models.MessageStatus.AMBIGUOUS.value)))
-            .values(status=models.MessageStatus.EXPIRED.value, status_at=now(), error=UNREPORTED)
+            .where(M.c.batch_id.in_(old), M.c.status.not_in((*THROUGH, MessageStatus.AMBIGUOUS.value)))
+            .values(status=MessageStatus.EXPIRED.value, status_at=now(), error=UNREPORTED)
         ).rowcount
-        connection.execute(
-            update(B).where(B.c.id.in_(old)).values(state=models.BatchState.SETTLED.value, settled_at=now())
-        )
+        connection.execute(update(B).where(B.c.id.in_(old)).values(state=BatchState.SETTLED.value, settled_at=now()))
     return count

@@ -47,7 +47,7 @@ from engine.providers.base import DeliveryReport
 from engine.reports import pushed as events
 from engine.store import models
 from engine.store.db import bulk_insert
-from engine.store.states import FINAL, FINAL_RANK, RANK, REACHED, THROUGH, MessageStatus
+from engine.store.states import FINAL, FINAL_RANK, RANK, REACHED, THROUGH, BatchState, MessageStatus
 
 log = logging.getLogger(__name__)
 S = MessageStatus
@@ -351,8 +351,8 @@ def _settle(connection: Connection, which: Any) -> None:
     open_message = exists().where(M.c.batch_id == B.c.id, M.c.status.not_in(THROUGH))
     connection.execute(
         update(B)
-        .where(which, B.c.state == models.BatchState.SUBMITTED.value, ~open_message)
-        .values(state=models.BatchState.SETTLED.value, settled_at=now())
+        .where(which, B.c.state == BatchState.SUBMITTED.value, ~open_message)
+        .values(state=BatchState.SETTLED.value, settled_at=now())
     )
 
 

@@ -467,7 +467,7 @@ def _wa_check(body: dict[str, Any]) -> str:
         raise _fail("location is required when type is location")
     if kind in {"reply", "reaction"} and not body.get("replyToMessageId"):
         raise _fail(f"replyToMessageId is required when type is {kind}")
-    return kind
+    return str(kind)
 
 
 async def whatsapp_message(request: web.Request) -> web.Response:

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -59,15 +59,16 @@ from engine.sending.fallback import route_now
 from engine.sending.personalize import for_provider
 from engine.sending.quota import DailyQuota
 from engine.sending.rebatch import lock
-from engine.sending.recovery import LEASE_EXPIRED
 from engine.sending.throttle import Throttle
 from engine.sending.windows import defer_outside_window
 from engine.store import models
-from engine.store.states import UNSENT, BatchState, CampaignState, MessageStatus
+from engine.store.states import LEASE_EXPIRED, UNSENT, BatchState, CampaignState, MessageStatus
 from engine.store.writes import complete_if_done, mark_campaign, set_provider_ids, update_messages
 from engine.windows import next_day
 
 log = logging.getLogger(__name__)
+#: A client method that sends one provider-neutral batch.
+Call = Callable[[Any], Awaitable[Submission]]
 
 B, M, C = models.BATCHES, models.MESSAGES, models.CAMPAIGNS
 #: Messages the recovery sweep marked ambiguous only because their worker's lease ran out.
@@ -235,7 +236,7 @@ class Sender:
 
     # the call -------------------------------------------------------------------
 
-    async def _call(self, batch_id: int, provider: Provider, send: Any, payload: Any) -> Submission:
+    async def _call(self, batch_id: int, provider: Provider, send: Call, payload: Any) -> Submission:
         """One provider call under the account's throttle; 429s wait, transient failures back off and retry.
 
         A `Retry-After` longer than `max_hold` (a daily quota, say) is not waited
@@ -375,7 +376,7 @@ class Sender:
 
     def payload(
         self, channel: Channel, campaign: Any, rows: Sequence[Any], provider: Provider, fallback: bool = False
-    ) -> tuple[Any, Any]:
+    ) -> tuple[Any, Call]:
         """The provider-neutral batch for these rows, and the client method that sends it.
 
         `fallback` sends the rows' SMS fallback text instead of their message. In

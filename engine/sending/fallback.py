@@ -22,11 +22,11 @@ from engine.providers import names_where
 from engine.providers.base import Channel
 from engine.sending import rebatch
 from engine.store import models
-from engine.store.states import MOVABLE, NOT_ARRIVED, UNCONFIRMED
+from engine.store.states import MOVABLE, NOT_ARRIVED, UNCONFIRMED, BatchKind, BatchState, MessageStatus
 
 log = logging.getLogger(__name__)
 M, B, C = models.MESSAGES, models.BATCHES, models.CAMPAIGNS
-S = models.MessageStatus
+S = MessageStatus
 #: The providers whose RCS fallback the engine routes where the call does not ask for the provider's own (the
 #: others keep theirs in the account's settings).
 ROUTING = names_where("sms_fallback_per_call")
@@ -46,7 +46,7 @@ def _in_engine_rcs_batch() -> Any:
 def route_now(connection: Connection, campaign: Any, message_ids: Sequence[int]) -> rebatch.Moved:
     """Before sending: move these planned messages (devices without RCS) to an SMS fallback batch."""
     qualifies = and_(M.c.status == S.PLANNED.value, M.c.fallback_body.is_not(None), _in_engine_rcs_batch())
-    return rebatch.move(connection, campaign, message_ids, qualifies, "sms", models.BatchKind.FALLBACK)
+    return rebatch.move(connection, campaign, message_ids, qualifies, "sms", BatchKind.FALLBACK)
 
 
 def due(engine: Engine, wait: timedelta, max_age: timedelta, campaign_ids: Iterable[int] | None = None) -> int:
@@ -72,8 +72,8 @@ def due(engine: Engine, wait: timedelta, max_age: timedelta, campaign_ids: Itera
         B.c.provider_fallback == false(),
         B.c.submitted_at >= moment - max_age,
         or_(
-            B.c.state == models.BatchState.SUBMITTED.value,
-            and_(B.c.state == models.BatchState.SETTLED.value, B.c.settled_at >= moment - max_age),
+            B.c.state == BatchState.SUBMITTED.value,
+            and_(B.c.state == BatchState.SETTLED.value, B.c.settled_at >= moment - max_age),
         ),
     )
     if campaign_ids is not None:
@@ -97,9 +97,7 @@ def due(engine: Engine, wait: timedelta, max_age: timedelta, campaign_ids: Itera
                 .scalars()
                 .all()
             )
-            count = rebatch.move(
-                connection, campaign, ids, qualifies, "sms", models.BatchKind.FALLBACK, prices
-            ).messages
+            count = rebatch.move(connection, campaign, ids, qualifies, "sms", BatchKind.FALLBACK, prices).messages
         if count:
             log.info("campaign %s: %d RCS messages did not arrive; their SMS fallback is queued", campaign_id, count)
         moved += count

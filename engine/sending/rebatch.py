@@ -24,9 +24,10 @@ from engine.planning.render import encode
 from engine.providers import client_class
 from engine.providers.base import Channel
 from engine.store import models
+from engine.store.states import BatchKind, BatchState, CampaignState, MessageStatus
 
 M, B, C = models.MESSAGES, models.BATCHES, models.CAMPAIGNS
-S = models.MessageStatus
+S = MessageStatus
 
 
 class Moved(NamedTuple):
@@ -52,7 +53,7 @@ def move(
     message_ids: Sequence[int],
     qualifies: Any,
     channel: str,
-    kind: models.BatchKind,
+    kind: BatchKind,
     prices: PriceTable | None = None,
 ) -> Moved:
     """Move the messages that still satisfy `qualifies` into new `kind` batches on `channel`.
@@ -82,7 +83,7 @@ def move(
                 segments=0,
                 estimated_cost=0.0,
                 send_day=0,
-                state=models.BatchState.PLANNED.value,
+                state=BatchState.PLANNED.value,
                 kind=kind.value,
             )
             .returning(B.c.id)
@@ -114,8 +115,8 @@ def move(
     if moved:
         connection.execute(
             update(C)
-            .where(C.c.id == campaign.id, C.c.state == models.CampaignState.COMPLETED.value)
-            .values(state=models.CampaignState.RUNNING.value, finished_at=None, updated_at=now())
+            .where(C.c.id == campaign.id, C.c.state == CampaignState.COMPLETED.value)
+            .values(state=CampaignState.RUNNING.value, finished_at=None, updated_at=now())
         )
     return Moved(moved, batches)
 

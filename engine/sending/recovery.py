@@ -22,11 +22,10 @@ from engine import clock
 from engine.providers import CLIENTS
 from engine.providers.base import Channel
 from engine.store import models
-from engine.store.states import LEASE_EXPIRED
+from engine.store.states import LEASE_EXPIRED, BatchState, CampaignState, MessageStatus
 from engine.store.writes import complete_if_done
 
 B, M, C = models.BATCHES, models.MESSAGES, models.CAMPAIGNS
-BatchState, MessageStatus = models.BatchState, models.MessageStatus
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def sweep(engine: Engine, now: datetime | None = None) -> Sweep:
 def due_batches(engine: Engine, now: datetime | None = None, campaign_id: int | None = None) -> list[tuple[int, str]]:
     """(batch id, provider) of planned batches that may go now, of running campaigns, in campaign order."""
     moment = now or clock.now()
-    running = exists().where(C.c.id == B.c.campaign_id, C.c.state == models.CampaignState.RUNNING.value)
+    running = exists().where(C.c.id == B.c.campaign_id, C.c.state == CampaignState.RUNNING.value)
     query = select(B.c.id, B.c.provider).where(
         B.c.state == BatchState.PLANNED.value,
         (B.c.not_before.is_(None)) | (B.c.not_before <= moment),

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import Engine, select, update
 
 from engine.store import models
+from engine.store.states import BatchState, CampaignState
 from engine.windows import SendWindow, local_text
 
 
@@ -44,7 +45,7 @@ def defer_outside_window(engine: Engine, batch_id: int, moment: datetime) -> boo
             update(batches)
             .where(
                 batches.c.id == batch_id,
-                batches.c.state == models.BatchState.PLANNED.value,
+                batches.c.state == BatchState.PLANNED.value,
                 batches.c.not_before.is_(None) | (batches.c.not_before <= moment),
             )
             .values(not_before=opens)
@@ -53,7 +54,7 @@ def defer_outside_window(engine: Engine, batch_id: int, moment: datetime) -> boo
             return False
         connection.execute(
             update(campaigns)
-            .where(campaigns.c.id == row.id, campaigns.c.state == models.CampaignState.RUNNING.value)
-            .values(state=models.CampaignState.WAITING.value, state_reason=reason, wake_at=opens)
+            .where(campaigns.c.id == row.id, campaigns.c.state == CampaignState.RUNNING.value)
+            .values(state=CampaignState.WAITING.value, state_reason=reason, wake_at=opens)
         )
     return False

@@ -9,15 +9,15 @@ from sqlalchemy import Connection, Engine, exists, func, select, text, update
 
 from engine.store import models
 from engine.store.db import bulk_insert, driver_connection
-from engine.store.states import PENDING_BATCHES
+from engine.store.states import PENDING_BATCHES, CampaignState
 
 
 def mark_campaign(
     engine: Engine,
     campaign_id: int,
-    state: models.CampaignState,
+    state: CampaignState,
     reason: str | None,
-    only_from: Sequence[str] = (models.CampaignState.RUNNING.value,),
+    only_from: Sequence[str] = (CampaignState.RUNNING.value,),
 ) -> bool:
     """Move a campaign to `state` if it is in one of `only_from` (a cancelled campaign is not paused by a 402)."""
     with engine.begin() as connection:
@@ -41,15 +41,15 @@ def complete_if_done(connection: Connection, campaign_id: Any = None) -> None:
     """
     batch, campaign = models.BATCHES, models.CAMPAIGNS
     pending = exists().where(batch.c.campaign_id == campaign.c.id, batch.c.state.in_(PENDING_BATCHES))
-    candidates = select(campaign.c.id).where(campaign.c.state == models.CampaignState.RUNNING.value, ~pending)
+    candidates = select(campaign.c.id).where(campaign.c.state == CampaignState.RUNNING.value, ~pending)
     if campaign_id is not None:
         candidates = candidates.where(campaign.c.id == campaign_id)
     ids = connection.execute(candidates.with_for_update()).scalars().all()
     if ids:
         connection.execute(
             update(campaign)
-            .where(campaign.c.id.in_(ids), campaign.c.state == models.CampaignState.RUNNING.value, ~pending)
-            .values(state=models.CampaignState.COMPLETED.value, finished_at=func.now())
+            .where(campaign.c.id.in_(ids), campaign.c.state == CampaignState.RUNNING.value, ~pending)
+            .values(state=CampaignState.COMPLETED.value, finished_at=func.now())
         )
 
 
