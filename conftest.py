@@ -5,4 +5,6 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.databases",
     "tests.fixtures.celery",
+    "tests.fixtures.cli",
+    "tests.fixtures.clock",
 ]

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -15,47 +12,14 @@ import pytest
 from sqlalchemy import select
 
 from engine.sandbox.config import SandboxConfig
-from engine.sandbox.outcomes import fate
 from engine.store import models
 from engine.store.db import open_database
-from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
+from tests.fixtures.campaigns import phones
+from tests.fixtures.cli import EXAMPLE, SEND, SEND_PIXABITS, campaign
+from tests.fixtures.polling import eventually
+from tests.fixtures.sandbox import Sandbox, settled_counts
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "examples" / "contacts.csv"
-SEND = [
-    "--provider",
-    "noxitel",
-    "--sender",
-    "ACMEIN",
-    "--dlt-template-id",
-    "1207161234567890123",
-    "--message",
-    "Hi #name#, your order #order# has shipped and will reach you by Friday. -ACME",
-]
-
-
-@pytest.fixture
-def env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
-    key = sandbox.account()
-    return {
-        **os.environ,
-        "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
-        "NOXITEL_BASE_URL": sandbox.noxitel_url,
-        "NOXITEL_API_KEY": key,
-        "PIXABITS_BASE_URL": sandbox.pixabits_url,
-        "PIXABITS_API_KEY": key,
-        "COLUMNS": "200",
-    }
-
-
-def campaign(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+pytestmark = pytest.mark.cli_env(COLUMNS="200")
 
 
 def contacts(tmp_path: Path, count: int) -> Path:
@@ -139,14 +103,13 @@ def test_ctrl_c_pauses_and_resume_sends_exactly_the_rest(env: dict[str, str], sa
     )
     engine = open_database(env["CAMPAIGN_DATABASE_URL"])
     batches = models.Batch.__table__
-    deadline = time.monotonic() + 60
-    while True:  # interrupt once the first batches are through
+
+    def submitted() -> int:
         with engine.connect() as connection:
-            sent = connection.execute(select(batches.c.id).where(batches.c.state == "submitted")).all()
-        if len(sent) >= 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+            return len(connection.execute(select(batches.c.id).where(batches.c.state == "submitted")).all())
+
+    eventually(submitted, lambda count: count >= 2, "the first batches to go through", timeout=60, every=0.05)
+    process.send_signal(signal.SIGINT)  # interrupted once the first batches are through
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     paused = orjson.loads(out.strip().splitlines()[-1])
@@ -204,17 +167,12 @@ def test_resend_ambiguous_asks_then_sends_only_the_uncertain(
     assert nothing.returncode == 1 and "no ambiguous messages" in nothing.stderr
 
 
-def expected_counts(config: SandboxConfig, numbers: list[str]) -> dict[str, int]:
-    words = {"delivered": "delivered", "failed": "undeliverable", "expired": "expired"}
-    return dict(Counter(words[fate(config, n.lstrip("+"))] for n in numbers))
-
-
 def test_wait_gathers_noxitel_reports_by_polling(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:
     path = contacts(tmp_path, 50)
     done = campaign(env, "send", str(path), *SEND, "--yes", "--wait", "--json", "--skip-balance")
     assert done.returncode == 0, done.stderr
     counts = orjson.loads(done.stdout.strip().splitlines()[-1])["counts"]
-    assert counts == expected_counts(SandboxConfig(seed=SANDBOX_SEED), [f"+9190000{i:05d}" for i in range(50)])
+    assert counts == settled_counts(phones(50))
 
 
 def test_the_embedded_sandbox_run_ends_with_pushed_pixabits_reports(env: dict[str, str], tmp_path: Path) -> None:
@@ -224,9 +182,7 @@ def test_the_embedded_sandbox_run_ends_with_pushed_pixabits_reports(env: dict[st
         env,
         "send",
         str(EXAMPLE),
-        "--provider",
-        "pixabits",
-        *SEND[2:],
+        *SEND_PIXABITS,
         "--rejects",
         str(tmp_path / "r.csv"),
         "--yes",
@@ -238,7 +194,7 @@ def test_the_embedded_sandbox_run_ends_with_pushed_pixabits_reports(env: dict[st
     with engine.connect() as connection:
         numbers = connection.execute(select(models.Message.address)).scalars().all()
     engine.dispose()
-    assert result["counts"] == expected_counts(SandboxConfig(), numbers)
+    assert result["counts"] == settled_counts(numbers, SandboxConfig())
 
 
 def test_report_and_list(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:

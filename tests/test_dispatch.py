@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
@@ -15,80 +14,21 @@ from sqlalchemy import Engine, select, update
 from engine import clock
 from engine.campaigns.lifecycle import cancel, resend_ambiguous, start, status
 from engine.local import local_sender, send_campaign
-from engine.planning.dlt import DltTemplate
 from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
 from engine.planning.pricing import PriceTable
 from engine.providers.errors import InsufficientCredits
-from engine.sandbox.config import SandboxConfig
 from engine.sandbox.outcomes import rcs_capable
 from engine.sending.dispatch import RetryPolicy, Sender
 from engine.sending.recovery import sweep
 from engine.settings import Settings
 from engine.store import models
-from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
+from tests.fixtures.campaigns import phones, plan_campaign
+from tests.fixtures.clock import clock_ahead
+from tests.fixtures.polling import eventually_async
+from tests.fixtures.sandbox import SANDBOX, Sandbox, sandbox_settings
 
-SANDBOX = SandboxConfig(seed=SANDBOX_SEED)
-
-DLT = DltTemplate(
-    "1207161234567890123", "1201159876543210987", "ACMEIN", None, "Hi {#var#}, your order {#var#} has shipped. -ACME"
-)
-MESSAGE = "Hi #name#, your order #order# has shipped. -ACME"
+pytestmark = pytest.mark.sandbox_settings(noxitel_rate=1000)
 B, M, C = models.Batch.__table__, models.Message.__table__, models.Campaign.__table__
-
-
-def phones(count: int, start: int = 9_000_000_000) -> list[str]:
-    return [f"+91{start + i}" for i in range(count)]
-
-
-def plan_campaign(
-    engine: Engine,
-    tmp_path: Path,
-    count: int,
-    provider: str = "noxitel",
-    channel: str = "sms",
-    batch_size: int | None = None,
-    message: str = MESSAGE,
-    daily_quota: int | None = None,
-    **options: object,
-) -> int:
-    path = tmp_path / f"contacts-{count}.csv"
-    numbers = (9_000_000_000 + np.arange(count)).astype(str)
-    pa_csv.write_csv(
-        pa.table(
-            {
-                "name": [f"Asha{i}" for i in range(count)],
-                "mobile": numbers,
-                "order": np.char.add("A", np.arange(count).astype(str)),
-            }
-        ),
-        str(path),
-    )
-    request = PlanRequest(
-        contacts=path,
-        channel=channel,
-        provider=provider,
-        message=message,
-        sender="ACMEIN",
-        dlt_template=DLT if channel == "sms" else None,
-        batch_size=batch_size,
-        **options,
-    )  # type: ignore[arg-type]
-    context = PlanContext(prices=PriceTable.load(), daily_quota=daily_quota)
-    campaign_id = save_plan(engine, build_plan(request, context))
-    start(engine, campaign_id)
-    return campaign_id
-
-
-@pytest.fixture
-def settings(sandbox: Sandbox) -> Settings:
-    key = sandbox.account()
-    return Settings(
-        pixabits_base_url=sandbox.pixabits_url,
-        pixabits_api_key=key,
-        noxitel_base_url=sandbox.noxitel_url,
-        noxitel_api_key=key,
-        noxitel_rate=1000,
-    )
 
 
 @pytest.fixture
@@ -96,12 +36,6 @@ async def noxitel(database: Engine, settings: Settings) -> AsyncIterator[Sender]
     async with local_sender(database, settings, "noxitel") as sender:
         sender.retry = RetryPolicy(attempts=3, base=0.01)
         yield sender
-
-
-def statuses(engine: Engine, campaign_id: int) -> dict[str, int]:
-    with engine.connect() as connection:
-        rows = connection.execute(select(M.c.status).where(M.c.campaign_id == campaign_id)).scalars().all()
-    return {s: rows.count(s) for s in set(rows)}
 
 
 async def test_every_recipient_is_sent_once_with_provider_ids(
@@ -253,7 +187,7 @@ async def test_the_starter_daily_quota_defers_the_rest_to_tomorrow(
     database: Engine, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     key = sandbox.account(plan="starter")
-    settings = Settings(pixabits_base_url=sandbox.pixabits_url, pixabits_api_key=key, pixabits_plan="starter")
+    settings = sandbox_settings(sandbox, key, pixabits_plan="starter")
     campaign_id = plan_campaign(database, tmp_path, 1_500, provider="pixabits", daily_quota=1_000)
     async with local_sender(database, settings, "pixabits") as sender:
         first = await send_campaign(database, sender, campaign_id)
@@ -261,13 +195,10 @@ async def test_the_starter_daily_quota_defers_the_rest_to_tomorrow(
         assert "500 messages wait until" in (first.reason or "") and f"campaign resume {campaign_id}" in first.reason
         assert sandbox.endpoint("POST /v2/sms/bulk")["rate_limited"] == 0  # the quota was never overrun
         assert (await send_campaign(database, sender, campaign_id)).counts["planned"] == 500  # not before tomorrow
-        clock.advance(24 * 3600)
-        sandbox.advance_clock(24 * 3600)
-        try:
+        with clock_ahead(24 * 3600):
+            sandbox.advance_clock(24 * 3600)
             start(database, campaign_id)
             second = await send_campaign(database, sender, campaign_id)
-        finally:
-            clock.reset()
     assert (second.state, second.counts) == ("completed", {"submitted": 1_500})
     assert sandbox.endpoint("POST /v2/sms/bulk")["recipients"] == {n: 1 for n in phones(1_500)}
 
@@ -289,10 +220,10 @@ async def test_rcs_goes_to_capable_devices_and_sms_to_the_rest_never_both(
     outcome = await send_campaign(database, noxitel, campaign_id)
     assert outcome.counts == {"submitted": 40}
     capable = {n for n in phones(40) if rcs_capable(SANDBOX, n[1:])}
-    rcs = set(recipients(sandbox, "POST /api/v2/rcs/message"))
-    sms = set(recipients(sandbox, "POST /api/v2/sms")) | set(recipients(sandbox, "SMS-FALLBACK /api/v2/rcs/message"))
+    rcs = set(sandbox.recipients("POST /api/v2/rcs/message"))
+    sms = set(sandbox.recipients("POST /api/v2/sms")) | set(sandbox.recipients("SMS-FALLBACK /api/v2/rcs/message"))
     assert sms == set(phones(40)) - capable
-    assert rcs & set(recipients(sandbox, "POST /api/v2/sms")) == set()
+    assert rcs & set(sandbox.recipients("POST /api/v2/sms")) == set()
     assert rcs == (capable if "#" in fallback else set(phones(40)))
     with database.connect() as connection:
         used = dict(connection.execute(select(M.c.address, M.c.channel_used)).all())
@@ -302,10 +233,6 @@ async def test_rcs_goes_to_capable_devices_and_sms_to_the_rest_never_both(
         assert sandbox.endpoint("GET /api/v2/rcs/capability")["requests"] == 40
     else:
         assert sandbox.last_body("POST /api/v2/rcs/message")["smsFallback"]["message"] == fallback
-
-
-def recipients(sandbox: Sandbox, endpoint: str) -> dict[str, int]:
-    return sandbox.endpoint(endpoint).get("recipients", {})
 
 
 async def test_resend_ambiguous_skips_messages_a_report_vouches_for(
@@ -348,7 +275,7 @@ async def test_one_lost_answer_in_a_per_recipient_batch_leaves_only_that_message
     async with local_sender(database, settings, "pixabits") as sender:
         outcome = await send_campaign(database, sender, campaign_id)
     assert (outcome.state, outcome.counts) == ("completed", {"ambiguous": 1, "submitted": 4})
-    assert recipients(sandbox, "POST /v1/rcs/send") == {n: 1 for n in phones(5)}
+    assert sandbox.recipients("POST /v1/rcs/send") == {n: 1 for n in phones(5)}
 
 
 async def test_cancel_during_a_send_keeps_what_the_provider_took(
@@ -357,12 +284,13 @@ async def test_cancel_during_a_send_keeps_what_the_provider_took(
     campaign_id = plan_campaign(database, tmp_path, 60, batch_size=20)
     sandbox.configure(latency_ms=800)
     sending = asyncio.create_task(send_campaign(database, noxitel, campaign_id, concurrency=1))
-    while True:  # cancel while the first batch is with the provider
+
+    def in_flight() -> bool:
         with database.connect() as connection:
-            if connection.execute(select(B.c.id).where(B.c.state == "sending")).first():
-                break
-        await asyncio.sleep(0.02)
-    cancel(database, campaign_id)
+            return connection.execute(select(B.c.id).where(B.c.state == "sending")).first() is not None
+
+    await eventually_async(in_flight, bool, "the first batch to be with the provider", timeout=60)
+    cancel(database, campaign_id)  # while the first batch is with the provider
     outcome = await sending
     assert outcome.state == "cancelled"
     assert outcome.counts == {"submitted": 20, "cancelled": 40}
@@ -409,7 +337,7 @@ async def test_a_swept_recipient_of_a_per_call_batch_can_be_resent(
         assert resend_ambiguous(database, campaign_id) == 1
         final = await send_campaign(database, sender, campaign_id)
     assert (final.state, final.counts) == ("completed", {"submitted": 4})
-    assert recipients(sandbox, "POST /v1/rcs/send") == {n: 1 for n in phones(4)}
+    assert sandbox.recipients("POST /v1/rcs/send") == {n: 1 for n in phones(4)}
 
 
 async def test_a_long_hold_defers_the_batch_instead_of_parking_the_sender(
@@ -451,4 +379,4 @@ async def test_email_and_whatsapp_go_through_the_same_path(
         "subject": "News for Asha20",
         "html": "<p>Hi Asha20</p>",
     }
-    assert recipients(sandbox, "POST /v1/wa/messages") == {n: 1 for n in phones(3)}
+    assert sandbox.recipients("POST /v1/wa/messages") == {n: 1 for n in phones(3)}

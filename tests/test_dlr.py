@@ -6,30 +6,27 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pytest
 import zstandard
 from sqlalchemy import Engine, select, update
 
 from engine import clock
-from engine.campaigns.lifecycle import start, status
+from engine.campaigns.lifecycle import status
 from engine.local import local_sender, send_campaign, wait_for_reports
-from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.planning.pricing import PriceTable
 from engine.providers.base import Channel, DeliveryReport
 from engine.reports import statuses as dlr
 from engine.reports.poller import poll_due
 from engine.sandbox.config import SandboxConfig
-from engine.sandbox.outcomes import fate
 from engine.settings import Settings
 from engine.store import models
-from tests.fixtures.sandbox import Sandbox
+from tests.fixtures.campaigns import mark_sent, phones, plan_campaign, statuses
+from tests.fixtures.sandbox import Sandbox, settled
 
 P = models.DeliveryPage.__table__
 M, B = models.Message.__table__, models.Batch.__table__
+#: A personal message with no DLT template: the operator refuses every India-bound SMS of it.
+UNREGISTERED = {"message": "Hi #name#", "dlt_on": ()}
 
 
 def report(
@@ -81,13 +78,8 @@ def test_incompatible_is_a_fallback_when_the_provider_sends_the_sms() -> None:
 @pytest.fixture
 def campaign(database: Engine, tmp_path: Path) -> int:
     """A saved campaign of three numbers, submitted (as after sending)."""
-    path = tmp_path / "c.csv"
-    pa_csv.write_csv(pa.table({"mobile": (9_000_000_000 + np.arange(3)).astype(str)}), str(path))
-    request = PlanRequest(contacts=path, channel="sms", provider="noxitel", message="Sale today", sender="ACMEIN")
-    campaign_id = save_plan(database, build_plan(request, PlanContext(prices=PriceTable.load())))
-    with database.begin() as connection:
-        connection.execute(update(M).values(status="submitted"))
-        connection.execute(update(B).values(state="submitted"))
+    campaign_id = plan_campaign(database, tmp_path, 3, message="Sale today", dlt_on=(), start=False)
+    mark_sent(database, campaign_id)
     return campaign_id
 
 
@@ -96,11 +88,6 @@ def apply(engine: Engine, reports: list[DeliveryReport], campaign_id: int) -> Co
     with engine.connect() as connection:
         batch_id = connection.execute(select(B.c.id).where(B.c.campaign_id == campaign_id)).scalar_one()
     return dlr.apply(engine, reports, campaign_id, batch_id)
-
-
-def statuses(engine: Engine) -> dict[str, str]:
-    with engine.connect() as connection:
-        return dict(connection.execute(select(M.c.address, M.c.status)).all())
 
 
 def test_statuses_only_move_forward(database: Engine, campaign: int) -> None:
@@ -153,7 +140,7 @@ def test_any_report_tells_an_ambiguous_message_was_sent(database: Engine, campai
 
 
 def test_a_batch_settles_when_every_message_is_final(database: Engine, campaign: int) -> None:
-    numbers = [f"+91900000000{i}" for i in range(3)]
+    numbers = phones(3)
     apply(database, [report("Handset Delivered", n) for n in numbers[:2]], campaign)
     with database.connect() as connection:
         assert connection.execute(select(B.c.state)).scalar_one() == "submitted"
@@ -163,41 +150,16 @@ def test_a_batch_settles_when_every_message_is_final(database: Engine, campaign:
         assert connection.execute(select(M.c.error).where(M.c.address == numbers[2])).scalar_one() == "EXPIRED"
 
 
-@pytest.fixture
-def settings(sandbox: Sandbox) -> Settings:
-    key = sandbox.account()
-    return Settings(
-        pixabits_base_url=sandbox.pixabits_url,
-        pixabits_api_key=key,
-        noxitel_base_url=sandbox.noxitel_url,
-        noxitel_api_key=key,
-    )
-
-
-def plan_and_start(engine: Engine, tmp_path: Path, provider: str, channel: str, count: int = 6) -> int:
-    path = tmp_path / "c.csv"
-    pa_csv.write_csv(
-        pa.table(
-            {"mobile": (9_000_000_000 + np.arange(count)).astype(str), "name": [f"Asha{i}" for i in range(count)]}
-        ),
-        str(path),
-    )
-    request = PlanRequest(contacts=path, channel=channel, provider=provider, message="Hi #name#", sender="ACMEIN")
-    campaign_id = save_plan(engine, build_plan(request, PlanContext(prices=PriceTable.load())))
-    start(engine, campaign_id)
-    return campaign_id
-
-
 async def test_waiting_ends_for_batches_no_report_will_come_for(
     database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """An ambiguous batch, and a batch the provider no longer knows, do not hold the wait."""
-    campaign_id = plan_and_start(database, tmp_path, "noxitel", "sms")
+    campaign_id = plan_campaign(database, tmp_path, 6, "noxitel", "sms", **UNREGISTERED)
     sandbox.faults("/api/v2/sms", "drop")
     async with local_sender(database, settings, "noxitel") as sender:
         assert (await send_campaign(database, sender, campaign_id)).counts == {"ambiguous": 6}
         await wait_for_reports(database, sender, "noxitel", campaign_id, settings)
-        other = plan_and_start(database, tmp_path, "noxitel", "sms")
+        other = plan_campaign(database, tmp_path, 6, "noxitel", "sms", **UNREGISTERED)
         await send_campaign(database, sender, other)
         sandbox.reset()  # the provider forgets the batch
         await wait_for_reports(database, sender, "noxitel", other, settings)
@@ -208,19 +170,19 @@ async def test_pixabits_whatsapp_failures_push_nothing_and_the_quiet_ends_the_wa
     database: Engine, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     settings = Settings()  # the embedded sandbox, whose pushes come into this process
-    campaign_id = plan_and_start(database, tmp_path, "pixabits", "whatsapp", count=40)
+    campaign_id = plan_campaign(database, tmp_path, 40, "pixabits", "whatsapp", **UNREGISTERED)
     async with local_sender(database, settings, "pixabits", receive=True) as sender:
         await send_campaign(database, sender, campaign_id)
         await wait_for_reports(database, sender, "pixabits", campaign_id, settings, quiet=1.0)
     counts = status(database, campaign_id).counts
-    delivered = sum(fate(SandboxConfig(), f"91{9_000_000_000 + i}") == "delivered" for i in range(40))
+    delivered = sum(settled(n, SandboxConfig()) == "delivered" for n in phones(40))
     assert counts.get("delivered") == delivered and counts.get("submitted", 0) == 40 - delivered
 
 
 async def test_the_poller_settles_batches_then_expires_what_never_reports(
     database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    first = plan_and_start(database, tmp_path, "noxitel", "sms", count=30)
+    first = plan_campaign(database, tmp_path, 30, "noxitel", "sms", **UNREGISTERED)
     async with local_sender(database, settings, "noxitel") as sender:
         await send_campaign(database, sender, first)
         sandbox.advance_clock(5)
@@ -229,7 +191,7 @@ async def test_the_poller_settles_batches_then_expires_what_never_reports(
         assert status(database, first).batches == {"settled": 1}
         assert (await poll_due(database, sender.providers, sender.throttles, timedelta(hours=72))).polled == 0
         sandbox.configure(dlr_delay=86_400)  # the next campaign's reports never settle
-        second = plan_and_start(database, tmp_path, "noxitel", "sms", count=10)
+        second = plan_campaign(database, tmp_path, 10, "noxitel", "sms", **UNREGISTERED)
         await send_campaign(database, sender, second)
         later = clock.now() + timedelta(hours=73)
         old = await poll_due(database, sender.providers, sender.throttles, timedelta(hours=72), moment=later)

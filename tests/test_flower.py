@@ -17,34 +17,25 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import typing
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pytest
 from sqlalchemy import select
 
 from engine.campaigns.lifecycle import start, status
-from engine.planning.dlt import DltTemplate
-from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.planning.pricing import PriceTable
 from engine.store import models
+from tests.fixtures.campaigns import plan_campaign
 from tests.fixtures.celery import Workers
+from tests.fixtures.polling import eventually
 from tests.fixtures.sandbox import Sandbox
 from tests.test_compose import command, environment, run_health_check, services
 
-T = TypeVar("T")
-DLT = DltTemplate(
-    "1207161234567890123", "1201159876543210987", "ACMEIN", None, "Hi {#var#}, your order {#var#} has shipped. -ACME"
-)
 #: Numbers no other test of the session messages.
 FIRST_NUMBER = 9_100_000_000
 
@@ -70,18 +61,6 @@ class Flower:
                 return response.status
         except urllib.error.HTTPError as exc:
             return exc.code
-
-
-def eventually(read: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float = 15) -> T:
-    """Poll `read` a few times a second until `done` holds for its value; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last seen: {value!r}")
-        time.sleep(0.2)
 
 
 def worker_names(workers: Workers) -> set[str]:
@@ -142,28 +121,6 @@ def watching(flower: Flower, workers: Workers) -> Flower:
     return flower
 
 
-def plan(workers: Workers, tmp_path: Path, count: int, batch_size: int) -> int:
-    numbers = (FIRST_NUMBER + np.arange(count)).astype(str)
-    path = tmp_path / "contacts.csv"
-    pa_csv.write_csv(
-        pa.table(
-            {"name": np.full(count, "Asha"), "mobile": numbers, "order": np.char.add("A", np.arange(count).astype(str))}
-        ),
-        str(path),
-    )
-    request = PlanRequest(
-        contacts=path,
-        channel="sms",
-        provider="noxitel",
-        sender="ACMEIN",
-        dlt_template=DLT,
-        message="Hi #name#, your order #order# has shipped. -ACME",
-        batch_size=batch_size,
-        spread=False,
-    )
-    return save_plan(workers.engine, build_plan(request, PlanContext(prices=PriceTable.load())))
-
-
 def campaign_task_functions() -> dict[str, Callable[..., Any]]:
     """Every task the workers register (the app's `include` modules loaded, as a worker does), by name."""
     from workers.app import app
@@ -185,7 +142,9 @@ def test_flower_shows_each_batch_of_a_campaign_by_name_with_its_id(
     watching: Flower, workers: Workers, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     flower = watching
-    campaign_id = plan(workers, tmp_path, count=20, batch_size=5)
+    campaign_id = plan_campaign(
+        workers.engine, tmp_path, 20, first=FIRST_NUMBER, name="Asha", start=False, spread=False, batch_size=5
+    )
     with workers.engine.connect() as connection:
         batch_ids = set(
             connection.execute(

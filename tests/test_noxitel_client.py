@@ -24,23 +24,19 @@ from engine.providers.errors import (
     TransientError,
 )
 from engine.providers.noxitel import NoxitelClient
-from engine.sandbox.config import SandboxConfig
 from engine.sandbox.outcomes import fate, rcs_capable, whatsapp_window_open
-from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
+from tests.fixtures.campaigns import phones
+from tests.fixtures.sandbox import SANDBOX, Sandbox
 
-#: The fates the test sandbox decides (its seed, default shares).
-SANDBOX = SandboxConfig(seed=SANDBOX_SEED)
+#: The first number these tests send to (+91 98000 00000).
+FIRST = 9_800_000_000
 DLT = {"dlt_entity_id": "1101234567890", "dlt_template_id": "1107161234567890123"}
-
-
-def numbers(count: int, start: int = 0) -> list[str]:
-    return [f"+9198{start + i:08d}" for i in range(count)]
 
 
 def personalised(count: int, start: int = 0) -> SmsBatch:
     messages = [
         OutboundMessage(n, f"Hi Sam{i}, your OTP is {i:04d}", params={"name": f"Sam{i}", "otp": f"{i:04d}"})
-        for i, n in enumerate(numbers(count, start))
+        for i, n in enumerate(phones(count, FIRST + start))
     ]
     return SmsBatch("NOXITL", messages, template="Hi #name#, your OTP is #otp#", **DLT)
 
@@ -55,7 +51,7 @@ async def test_personalised_sms_goes_as_template_with_parameters(client: Noxitel
     sub = await client.send_sms(personalised(3))
     assert sub.accepted == 3
     assert sub.batch_id
-    assert set(sub.message_ids) == set(numbers(3))
+    assert set(sub.message_ids) == set(phones(3, FIRST))
     body = sandbox.last_body("POST /api/v2/sms")
     assert body["message"] == "Hi #name#, your OTP is #otp#"
     assert body["contacts"][1] == {"mobile": "919800000001", "parameters": {"name": "Sam1", "otp": "0001"}}
@@ -64,7 +60,7 @@ async def test_personalised_sms_goes_as_template_with_parameters(client: Noxitel
 
 
 async def test_unicode_mode_is_chosen_when_the_text_needs_it(client: NoxitelClient, sandbox: Sandbox) -> None:
-    await client.send_sms(SmsBatch("NOXITL", [OutboundMessage(n, "नमस्ते, offer ₹99") for n in numbers(2)]))
+    await client.send_sms(SmsBatch("NOXITL", [OutboundMessage(n, "नमस्ते, offer ₹99") for n in phones(2, FIRST)]))
     assert sandbox.last_body("POST /api/v2/sms")["mode"] == "unicode"
     await client.send_sms(
         SmsBatch("NOXITL", [OutboundMessage("+919800000009", "Hi José", params={"name": "José"})], template="Hi #name#")
@@ -90,9 +86,9 @@ async def test_delivery_reports_settle_to_the_sandbox_fates(client: NoxitelClien
     assert {r.status for r in pending} == {"Pending"}
     sandbox.advance_clock(5)
     reports = await client.sms_reports(batch_id=sub.batch_id)
-    assert sorted(r.to for r in reports) == numbers(200)
+    assert sorted(r.to for r in reports) == phones(200, FIRST)
     words = {"delivered": "Handset Delivered", "failed": "Undelivered", "expired": "Expired"}
-    assert Counter(r.status for r in reports) == Counter(words[fate(SANDBOX, n[1:])] for n in numbers(200))
+    assert Counter(r.status for r in reports) == Counter(words[fate(SANDBOX, n[1:])] for n in phones(200, FIRST))
     delivered = next(r for r in reports if r.status == "Handset Delivered")
     assert delivered.detail == "DELIVRD" and delivered.occurred_at is not None
     assert delivered.batch_id == sub.batch_id
@@ -101,7 +97,7 @@ async def test_delivery_reports_settle_to_the_sandbox_fates(client: NoxitelClien
 
 
 async def test_india_sms_without_dlt_is_rejected_by_the_operator(client: NoxitelClient, sandbox: Sandbox) -> None:
-    sub = await client.send_sms(SmsBatch("NOXITL", [OutboundMessage(n, "Sale!") for n in numbers(5)]))
+    sub = await client.send_sms(SmsBatch("NOXITL", [OutboundMessage(n, "Sale!") for n in phones(5, FIRST)]))
     sandbox.advance_clock(5)
     reports = await client.sms_reports(batch_id=sub.batch_id)
     assert {(r.status, r.detail) for r in reports} == {("DLT Template Not Registered", "REJECTD")}
@@ -109,7 +105,7 @@ async def test_india_sms_without_dlt_is_rejected_by_the_operator(client: Noxitel
 
 async def test_credits_draw_down_per_segment(sandbox: Sandbox) -> None:
     async with NoxitelClient(sandbox.account(credits=1_000), sandbox.noxitel_url) as client:
-        await client.send_sms(SmsBatch("NOXITL", [OutboundMessage(n, "x" * 200) for n in numbers(4)], **DLT))
+        await client.send_sms(SmsBatch("NOXITL", [OutboundMessage(n, "x" * 200) for n in phones(4, FIRST)], **DLT))
         balance = await client.balance()
     assert balance.credits == 1_000 - 4 * 2  # 200 GSM-7 characters are two segments
     assert balance.currency == "USD"
@@ -117,7 +113,7 @@ async def test_credits_draw_down_per_segment(sandbox: Sandbox) -> None:
 
 async def test_oversize_sms_batch_is_refused_before_sending(client: NoxitelClient, sandbox: Sandbox) -> None:
     with pytest.raises(BatchTooLarge):
-        await client.send_sms(SmsBatch("NOXITL", [OutboundMessage(n, "x") for n in numbers(50_001)]))
+        await client.send_sms(SmsBatch("NOXITL", [OutboundMessage(n, "x") for n in phones(50_001, FIRST)]))
     assert sandbox.stats()["endpoints"] == {}
 
 
@@ -148,7 +144,7 @@ async def test_out_of_credits_is_402(sandbox: Sandbox) -> None:
             await client.send_sms(personalised(3))
         assert caught.value.status == 402
         with pytest.raises(InsufficientCredits, match="enough credits"):
-            await client.send_whatsapp(WhatsAppBatch([OutboundMessage(n, "hi") for n in numbers(3)]))
+            await client.send_whatsapp(WhatsAppBatch([OutboundMessage(n, "hi") for n in phones(3, FIRST)]))
 
 
 async def test_rate_limit_is_429_with_retry_after(sandbox: Sandbox) -> None:
@@ -175,7 +171,7 @@ async def test_bad_number_is_rejected_with_the_providers_message(client: Noxitel
 
 
 async def test_rcs_capability_follows_the_device(client: NoxitelClient) -> None:
-    for number in numbers(20):
+    for number in phones(20, FIRST):
         capability = await client.rcs_capability(number)
         assert capability.enabled == rcs_capable(SANDBOX, number[1:])
         assert bool(capability.features) == capability.enabled
@@ -186,7 +182,7 @@ async def test_rcs_capability_follows_the_device(client: NoxitelClient) -> None:
 
 async def test_rcs_with_provider_fallback(client: NoxitelClient, sandbox: Sandbox) -> None:
     batch = RcsBatch(
-        [OutboundMessage(n, params={"name": "Sam"}) for n in numbers(50)],
+        [OutboundMessage(n, params={"name": "Sam"}) for n in phones(50, FIRST)],
         template="Hi #name#",
         fallback=SmsFallback("NOXITL", "Hi, see our sale", route_id=1),
         traffic_type="PROMOTION",
@@ -196,7 +192,7 @@ async def test_rcs_with_provider_fallback(client: NoxitelClient, sandbox: Sandbo
     body = sandbox.last_body("POST /api/v2/rcs/message")
     assert body["content"]["text"] == "Hi #name#" and body["agentId"] == 42
     assert body["smsFallback"] == {"enabled": True, "sender": "NOXITL", "message": "Hi, see our sale", "routeId": 1}
-    incapable = {n for n in numbers(50) if not rcs_capable(SANDBOX, n[1:])}
+    incapable = {n for n in phones(50, FIRST) if not rcs_capable(SANDBOX, n[1:])}
     assert set(sandbox.endpoint("SMS-FALLBACK /api/v2/rcs/message").get("recipients", {})) == incapable
     sandbox.advance_clock(5)
     reports = await client.rcs_reports(batch_id=sub.batch_id)
@@ -205,7 +201,7 @@ async def test_rcs_with_provider_fallback(client: NoxitelClient, sandbox: Sandbo
 
 
 async def test_whatsapp_text_template_and_reports(client: NoxitelClient, sandbox: Sandbox) -> None:
-    text = await client.send_whatsapp(WhatsAppBatch([OutboundMessage(n, "Order shipped") for n in numbers(2)]))
+    text = await client.send_whatsapp(WhatsAppBatch([OutboundMessage(n, "Order shipped") for n in phones(2, FIRST)]))
     assert text.cost == pytest.approx(0.10)
     template = WhatsAppTemplate("welcome_template", buttons=[{"index": 0, "url": "https://brand.example/offer"}])
     sub = await client.send_whatsapp(
@@ -233,7 +229,9 @@ async def test_rich_cards_and_carousels_go_in_the_published_shapes(client: Noxit
             "media": {"url": "https://cdn.example.com/sale.jpg"},
         },
     }
-    sub = await client.send_rcs(RcsBatch([OutboundMessage(n) for n in numbers(2)], kind="rich_card", content=card))
+    sub = await client.send_rcs(
+        RcsBatch([OutboundMessage(n) for n in phones(2, FIRST)], kind="rich_card", content=card)
+    )
     body = sandbox.last_body("POST /api/v2/rcs/message")
     assert (body["type"], body["content"]) == ("rich_card", card)
     assert body["contacts"] == [{"mobile": "919800000000"}, {"mobile": "919800000001"}]

@@ -26,15 +26,15 @@ from engine.providers.errors import (
     TransientError,
 )
 from engine.providers.pixabits import PixabitsClient
+from tests.fixtures.campaigns import phones
 from tests.fixtures.sandbox import Sandbox
 
-
-def numbers(count: int, start: int = 0) -> list[str]:
-    return [f"+9198{start + i:08d}" for i in range(count)]
+#: The first number these tests send to (+91 98000 00000).
+FIRST = 9_800_000_000
 
 
 def sms_batch(count: int, text: str = "Hello from ACME", start: int = 0) -> SmsBatch:
-    return SmsBatch("ACMEIN", [OutboundMessage(n, text) for n in numbers(count, start)])
+    return SmsBatch("ACMEIN", [OutboundMessage(n, text) for n in phones(count, FIRST + start)])
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ async def test_oversize_batches_are_refused_before_any_request(client: PixabitsC
     with pytest.raises(BatchTooLarge, match="10,000"):
         await client.send_email(EmailBatch("news@acme.example", emails))
     with pytest.raises(BatchTooLarge):
-        await client.send_rcs(RcsBatch([OutboundMessage(n, "Hi") for n in numbers(2)]))
+        await client.send_rcs(RcsBatch([OutboundMessage(n, "Hi") for n in phones(2, FIRST)]))
     assert sandbox.stats()["endpoints"] == {}
 
 
@@ -210,7 +210,7 @@ async def test_503_is_transient_and_the_retry_goes_through(client: PixabitsClien
         await client.send_sms(sms_batch(3))
     assert caught.value.status == 503
     assert (await client.send_sms(sms_batch(3))).accepted == 3
-    assert sandbox.endpoint("POST /v2/sms/bulk")["recipients"] == {n: 1 for n in numbers(3)}
+    assert sandbox.endpoint("POST /v2/sms/bulk")["recipients"] == {n: 1 for n in phones(3, FIRST)}
 
 
 async def test_dropped_connection_after_acceptance_is_outcome_unknown(client: PixabitsClient, sandbox: Sandbox) -> None:

@@ -8,19 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pytest
 import zstandard
 from sqlalchemy import Engine, func, select, update
 
 from engine import clock
-from engine.campaigns.lifecycle import resend_ambiguous, retry_failed, start, status
+from engine.campaigns.lifecycle import resend_ambiguous, retry_failed, status
 from engine.local import local_sender, send_campaign, send_due
 from engine.planning.dlt import DltTemplate
-from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
 from engine.planning.pricing import PriceTable
 from engine.planning.suppressions import add
 from engine.providers.base import Channel, DeliveryReport
@@ -29,7 +25,6 @@ from engine.reports.poller import poll_campaign
 from engine.reports.pushed import match
 from engine.reports.receiver import PushedEvents
 from engine.reports.rounds import expire_old
-from engine.sandbox.config import SandboxConfig
 from engine.sandbox.noxitel_api import WA_PRICE
 from engine.sandbox.outcomes import fate, rcs_capable
 from engine.sending import fallback
@@ -37,72 +32,25 @@ from engine.sending.recovery import due_batches
 from engine.settings import Settings
 from engine.store import models
 from engine.store.states import UNREPORTED
-from tests.fixtures.sandbox import SANDBOX_SEED, Sandbox
+from tests.fixtures.campaigns import mark_sent, phones, plan_campaign, statuses
+from tests.fixtures.clock import clock_ahead
+from tests.fixtures.sandbox import SANDBOX, Sandbox, settled
 
-SANDBOX = SandboxConfig(seed=SANDBOX_SEED)
+pytestmark = pytest.mark.sandbox_settings(noxitel_rate=1000, rcs_fallback="engine")
 DLT = DltTemplate("1207161234567890123", "1201159876543210987", "ACMEIN", None, "Hi {#var#}, your sale is on. -ACME")
+#: The campaign of these tests: a sale, its DLT template on the SMS (and on an RCS campaign's SMS fallback).
+SALE_TEXT = "Hi #name#, your sale is on. -ACME"
+SALE = {"message": SALE_TEXT, "dlt_template": DLT, "dlt_on": ("sms", "rcs")}
+RCS_SALE = {**SALE, "agent_id": "42", "fallback_message": SALE_TEXT}
 E, M, B = models.DeliveryEvent.__table__, models.Message.__table__, models.Batch.__table__
 P = models.DeliveryPage.__table__
 MAX_AGE = timedelta(hours=72)
-
-
-def phones(count: int) -> list[str]:
-    return [f"+91{9_000_000_000 + i}" for i in range(count)]
-
-
-def plan(
-    engine: Engine,
-    tmp_path: Path,
-    count: int,
-    provider: str,
-    channel: str = "sms",
-    fallback_message: str | None = None,
-    message: str = "Hi #name#, your sale is on. -ACME",
-) -> int:
-    path = tmp_path / f"contacts-{provider}-{channel}-{count}.csv"
-    pa_csv.write_csv(
-        pa.table(
-            {"name": [f"Asha{i}" for i in range(count)], "mobile": (9_000_000_000 + np.arange(count)).astype(str)}
-        ),
-        str(path),
-    )
-    request = PlanRequest(
-        contacts=path,
-        channel=channel,
-        provider=provider,
-        message=message,
-        sender="ACMEIN",
-        dlt_template=DLT if channel != "whatsapp" else None,
-        fallback_message=fallback_message,
-        agent_id="42" if channel == "rcs" else None,
-    )
-    campaign_id = save_plan(engine, build_plan(request, PlanContext(prices=PriceTable.load())))
-    start(engine, campaign_id)
-    return campaign_id
-
-
-@pytest.fixture
-def settings(sandbox: Sandbox) -> Settings:
-    key = sandbox.account()
-    return Settings(
-        pixabits_base_url=sandbox.pixabits_url,
-        pixabits_api_key=key,
-        noxitel_base_url=sandbox.noxitel_url,
-        noxitel_api_key=key,
-        noxitel_rate=1000,
-        rcs_fallback="engine",
-    )
 
 
 def pushed(status: str, to: str, detail: str | None = None, channel: Channel = Channel.SMS) -> DeliveryReport:
     return DeliveryReport(
         "pixabits", channel, to, status, detail, message_id=f"msg-{to}", raw={"event": status, "data": {"to": to}}
     )
-
-
-def statuses(engine: Engine, campaign_id: int) -> dict[str, str]:
-    with engine.connect() as connection:
-        return dict(connection.execute(select(M.c.address, M.c.status).where(M.c.campaign_id == campaign_id)).all())
 
 
 def stored(engine: Engine) -> int:
@@ -114,7 +62,7 @@ async def test_pushed_reports_are_kept_once_parked_until_their_message_is_known_
     database: Engine, settings: Settings, tmp_path: Path
 ) -> None:
     first, second, third = phones(3)
-    campaign_id = plan(database, tmp_path, 3, "pixabits")
+    campaign_id = plan_campaign(database, tmp_path, 3, "pixabits", **SALE)
     # The provider is faster than our commit: a report for a message not yet sent is parked, not lost.
     assert dlr.store_pushed(database, [pushed("sms.message.delivered", first)]) == 1
     early = dlr.apply_pending(database, MAX_AGE)
@@ -153,26 +101,22 @@ async def test_pushed_reports_are_kept_once_parked_until_their_message_is_known_
 async def test_a_parked_report_that_never_matches_is_given_up_after_the_maximum_age(database: Engine) -> None:
     dlr.store_pushed(database, [pushed("sms.message.delivered", "+15550000000")])
     assert dlr.apply_pending(database, MAX_AGE).parked == 1
-    clock.advance(MAX_AGE.total_seconds() + 60)
-    try:
+    with clock_ahead(MAX_AGE.total_seconds() + 60):
         gone = dlr.apply_pending(database, MAX_AGE)
-    finally:
-        clock.reset()
     assert (gone.abandoned, gone.parked, stored(database)) == (1, 0, 1)
 
 
 async def test_polled_pages_are_stored_once_and_settle_to_the_sandbox_fates(
     database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    campaign_id = plan(database, tmp_path, 25, "noxitel")
+    campaign_id = plan_campaign(database, tmp_path, 25, "noxitel", **SALE)
     async with local_sender(database, settings, "noxitel") as sender:
         await send_campaign(database, sender, campaign_id)
         sandbox.advance_clock(5)
         provider, throttle = sender.providers["noxitel"], sender.throttles["noxitel"]
         assert await poll_campaign(database, provider, throttle, campaign_id, set()) == 25
         await poll_campaign(database, provider, throttle, campaign_id, set())  # nothing new: stored once
-    words = {"delivered": "delivered", "failed": "undeliverable", "expired": "expired"}
-    assert statuses(database, campaign_id) == {n: words[fate(SANDBOX, n[1:])] for n in phones(25)}
+    assert statuses(database, campaign_id) == {n: settled(n) for n in phones(25)}
     with database.connect() as connection:
         pages = connection.execute(select(P.c.reports, P.c.events)).all()
     assert [count for count, _ in pages] == [25]  # the second poll returned nothing new
@@ -186,7 +130,7 @@ async def test_rcs_that_does_not_arrive_gets_its_sms_fallback_once_and_never_aft
     database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     numbers = phones(40)
-    campaign_id = plan(database, tmp_path, 40, "noxitel", "rcs", fallback_message="Hi #name#, your sale is on. -ACME")
+    campaign_id = plan_campaign(database, tmp_path, 40, "noxitel", "rcs", **RCS_SALE)
     async with local_sender(database, settings, "noxitel") as sender:
         await send_campaign(database, sender, campaign_id)  # devices without RCS: SMS at once
         sandbox.advance_clock(5)
@@ -194,11 +138,8 @@ async def test_rcs_that_does_not_arrive_gets_its_sms_fallback_once_and_never_aft
         moved = fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id])
         await send_due(database, sender, campaign_id)
         assert fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id]) == 0  # once
-        clock.advance(3600)  # long past the fallback wait: nothing else qualifies
-        try:
+        with clock_ahead(3600):  # long past the fallback wait: nothing else qualifies
             assert fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id]) == 0
-        finally:
-            clock.reset()
     capable = {n for n in numbers if rcs_capable(SANDBOX, n[1:])}
     reached = {n for n in capable if fate(SANDBOX, n[1:]) == "delivered"}
     assert moved == len(capable - reached)
@@ -218,15 +159,12 @@ async def test_rcs_with_no_delivery_within_the_wait_falls_back(
     database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     sandbox.configure(dlr_delay=86_400, rcs_share=1.0)  # every device takes RCS; no report comes today
-    campaign_id = plan(database, tmp_path, 5, "noxitel", "rcs", fallback_message="Hi #name#, your sale is on. -ACME")
+    campaign_id = plan_campaign(database, tmp_path, 5, "noxitel", "rcs", **RCS_SALE)
     async with local_sender(database, settings, "noxitel") as sender:
         await send_campaign(database, sender, campaign_id)
         assert fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id]) == 0  # not yet
-        clock.advance(11 * 60)
-        try:
+        with clock_ahead(11 * 60):
             assert fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id]) == 5
-        finally:
-            clock.reset()
         await send_due(database, sender, campaign_id)
     assert len(sandbox.endpoint("POST /api/v2/sms")["recipients"]) == 5
     assert status(database, campaign_id).counts == {"submitted": 5}
@@ -236,7 +174,7 @@ async def test_retry_failed_resends_temporary_failures_only(
     database: Engine, settings: Settings, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     numbers = phones(6)
-    campaign_id = plan(database, tmp_path, 6, "noxitel")
+    campaign_id = plan_campaign(database, tmp_path, 6, "noxitel", **SALE)
     async with local_sender(database, settings, "noxitel") as sender:
         await send_campaign(database, sender, campaign_id)
         words = ["Expired", "Failed", "Undelivered", "DLT Template Not Registered", "Handset Delivered", "DND"]
@@ -266,7 +204,7 @@ async def test_retry_failed_resends_temporary_failures_only(
 async def test_status_shows_the_cost_the_provider_reported_beside_the_estimate(
     database: Engine, settings: Settings, tmp_path: Path
 ) -> None:
-    campaign_id = plan(database, tmp_path, 4, "noxitel", "whatsapp", message="Your sale is on. -ACME")
+    campaign_id = plan_campaign(database, tmp_path, 4, "noxitel", "whatsapp", "Your sale is on. -ACME")
     assert status(database, campaign_id).reported_cost is None
     async with local_sender(database, settings, "noxitel") as sender:
         await send_campaign(database, sender, campaign_id)
@@ -281,18 +219,15 @@ async def test_a_report_about_the_rcs_attempt_never_touches_its_sms_fallback(
 ) -> None:
     sandbox.configure(rcs_share=1.0, dlr_delay=86_400)
     number = phones(1)[0]
-    campaign_id = plan(database, tmp_path, 1, "noxitel", "rcs", fallback_message="Hi #name#, your sale is on. -ACME")
+    campaign_id = plan_campaign(database, tmp_path, 1, "noxitel", "rcs", **RCS_SALE)
     async with local_sender(database, settings, "noxitel") as sender:
         await send_campaign(database, sender, campaign_id)
         # A push about the RCS message is matched to it, then the message moves to its SMS fallback.
         dlr.store_pushed(database, [DeliveryReport("noxitel", Channel.RCS, number, "failed")])
         with database.begin() as connection:
             match(connection, clock.now() - MAX_AGE)
-        clock.advance(11 * 60)
-        try:
+        with clock_ahead(11 * 60):
             assert fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id]) == 1
-        finally:
-            clock.reset()
         await send_due(database, sender, campaign_id)
     applied = dlr.apply_pending(database, MAX_AGE)
     assert applied.events == 1  # taken from the queue, kept, and not applied to the SMS
@@ -302,10 +237,8 @@ async def test_a_report_about_the_rcs_attempt_never_touches_its_sms_fallback(
 
 
 def test_concurrent_fallback_rounds_move_each_message_once(database: Engine, tmp_path: Path) -> None:
-    campaign_id = plan(database, tmp_path, 30, "noxitel", "rcs", fallback_message="Hi #name#, your sale is on. -ACME")
-    with database.begin() as connection:  # as after sending: every RCS message refused by its device
-        connection.execute(update(M).values(status="undeliverable", submitted_at=clock.now()))
-        connection.execute(update(B).values(state="submitted", submitted_at=clock.now()))
+    campaign_id = plan_campaign(database, tmp_path, 30, "noxitel", "rcs", **RCS_SALE)
+    mark_sent(database, campaign_id, clock.now(), status="undeliverable")  # every RCS message refused by its device
     with ThreadPoolExecutor(4) as pool:
         moved = list(pool.map(lambda _: fallback.due(database, timedelta(minutes=10), MAX_AGE), range(4)))
     assert sum(moved) == 30
@@ -324,7 +257,7 @@ def test_concurrent_fallback_rounds_move_each_message_once(database: Engine, tmp
 
 def test_retry_leaves_what_the_engine_gave_up_on_and_numbers_that_opted_out(database: Engine, tmp_path: Path) -> None:
     numbers = phones(3)
-    campaign_id = plan(database, tmp_path, 3, "noxitel")
+    campaign_id = plan_campaign(database, tmp_path, 3, "noxitel", **SALE)
     with database.begin() as connection:
         connection.execute(update(B).values(state="settled"))
         connection.execute(update(M).values(status="expired", error="EXPIRED"))
@@ -338,7 +271,7 @@ async def test_the_receiver_round_applies_more_than_a_page(
     database: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     numbers = phones(25)
-    campaign_id = plan(database, tmp_path, 25, "pixabits")
+    campaign_id = plan_campaign(database, tmp_path, 25, "pixabits", **SALE)
     async with local_sender(database, settings, "pixabits") as sender:
         await send_campaign(database, sender, campaign_id)
     dlr.store_pushed(database, [pushed("sms.message.delivered", n) for n in numbers])
@@ -350,10 +283,8 @@ async def test_the_receiver_round_applies_more_than_a_page(
 
 def test_resend_ambiguous_reopens_a_batch_the_poller_settled(database: Engine, tmp_path: Path) -> None:
     """The poller settles an old batch but leaves its ambiguous messages so; re-sending them must reopen it."""
-    campaign_id = plan(database, tmp_path, 2, "noxitel")
-    with database.begin() as connection:
-        connection.execute(update(B).values(state="submitted", submitted_at=clock.now()))
-        connection.execute(update(M).values(status="ambiguous", submitted_at=clock.now()))
+    campaign_id = plan_campaign(database, tmp_path, 2, "noxitel", **SALE)
+    mark_sent(database, campaign_id, clock.now(), status="ambiguous")
     expire_old(database, clock.now() + timedelta(seconds=1))
     assert (status(database, campaign_id).batches, status(database, campaign_id).counts) == (
         {"settled": 1},

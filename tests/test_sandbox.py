@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
-import subprocess
-import sys
 import urllib.error
 from collections import Counter
 
@@ -17,6 +16,8 @@ from engine.providers.noxitel import NoxitelClient
 from engine.providers.pixabits import PixabitsClient
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.outcomes import fate, rcs_capable
+from tests.fixtures.campaigns import phones
+from tests.fixtures.cli import campaign
 from tests.fixtures.sandbox import Sandbox
 
 
@@ -27,7 +28,7 @@ def one(number: str) -> SmsBatch:
 async def test_starter_plan_allows_its_burst_then_answers_429(sandbox: Sandbox) -> None:
     async with PixabitsClient(sandbox.account(plan="starter"), sandbox.pixabits_url) as client:
         results = await asyncio.gather(
-            *(client.send_sms(one(f"+9198{i:08d}")) for i in range(80)), return_exceptions=True
+            *(client.send_sms(one(n)) for n in phones(80, 9_800_000_000)), return_exceptions=True
         )
     accepted = [r for r in results if not isinstance(r, BaseException)]
     limited = [r for r in results if isinstance(r, RateLimited)]
@@ -60,13 +61,13 @@ async def test_a_batch_with_the_same_number_twice_is_refused(sandbox: Sandbox) -
 
 def test_fates_are_deterministic_per_number_and_seed_and_follow_the_shares() -> None:
     config = SandboxConfig(seed=3, delivered_share=0.8, failed_share=0.15, rcs_share=0.25)
-    phones = [f"9198{i:08d}" for i in range(20_000)]
-    fates = Counter(fate(config, n) for n in phones)
+    numbers = [n[1:] for n in phones(20_000, 9_800_000_000)]
+    fates = Counter(fate(config, n) for n in numbers)
     assert fates["delivered"] / 20_000 == pytest.approx(0.80, abs=0.01)
     assert fates["failed"] / 20_000 == pytest.approx(0.15, abs=0.01)
     assert fates["expired"] / 20_000 == pytest.approx(0.05, abs=0.01)
-    assert sum(rcs_capable(config, n) for n in phones) / 20_000 == pytest.approx(0.25, abs=0.01)
-    assert [fate(config, n) for n in phones[:200]] != [fate(SandboxConfig(seed=4), n) for n in phones[:200]]
+    assert sum(rcs_capable(config, n) for n in numbers) / 20_000 == pytest.approx(0.25, abs=0.01)
+    assert [fate(config, n) for n in numbers[:200]] != [fate(SandboxConfig(seed=4), n) for n in numbers[:200]]
 
 
 async def test_5xx_share_fails_requests_before_they_are_acted_on(sandbox: Sandbox) -> None:
@@ -107,12 +108,8 @@ def test_bad_settings_are_refused_without_changing_anything(sandbox: Sandbox) ->
     assert sandbox.admin("config")["delivered_share"] == 0.9
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, timeout=60)
-
-
 def test_cli_refuses_an_unknown_plan_with_one_line() -> None:
-    done = run_cli("sandbox", "--port", "0", "--plan", "platinum")
+    done = campaign(os.environ, "sandbox", "--port", "0", "--plan", "platinum", timeout=60)
     assert done.returncode == 1
     assert "unknown plan 'platinum'" in done.stderr
     assert "Traceback" not in done.stderr
@@ -122,7 +119,7 @@ def test_cli_reports_a_busy_port_without_a_traceback() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        done = run_cli("sandbox", "--port", str(taken.getsockname()[1]))
+        done = campaign(os.environ, "sandbox", "--port", str(taken.getsockname()[1]), timeout=60)
     assert done.returncode == 1
     assert "cannot listen on 127.0.0.1" in done.stderr
     assert "Traceback" not in done.stderr

@@ -7,15 +7,11 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
-import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import Engine, select, update
@@ -25,8 +21,6 @@ from engine.accounts import open_provider, plan_of
 from engine.campaigns.lifecycle import state_of, status
 from engine.campaigns.schedules import ScheduleError, next_occurrence, parse_at, save_recurring, scan, schedule_campaign
 from engine.planning.options import PlanOptions
-from engine.planning.planner import PlanContext, PlanRequest, build_plan, save_plan
-from engine.planning.pricing import PriceTable
 from engine.sending.throttle import MemoryThrottle, account_id
 from engine.sending.wallet import check_wallets
 from engine.settings import Settings
@@ -34,62 +28,18 @@ from engine.store import models
 from engine.store.db import open_database
 from engine.windows import as_utc
 from schedules.beat import beat_schedule
+from tests.fixtures.campaigns import plan_campaign, write_contacts
 from tests.fixtures.celery import Workers
-from tests.fixtures.cli import run_cli
-from tests.fixtures.sandbox import Sandbox
+from tests.fixtures.cli import MESSAGE, SEND, TEMPLATE_ID, run_cli
+from tests.fixtures.clock import ist
+from tests.fixtures.sandbox import Sandbox, sandbox_settings
 from workers.app import QUEUES, make_app
 
-IST = ZoneInfo("Asia/Kolkata")
 C, S = models.Campaign.__table__, models.Schedule.__table__
-TEMPLATE_ID = "1207161234567890123"  # shipped in config/dlt_templates.csv, a service template
-MESSAGE = "Hi #name#, your order #order# has shipped and will reach you by Friday. -ACME"
-SEND = ["--provider", "noxitel", "--sender", "ACMEIN", "--dlt-template-id", TEMPLATE_ID, "--message", MESSAGE]
-
-
-def ist(day_offset: int, hour: int, minute: int = 0) -> datetime:
-    """A wall-clock time in India, `day_offset` days after today there."""
-    return datetime.combine(datetime.now(IST).date() + timedelta(days=day_offset), time(hour, minute), tzinfo=IST)
-
-
-@pytest.fixture
-def set_clock() -> Iterator[Callable[[datetime], None]]:
-    """Move the engine's clock to a given moment; back to the real time after the test."""
-
-    def move(moment: datetime) -> None:
-        clock.advance((moment - clock.now()).total_seconds())
-
-    yield move
-    clock.reset()
-
-
-@pytest.fixture
-def settings(sandbox: Sandbox) -> Settings:
-    key = sandbox.account()
-    return Settings(
-        noxitel_base_url=sandbox.noxitel_url,
-        noxitel_api_key=key,
-        pixabits_base_url=sandbox.pixabits_url,
-        pixabits_api_key=key,
-    )
-
-
-def contacts(path: Path, count: int, start: int = 9_200_000_000) -> Path:
-    pa_csv.write_csv(
-        pa.table(
-            {
-                "name": np.full(count, "Asha"),
-                "mobile": (start + np.arange(count)).astype(str),
-                "order": np.char.add("A", np.arange(count).astype(str)),
-            }
-        ),
-        str(path),
-    )
-    return path
-
-
-def draft(engine: Engine, path: Path) -> int:
-    request = PlanRequest(contacts=path, channel="sms", provider="noxitel", message=MESSAGE, sender="ACMEIN")
-    return save_plan(engine, build_plan(request, PlanContext(prices=PriceTable.load())))
+#: The first number of these tests' contacts files (+91 92000 00000).
+FIRST = 9_200_000_000
+#: A draft of the `campaign send` message, with no DLT template, waiting to be scheduled.
+DRAFT = {"message": MESSAGE, "dlt_on": (), "name": "Asha", "start": False}
 
 
 def options(**chosen: Any) -> PlanOptions:
@@ -150,8 +100,7 @@ def test_scheduled_campaigns_start_once_when_due_even_with_two_scanners(
 ) -> None:
     engine = engines[0]
     set_clock(ist(1, 9, 0))
-    path = contacts(tmp_path / "c.csv", 3)
-    ids = [draft(engine, path) for _ in range(8)]
+    ids = [plan_campaign(engine, tmp_path, 3, first=FIRST, **DRAFT) for _ in range(8)]
     for campaign_id in ids:
         schedule_campaign(engine, campaign_id, ist(1, 10, 0).astimezone(UTC), "Asia/Kolkata")
     with pytest.raises(ScheduleError, match="not a draft"):
@@ -171,7 +120,7 @@ def test_a_recurring_schedule_plans_a_fresh_campaign_once_per_occurrence(
     engines: list[Engine], settings: Settings, tmp_path: Path, set_clock: Callable[[datetime], None]
 ) -> None:
     engine = engines[0]
-    path = contacts(tmp_path / "weekly.csv", 3)
+    path = write_contacts(tmp_path / "weekly.csv", 3, FIRST, "Asha")
     set_clock(ist(1, 9, 0))
     schedule_id, first = save_recurring(
         engine,
@@ -195,7 +144,7 @@ def test_a_recurring_schedule_plans_a_fresh_campaign_once_per_occurrence(
     assert (row.runs, as_utc(row.next_run_at)) == (1, ist(2, 9, 30))
     assert scan(engine, settings).planned == []
 
-    contacts(path, 5)  # the file is read again at each run
+    write_contacts(path, 5, FIRST, "Asha")  # the file is read again at each run
     set_clock(ist(2, 9, 30))
     again = scan(engine, settings).planned
     assert len(again) == 1 and status(engine, again[0]).messages == 5
@@ -216,22 +165,10 @@ def test_a_recurring_schedule_plans_a_fresh_campaign_once_per_occurrence(
 # the commands -----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
-    key = sandbox.account()
-    return {
-        "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
-        "NOXITEL_BASE_URL": sandbox.noxitel_url,
-        "NOXITEL_API_KEY": key,
-        "PIXABITS_BASE_URL": sandbox.pixabits_url,
-        "PIXABITS_API_KEY": key,
-    }
-
-
 def test_send_at_waits_for_its_time_and_schedule_run_sends_it_once(
     env: dict[str, str], sandbox: Sandbox, tmp_path: Path, set_clock: Callable[[datetime], None]
 ) -> None:
-    path = contacts(tmp_path / "c.csv", 20)
+    path = write_contacts(tmp_path / "c.csv", 20, FIRST, "Asha")
     set_clock(ist(1, 10, 0))
     past = run_cli(env, "send", str(path), *SEND, "--at", f"{ist(1, 9, 0):%Y-%m-%d %H:%M}", "--yes")
     assert past.exit_code == 1 and "is in the past" in past.output
@@ -255,7 +192,7 @@ def test_send_at_waits_for_its_time_and_schedule_run_sends_it_once(
 def test_schedules_are_listed_and_cancelled(
     env: dict[str, str], tmp_path: Path, set_clock: Callable[[datetime], None]
 ) -> None:
-    path = contacts(tmp_path / "c.csv", 5)
+    path = write_contacts(tmp_path / "c.csv", 5, FIRST, "Asha")
     set_clock(datetime(2027, 3, 10, 6, 0, tzinfo=UTC))  # a Wednesday
     weekly = run_cli(env, "send", str(path), *SEND, "--every", "0 10 * * MON", "--window", "09:00-21:00", "--yes")
     assert weekly.exit_code == 0, weekly.output
@@ -315,12 +252,7 @@ async def test_a_low_balance_is_logged_with_figures_and_no_key(
     sandbox: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = sandbox.account(credits=50)
-    settings = Settings(
-        pixabits_base_url=sandbox.pixabits_url,
-        pixabits_api_key=key,
-        noxitel_base_url=sandbox.noxitel_url,
-        noxitel_api_key=key,
-    )
+    settings = sandbox_settings(sandbox, key)
     caplog.set_level(logging.INFO, logger="engine.sending.wallet")
     async with open_provider("pixabits", settings) as pixabits, open_provider("noxitel", settings) as noxitel:
         providers = {"pixabits": pixabits, "noxitel": noxitel}
@@ -337,8 +269,7 @@ def test_the_beat_tasks_through_the_workers_start_a_due_campaign_once(
     workers: Workers, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     sandbox.admin("accounts", {"api_key": "sandbox", "plan": "starter"})
-    path = contacts(tmp_path / "c.csv", 300, start=8_100_000_000)
-    campaign_id = draft(workers.engine, path)
+    campaign_id = plan_campaign(workers.engine, tmp_path, 300, first=8_100_000_000, **DRAFT)
     schedule_campaign(workers.engine, campaign_id, clock.now() + timedelta(hours=1), "Asia/Kolkata")
     assert workers.run("campaign.scan_schedules")["started"] == 0  # the workers' clock says not yet
     with workers.engine.begin() as connection:  # an hour passes

@@ -18,6 +18,7 @@ from engine.planning.pricing import PriceTable
 from engine.planning.suppressions import add, import_file, list_suppressions, suppressed_addresses
 from engine.store import models
 from engine.store.db import bulk_insert, current_revision, head_revision, make_engine, open_database, upgrade
+from tests.fixtures.campaigns import phones
 
 
 def test_a_new_sqlite_file_is_migrated_on_first_use(tmp_path: Path) -> None:
@@ -52,7 +53,7 @@ def test_bulk_insert_keeps_nulls_empty_strings_and_awkward_text(database: Engine
             connection,
             "suppressions",
             {
-                "address": [f"+9190000000{i:02d}" for i in range(len(texts))],
+                "address": phones(len(texts)),
                 "reason": ["opt-out"] * len(texts),
                 "source": pa.array(texts, pa.string()),
                 "created_at": [models.utcnow()] * len(texts),

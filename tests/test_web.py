@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import subprocess
 import sys
-import time
 import urllib.request
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,36 +14,12 @@ import orjson
 import pytest
 
 from engine.campaigns.lifecycle import status
-from engine.sandbox.config import SandboxConfig
-from engine.sandbox.outcomes import fate
 from engine.store.db import open_database
-from tests.fixtures.sandbox import SANDBOX_SEED, WEBHOOK_SECRET, Sandbox, read_banner
+from tests.fixtures.cli import EXAMPLE, SEND, SEND_PIXABITS, campaign
+from tests.fixtures.polling import eventually
+from tests.fixtures.sandbox import WEBHOOK_SECRET, Sandbox, read_banner, settled_counts
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "examples" / "contacts.csv"
-SEND = [
-    "--provider",
-    "noxitel",
-    "--sender",
-    "ACMEIN",
-    "--dlt-template-id",
-    "1207161234567890123",
-    "--message",
-    "Hi #name#, your order #order# has shipped and will reach you by Friday. -ACME",
-]
-
-
-@pytest.fixture
-def env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
-    key = sandbox.account()
-    return {
-        **os.environ,
-        "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
-        "NOXITEL_BASE_URL": sandbox.noxitel_url,
-        "NOXITEL_API_KEY": key,
-        "PIXABITS_BASE_URL": sandbox.pixabits_url,
-        "PIXABITS_API_KEY": key,
-        "CAMPAIGN_WEBHOOK_SECRET": WEBHOOK_SECRET,
-    }
+pytestmark = pytest.mark.cli_env(CAMPAIGN_WEBHOOK_SECRET=WEBHOOK_SECRET)
 
 
 @pytest.fixture
@@ -72,17 +45,6 @@ def post(url: str, body: dict[str, object], secret: str = WEBHOOK_SECRET) -> int
         return exc.code
 
 
-def campaign(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_the_receiver_refuses_to_start_without_a_secret(env: dict[str, str]) -> None:
     done = campaign({k: v for k, v in env.items() if k != "CAMPAIGN_WEBHOOK_SECRET"}, "web", "--port", "0")
     assert done.returncode == 1 and "set CAMPAIGN_WEBHOOK_SECRET" in done.stderr
@@ -105,15 +67,13 @@ def test_noxitel_pushes_settle_the_campaign(
     assert sandbox.last_body("POST /api/v2/sms")["notifyUrl"] == receiver + "/webhooks/noxitel"
     sandbox.advance_clock(5)
     engine = open_database(env["CAMPAIGN_DATABASE_URL"])
-    deadline = time.monotonic() + 30
-    while status(engine, campaign_id).counts.get("submitted") and time.monotonic() < deadline:
-        time.sleep(0.1)  # the sandbox pushes, the receiver applies
-    counts, numbers = status(engine, campaign_id).counts, None
+    counts = eventually(  # the sandbox pushes, the receiver applies
+        lambda: status(engine, campaign_id).counts, lambda now: not now.get("submitted"), "the pushes", 30, every=0.1
+    )
     with engine.connect() as connection:
         numbers = [row[0] for row in connection.exec_driver_sql("SELECT address FROM messages")]
     engine.dispose()
-    words = {"delivered": "delivered", "failed": "undeliverable", "expired": "expired"}
-    assert counts == dict(Counter(words[fate(SandboxConfig(seed=SANDBOX_SEED), n[1:])] for n in numbers))
+    assert counts == settled_counts(numbers)
 
 
 def test_pixabits_pushes_are_kept_answered_then_applied_until_every_recipient_is_final(
@@ -124,9 +84,7 @@ def test_pixabits_pushes_are_kept_answered_then_applied_until_every_recipient_is
         env,
         "send",
         str(EXAMPLE),
-        *SEND[2:],
-        "--provider",
-        "pixabits",
+        *SEND_PIXABITS,
         "--rejects",
         str(tmp_path / "r.csv"),
         "--yes",
@@ -135,16 +93,14 @@ def test_pixabits_pushes_are_kept_answered_then_applied_until_every_recipient_is
     campaign_id = orjson.loads(sent.stdout.strip().splitlines()[-1])["campaign_id"]
     sandbox.advance_clock(5)
     engine = open_database(env["CAMPAIGN_DATABASE_URL"])
-    deadline = time.monotonic() + 30
-    while status(engine, campaign_id).counts.get("submitted") and time.monotonic() < deadline:
-        time.sleep(0.1)  # the sandbox pushes, the receiver keeps, then applies
-    counts = status(engine, campaign_id).counts
+    counts = eventually(  # the sandbox pushes, the receiver keeps, then applies
+        lambda: status(engine, campaign_id).counts, lambda now: not now.get("submitted"), "the pushes", 30, every=0.1
+    )
     with engine.connect() as connection:
         numbers = [row[0] for row in connection.exec_driver_sql("SELECT address FROM messages")]
         kept = connection.exec_driver_sql("SELECT count(*), count(message_id) FROM delivery_events").one()
     engine.dispose()
-    words = {"delivered": "delivered", "failed": "undeliverable", "expired": "expired"}
-    assert counts == dict(Counter(words[fate(SandboxConfig(seed=SANDBOX_SEED), n[1:])] for n in numbers))
+    assert counts == settled_counts(numbers)
     assert tuple(kept) == (len(numbers), len(numbers))  # each push kept once, each matched to its message
 
 

@@ -24,12 +24,11 @@ from engine.providers.base import (
 )
 from engine.providers.noxitel import NoxitelClient
 from engine.providers.pixabits import PixabitsClient
-from engine.sandbox.config import SandboxConfig
 from engine.sandbox.outcomes import fate, rcs_capable
 from engine.web.webhooks import build_app
-from tests.fixtures.sandbox import SANDBOX_SEED, WEBHOOK_SECRET, Sandbox
+from tests.fixtures.campaigns import phones
+from tests.fixtures.sandbox import SANDBOX, WEBHOOK_SECRET, Sandbox
 
-SANDBOX = SandboxConfig(seed=SANDBOX_SEED)
 DLT = {"dlt_entity_id": "1101234567890", "dlt_template_id": "1107161234567890123"}
 
 
@@ -74,9 +73,9 @@ def signed(body: bytes, signature: str) -> bool:
 
 async def test_pixabits_pushes_one_signed_event_per_settled_message(sandbox: Sandbox, receiver: Receiver) -> None:
     sandbox.configure(webhook_url=receiver.url + "/webhooks/pixabits")
-    phones = [f"+9197{i:08d}" for i in range(40)]
+    numbers = phones(40, 9_700_000_000)
     async with PixabitsClient(sandbox.account(), sandbox.pixabits_url) as client:
-        await client.send_sms(SmsBatch("ACMEIN", [OutboundMessage(n, "Sale") for n in phones], **DLT))
+        await client.send_sms(SmsBatch("ACMEIN", [OutboundMessage(n, "Sale") for n in numbers], **DLT))
         await client.send_email(
             EmailBatch(
                 "news@acme.example",
@@ -89,9 +88,9 @@ async def test_pixabits_pushes_one_signed_event_per_settled_message(sandbox: San
         reports = [event for _, body, _ in receiver.bodies for event in client.parse_webhook(body)]
 
     sms = [r for r in reports if isinstance(r, DeliveryReport) and r.channel is Channel.SMS]
-    assert sorted(r.to for r in sms) == phones
+    assert sorted(r.to for r in sms) == numbers
     expected = Counter(
-        "sms.message.delivered" if fate(SANDBOX, n[1:]) == "delivered" else "sms.message.failed" for n in phones
+        "sms.message.delivered" if fate(SANDBOX, n[1:]) == "delivered" else "sms.message.failed" for n in numbers
     )
     assert Counter(r.status for r in sms) == expected
     assert all(r.message_id and r.occurred_at for r in sms)
@@ -103,12 +102,12 @@ async def test_pixabits_pushes_one_signed_event_per_settled_message(sandbox: San
 
 async def test_pixabits_announces_its_own_rcs_fallback(sandbox: Sandbox, receiver: Receiver) -> None:
     sandbox.configure(webhook_url=receiver.url + "/webhooks/pixabits")
-    phones = [f"+9196{i:08d}" for i in range(12)]
+    numbers = phones(12, 9_600_000_000)
     async with PixabitsClient(sandbox.account(), sandbox.pixabits_url) as client:
-        for number in phones:
+        for number in numbers:
             await client.send_rcs(RcsBatch([OutboundMessage(number, "Sale today")]))
-        incapable = {n for n in phones if not rcs_capable(SANDBOX, n[1:])}
-        delivered = {n for n in phones if rcs_capable(SANDBOX, n[1:]) and fate(SANDBOX, n[1:]) == "delivered"}
+        incapable = {n for n in numbers if not rcs_capable(SANDBOX, n[1:])}
+        delivered = {n for n in numbers if rcs_capable(SANDBOX, n[1:]) and fate(SANDBOX, n[1:]) == "delivered"}
         sandbox.advance_clock(5)
         await receiver.wait_for(len(incapable) + len(delivered))
         reports = [e for _, body, _ in receiver.bodies for e in client.parse_webhook(body)]
@@ -132,12 +131,12 @@ async def test_pixabits_inbound_whatsapp_reply_parses_as_inbound() -> None:
 
 
 async def test_noxitel_pushes_sms_reports_to_notify_url(sandbox: Sandbox, receiver: Receiver) -> None:
-    phones = [f"+9195{i:08d}" for i in range(25)]
+    numbers = phones(25, 9_500_000_000)
     async with NoxitelClient(sandbox.account(), sandbox.noxitel_url) as client:
         sub = await client.send_sms(
             SmsBatch(
                 "NOXITL",
-                [OutboundMessage(n, "Sale") for n in phones],
+                [OutboundMessage(n, "Sale") for n in numbers],
                 notify_url=receiver.url + "/webhooks/noxitel",
                 **DLT,
             )
@@ -146,19 +145,21 @@ async def test_noxitel_pushes_sms_reports_to_notify_url(sandbox: Sandbox, receiv
         await receiver.wait_for(25)
         assert all(signed(body, signature) for _, body, signature in receiver.bodies)
         reports = [e for _, body, _ in receiver.bodies for e in client.parse_webhook(body)]
-    assert sorted(r.to for r in reports) == phones
+    assert sorted(r.to for r in reports) == numbers
     assert {r.batch_id for r in reports} == {sub.batch_id}
     assert {r.message_id for r in reports} == set(sub.message_ids.values())
     words = {"delivered": "Handset Delivered", "failed": "Undelivered", "expired": "Expired"}
-    assert Counter(r.status for r in reports) == Counter(words[fate(SANDBOX, n[1:])] for n in phones)
+    assert Counter(r.status for r in reports) == Counter(words[fate(SANDBOX, n[1:])] for n in numbers)
 
 
 async def test_noxitel_rcs_events_and_replies(sandbox: Sandbox, receiver: Receiver) -> None:
-    phones = [f"+9194{i:08d}" for i in range(10)]
+    numbers = phones(10, 9_400_000_000)
     async with NoxitelClient(sandbox.account(), sandbox.noxitel_url, rcs_agent_id=42) as client:
         sub = await client.send_rcs(
             RcsBatch(
-                [OutboundMessage(n, "Sale") for n in phones], content={"text": "Sale"}, notify_url=receiver.url + "/rcs"
+                [OutboundMessage(n, "Sale") for n in numbers],
+                content={"text": "Sale"},
+                notify_url=receiver.url + "/rcs",
             )
         )
         sandbox.advance_clock(5)
@@ -171,7 +172,7 @@ async def test_noxitel_rcs_events_and_replies(sandbox: Sandbox, receiver: Receiv
         )
     assert {r.message_id for r in reports} == set(sub.message_ids.values())
     assert {r.to for r in reports if r.status == "incompatible"} == {
-        n for n in phones if not rcs_capable(SANDBOX, n[1:])
+        n for n in numbers if not rcs_capable(SANDBOX, n[1:])
     }
     assert isinstance(reply[0], InboundMessage) and reply[0].sender == "+919887111111" and reply[0].text == "Stop"
 

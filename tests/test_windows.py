@@ -3,19 +3,14 @@ keep to 09:00-21:00 IST by default."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
-import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pytest
 from sqlalchemy import Engine, select
 
-from engine import clock
 from engine.campaigns.lifecycle import start, status
 from engine.campaigns.schedules import scan
 from engine.local import local_sender, send_campaign
@@ -26,10 +21,12 @@ from engine.sending.dispatch import Sender
 from engine.settings import Settings
 from engine.store import models
 from engine.windows import SendWindow, WindowError, as_utc
+from tests.fixtures.campaigns import write_contacts
 from tests.fixtures.cli import run_cli
+from tests.fixtures.clock import IST, ist
 from tests.fixtures.sandbox import Sandbox
 
-IST = ZoneInfo("Asia/Kolkata")
+pytestmark = pytest.mark.sandbox_settings(noxitel_rate=1000)
 B, C = models.Batch.__table__, models.Campaign.__table__
 MESSAGE = "Dear #name#, our sale is live till #order#. -ACME"
 PROMOTIONAL = DltTemplate(
@@ -47,38 +44,8 @@ SERVICE = DltTemplate(
     "Dear {#var#}, our sale is live till {#var#}. -ACME",
 )
 REGULATED = SendWindow(time(9), time(21), "Asia/Kolkata")
-
-
-def ist(day_offset: int, hour: int, minute: int = 0) -> datetime:
-    """A wall-clock time in India, `day_offset` days after today there."""
-    today = datetime.now(IST).date() + timedelta(days=day_offset)
-    return datetime.combine(today, time(hour, minute), tzinfo=IST)
-
-
-@pytest.fixture
-def set_clock() -> Iterator[Callable[[datetime], None]]:
-    """Move the engine's clock to a given moment; back to the real time after the test."""
-
-    def move(moment: datetime) -> None:
-        clock.advance((moment - clock.now()).total_seconds())
-
-    yield move
-    clock.reset()
-
-
-def contacts(tmp_path: Path, count: int, start: int = 9_100_000_000) -> Path:
-    path = tmp_path / f"contacts-{count}.csv"
-    pa_csv.write_csv(
-        pa.table(
-            {
-                "name": np.full(count, "Asha"),
-                "mobile": (start + np.arange(count)).astype(str),
-                "order": np.full(count, "Sunday"),
-            }
-        ),
-        str(path),
-    )
-    return path
+#: The people of these tests' contacts files: Asha each time, the sale on till Sunday (+91 91000 00000 on).
+PEOPLE = {"start": 9_100_000_000, "name": "Asha", "order": "Sunday"}
 
 
 def plan(path: Path, window: SendWindow | None = None, template: DltTemplate = PROMOTIONAL, **options: object):  # type: ignore[no-untyped-def]
@@ -123,7 +90,7 @@ def test_a_window_opens_and_closes_on_the_wall_clock_of_its_zone() -> None:
 
 
 def test_promotional_sms_to_india_keep_to_the_regulated_hours_by_default(tmp_path: Path) -> None:
-    path = contacts(tmp_path, 5)
+    path = write_contacts(tmp_path / "contacts-5.csv", 5, **PEOPLE)
     promotional = plan(path)
     assert promotional.window == REGULATED
     assert promotional.summary.as_json()["window"] == {
@@ -144,7 +111,7 @@ def test_promotional_sms_to_india_keep_to_the_regulated_hours_by_default(tmp_pat
 
 def test_each_day_of_a_spread_campaign_starts_when_its_quota_and_window_allow(tmp_path: Path) -> None:
     request = PlanRequest(
-        contacts=contacts(tmp_path, 1_500),
+        contacts=write_contacts(tmp_path / "contacts-1500.csv", 1_500, **PEOPLE),
         channel="sms",
         provider="pixabits",
         message=MESSAGE,
@@ -160,25 +127,14 @@ def test_each_day_of_a_spread_campaign_starts_when_its_quota_and_window_allow(tm
 
 
 @pytest.fixture
-def settings(sandbox: Sandbox) -> Settings:
-    key = sandbox.account()
-    return Settings(
-        noxitel_base_url=sandbox.noxitel_url,
-        noxitel_api_key=key,
-        noxitel_rate=1000,
-        pixabits_base_url=sandbox.pixabits_url,
-        pixabits_api_key=key,
-    )
-
-
-@pytest.fixture
 async def noxitel(database: Engine, settings: Settings) -> AsyncIterator[Sender]:
     async with local_sender(database, settings, "noxitel") as sender:
         yield sender
 
 
 def saved(engine: Engine, tmp_path: Path, count: int, batch_size: int | None = None) -> int:
-    campaign_id = save_plan(engine, plan(contacts(tmp_path, count), batch_size=batch_size))
+    path = write_contacts(tmp_path / f"contacts-{count}.csv", count, **PEOPLE)
+    campaign_id = save_plan(engine, plan(path, batch_size=batch_size))
     start(engine, campaign_id)
     return campaign_id
 
@@ -239,7 +195,7 @@ async def test_a_window_that_closes_mid_campaign_puts_off_the_rest(
 
 
 def test_campaign_plan_json_shows_the_window_and_the_start(tmp_path: Path) -> None:
-    path = contacts(tmp_path, 3)
+    path = write_contacts(tmp_path / "contacts-3.csv", 3, **PEOPLE)
     env = {"CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"}
     options = [
         "plan",
