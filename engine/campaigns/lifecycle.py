@@ -8,6 +8,7 @@ counter: the batches still `planned` are exactly what is left to send.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +38,7 @@ from engine.store.states import (
     CampaignState,
     MessageStatus,
 )
-from engine.store.writes import mark_campaign
+from engine.store.writes import complete_if_idle, lock, mark_campaign
 
 C, B, M = models.CAMPAIGNS, models.BATCHES, models.MESSAGES
 State = CampaignState
@@ -145,6 +146,15 @@ def busy(engine: Engine, campaign_id: int) -> bool:
     """Whether the senders have something to do for the campaign now: a batch due, or one being sent (what
     waits for a later day, or for its window, is not now)."""
     return bool(due_batches(engine, campaign_id=campaign_id) or in_flight(engine, campaign_id))
+
+
+def wait_for_senders(engine: Engine, campaign_id: int, every: float = 0.5) -> None:
+    """Poll the recorded state until the senders have nothing left to do now for a running campaign (what
+    waits for a later day, they send then, with nobody waiting here); then complete it if nothing is left,
+    so the state read next does not depend on whether the last sender's two commits both landed."""
+    while state_of(engine, campaign_id) == State.RUNNING and busy(engine, campaign_id):
+        time.sleep(every)
+    complete_if_idle(engine, campaign_id)
 
 
 def status(engine: Engine, campaign_id: int) -> Status:
@@ -312,7 +322,7 @@ def retry_failed(engine: Engine, campaign_id: int) -> int:
     in_campaign = M.c.batch_id.in_(select(B.c.id).where(B.c.campaign_id == campaign_id))
     moved = 0
     with engine.begin() as connection:
-        rebatch.lock(connection, campaign_id)
+        lock(connection, campaign_id)
         connection.execute(
             update(M)
             .where(in_campaign, failed, opted_out)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -18,7 +17,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from engine.accounts import require_services, uses_sandbox
-from engine.campaigns.lifecycle import Status, busy, start, state_of, status
+from engine.campaigns.lifecycle import Status, start, state_of, status, wait_for_senders
 from engine.cli.console import console, err_console
 from engine.cli.plan import _print_json
 from engine.errors import ConfigurationError
@@ -36,7 +35,7 @@ def run_campaign(engine: Engine, settings: Settings, campaign_id: int, json_outp
         start(engine, campaign_id)
         _enqueue(settings, campaign_id)
         if wait:
-            _wait_for_workers(engine, campaign_id)
+            wait_for_senders(engine, campaign_id)
     final = status(engine, campaign_id)
     if json_output:
         counts = final.counts
@@ -112,13 +111,6 @@ def _enqueue(settings: Settings, campaign_id: int) -> None:
             "is saved and running: the workers' recovery sweep sends it once the broker, a worker and beat are up"
         ) from None
     err_console.print(f"campaign {campaign_id} queued for the workers")
-
-
-def _wait_for_workers(engine: Engine, campaign_id: int) -> None:
-    """Poll the recorded state until the workers have nothing left to do now (what waits for a later day,
-    the workers send then, with nobody waiting here)."""
-    while state_of(engine, campaign_id) == CampaignState.RUNNING and busy(engine, campaign_id):
-        time.sleep(0.5)
 
 
 def print_status(current: Status) -> None:

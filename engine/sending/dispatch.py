@@ -58,12 +58,11 @@ from engine.sending.capability import CapabilityCache, MemoryCapabilityCache, ca
 from engine.sending.fallback import route_now
 from engine.sending.personalize import for_provider
 from engine.sending.quota import DailyQuota
-from engine.sending.rebatch import lock
 from engine.sending.throttle import Throttle
 from engine.sending.windows import defer_outside_window
 from engine.store import models
 from engine.store.states import LEASE_EXPIRED, UNSENT, BatchState, CampaignState, MessageStatus
-from engine.store.writes import complete_if_done, mark_campaign, set_provider_ids, update_messages
+from engine.store.writes import complete_if_idle, lock, mark_campaign, set_provider_ids, update_messages
 from engine.windows import next_day
 
 log = logging.getLogger(__name__)
@@ -616,12 +615,5 @@ class Sender:
         self._complete(select(B.c.campaign_id).where(B.c.id == batch_id).scalar_subquery())
 
     def _complete(self, campaign_id: Any) -> None:
-        """Complete the campaign if no batch is left, in a transaction of its own, after the batch's commit.
-
-        Checked inside the batch's own transaction, two workers closing the last
-        two batches at the same moment would each still see the other's as
-        `sending`, and the campaign would stay running for ever.
-        """
-        with self.engine.begin() as connection:
-            lock(connection, campaign_id)  # a write first: on SQLite, a transaction that read first cannot write
-            complete_if_done(connection, campaign_id)
+        """Complete the campaign if no batch is left, after the batch's commit (`complete_if_idle`)."""
+        complete_if_idle(self.engine, campaign_id)

@@ -23,6 +23,7 @@ from engine.providers.base import Channel
 from engine.sending import rebatch
 from engine.store import models
 from engine.store.states import MOVABLE, NOT_ARRIVED, UNCONFIRMED, BatchKind, BatchState, MessageStatus
+from engine.store.writes import lock
 
 log = logging.getLogger(__name__)
 M, B, C = models.MESSAGES, models.BATCHES, models.CAMPAIGNS
@@ -86,7 +87,7 @@ def due(engine: Engine, wait: timedelta, max_age: timedelta, campaign_ids: Itera
     prices = rebatch.load_prices()
     for campaign_id, batch_ids in batches.items():
         with engine.begin() as connection:  # one campaign per transaction: its rows are locked briefly
-            rebatch.lock(connection, campaign_id)
+            lock(connection, campaign_id)
             campaign = connection.execute(
                 select(C).where(C.c.id == campaign_id, C.c.fallback_template.is_not(None), C.c.state.in_(MOVABLE))
             ).first()

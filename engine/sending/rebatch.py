@@ -25,6 +25,7 @@ from engine.providers import client_class
 from engine.providers.base import Channel
 from engine.store import models
 from engine.store.states import BatchKind, BatchState, CampaignState, MessageStatus
+from engine.store.writes import lock
 
 M, B, C = models.MESSAGES, models.BATCHES, models.CAMPAIGNS
 S = MessageStatus
@@ -33,18 +34,6 @@ S = MessageStatus
 class Moved(NamedTuple):
     messages: int
     batches: list[int]
-
-
-def lock(connection: Connection, campaign_id: int) -> None:
-    """Take the campaign's row for this transaction, so one mover at a time reads its next batch number.
-
-    The receiver, the poller, a worker and a user may all move messages of one
-    campaign. A write is what locks on both databases: the row on PostgreSQL,
-    the database on SQLite, which is why it must be the transaction's first
-    statement there (a transaction that read first cannot take the lock later
-    if another wrote meanwhile).
-    """
-    connection.execute(update(C).where(C.c.id == campaign_id).values(updated_at=now()))
 
 
 def move(

@@ -1,4 +1,5 @@
-"""Small, set-based writes shared by sending and its recovery."""
+"""Small, set-based writes shared by sending, its recovery and the campaign's steps: the campaign lock,
+completion, and chunked message updates."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, exists, func, select, text, update
 
+from engine.clock import now
 from engine.store import models
 from engine.store.db import bulk_insert, driver_connection
+from engine.store.models import CAMPAIGNS
 from engine.store.states import PENDING_BATCHES, CampaignState
 
 
@@ -83,3 +86,30 @@ def set_provider_ids(connection: Connection, pairs: Sequence[tuple[int, str]]) -
             " FROM provider_ids WHERE messages.id = provider_ids.id"
         )
     )
+
+
+def lock(connection: Connection, campaign_id: Any) -> None:
+    """Take the campaign's row for this transaction, so one mover at a time reads its next batch number.
+
+    The receiver, the poller, a worker and a user may all move messages of one
+    campaign. A write is what locks on both databases: the row on PostgreSQL,
+    the database on SQLite, which is why it must be the transaction's first
+    statement there (a transaction that read first cannot take the lock later
+    if another wrote meanwhile).
+    """
+    connection.execute(update(CAMPAIGNS).where(CAMPAIGNS.c.id == campaign_id).values(updated_at=now()))
+
+
+def complete_if_idle(engine: Engine, campaign_id: Any) -> None:
+    """Complete the running campaign if no batch is left to send, in a transaction of its own.
+
+    A sender takes this step after its batch's commit: checked inside the
+    batch's own transaction, two workers closing the last two batches at the
+    same moment would each still see the other's as `sending`, and the
+    campaign would stay running for ever. Whoever waits for the senders takes
+    it too, so what it then reads does not depend on whether the sender's two
+    commits (the batch, then the campaign) both landed before it looked.
+    """
+    with engine.begin() as connection:
+        lock(connection, campaign_id)  # a write first: on SQLite, a transaction that read first cannot write
+        complete_if_done(connection, campaign_id)
