@@ -48,9 +48,9 @@ REPORT_POLL_SECONDS = 0.5
 PER_MESSAGE_EVERY = 10
 #: With no new report for this long (after the first), the rest is not coming soon.
 QUIET_SECONDS = 10.0
-#: Told how many messages are through (sent, failed or in doubt) after each batch.
 log = logging.getLogger(__name__)
 
+#: Told how many messages are through (sent, failed or in doubt) after each batch.
 Progress = Callable[[int], None]
 
 
@@ -87,9 +87,9 @@ async def local_sender(
 ) -> AsyncIterator[Sender]:
     """A `Sender` with this process's provider client (the embedded sandbox if so configured) and throttle.
 
-    With `receive`, the embedded sandbox's pushed reports (Pixabits pushes, it
-    is never polled) are received in this process and stored like the webhook
-    receiver stores them, for `wait_for_reports` to apply.
+    With `receive`, the embedded sandbox's pushed reports (of a provider that
+    pushes them and is never polled) are received in this process and stored
+    like the webhook receiver stores them, for `wait_for_reports` to apply.
     """
     async with contextlib.AsyncExitStack() as stack:
         webhooks = None

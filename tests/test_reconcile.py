@@ -21,10 +21,9 @@ from engine.planning.pricing import PriceTable
 from engine.planning.suppressions import add
 from engine.providers.base import Channel, DeliveryReport
 from engine.reports import statuses as dlr
-from engine.reports.poller import poll_campaign
+from engine.reports.poller import campaign_pages
 from engine.reports.pushed import match
-from engine.reports.receiver import PushedEvents
-from engine.reports.rounds import expire_old
+from engine.reports.rounds import ReportTimes, expire_old, report_round
 from engine.sandbox.noxitel_api import WA_PRICE
 from engine.sandbox.outcomes import fate, rcs_capable
 from engine.sending import fallback
@@ -45,6 +44,8 @@ RCS_SALE = {**SALE, "agent_id": "42", "fallback_message": SALE_TEXT}
 E, M, B = models.DeliveryEvent.__table__, models.Message.__table__, models.Batch.__table__
 P = models.DeliveryPage.__table__
 MAX_AGE = timedelta(hours=72)
+#: Report rounds that queue no fallback: the tests queue them themselves.
+REPORTS = ReportTimes(MAX_AGE, None)
 
 
 def pushed(status: str, to: str, detail: str | None = None, channel: Channel = Channel.SMS) -> DeliveryReport:
@@ -114,8 +115,10 @@ async def test_polled_pages_are_stored_once_and_settle_to_the_sandbox_fates(
         await send_campaign(database, sender, campaign_id)
         sandbox.advance_clock(5)
         provider, throttle = sender.providers["noxitel"], sender.throttles["noxitel"]
-        assert await poll_campaign(database, provider, throttle, campaign_id, set()) == 25
-        await poll_campaign(database, provider, throttle, campaign_id, set())  # nothing new: stored once
+        first = await report_round(database, REPORTS, campaign_pages(database, provider, throttle, campaign_id, set()))
+        assert first.reports == 25
+        # nothing new the second time: stored once
+        await report_round(database, REPORTS, campaign_pages(database, provider, throttle, campaign_id, set()))
     assert statuses(database, campaign_id) == {n: settled(n) for n in phones(25)}
     with database.connect() as connection:
         pages = connection.execute(select(P.c.reports, P.c.events)).all()
@@ -134,7 +137,8 @@ async def test_rcs_that_does_not_arrive_gets_its_sms_fallback_once_and_never_aft
     async with local_sender(database, settings, "noxitel") as sender:
         await send_campaign(database, sender, campaign_id)  # devices without RCS: SMS at once
         sandbox.advance_clock(5)
-        await poll_campaign(database, sender.providers["noxitel"], sender.throttles["noxitel"], campaign_id, set())
+        provider, throttle = sender.providers["noxitel"], sender.throttles["noxitel"]
+        await report_round(database, REPORTS, campaign_pages(database, provider, throttle, campaign_id, set()))
         moved = fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id])
         await send_due(database, sender, campaign_id)
         assert fallback.due(database, timedelta(minutes=10), MAX_AGE, [campaign_id]) == 0  # once
@@ -276,8 +280,8 @@ async def test_the_receiver_round_applies_more_than_a_page(
         await send_campaign(database, sender, campaign_id)
     dlr.store_pushed(database, [pushed("sms.message.delivered", n) for n in numbers])
     monkeypatch.setattr(dlr, "PAGE", 10)
-    applied = PushedEvents.for_settings(database, settings).apply_once()
-    assert applied.counts == Counter(delivered=25)
+    done = await report_round(database, ReportTimes.of(settings), drain=True)  # the receiver's round
+    assert done.pushed == 25
     assert set(statuses(database, campaign_id).values()) == {"delivered"}
 
 

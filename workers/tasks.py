@@ -56,7 +56,8 @@ def sweep_task() -> dict[str, int]:
 
 @app.task(name="campaign.poll_dlr")
 def poll_dlr() -> dict[str, int]:
-    """Ask Noxitel for the delivery reports of submitted batches that are due, and expire what is too old."""
+    """One report round: ask the polled providers about the submitted batches that are due, apply stored
+    pushes, queue RCS fallbacks, and expire what is too old."""
     runtime = Runtime.get()
     sender = runtime.sender
     max_age = timedelta(hours=runtime.settings.dlr_max_age_hours)

@@ -44,7 +44,7 @@ BATCHES = 20
 
 
 #: The demo's provider by default: one whose reports are fetched, so it shows delivery with nothing pushed.
-DEFAULT_PROVIDER = names_where("polls_reports")[0]
+DEFAULT_PROVIDER = names_where(lambda client: client.polls_reports)[0]
 
 
 class DemoSettings(Settings):
@@ -63,9 +63,18 @@ class DemoSettings(Settings):
         return (init_settings,)
 
 
+def _provider(value: str) -> str:
+    if value not in PROVIDERS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(repr(name) for name in sorted(PROVIDERS))}.")
+    return value
+
+
 def demo(
     provider: Annotated[
-        str, typer.Option(help=f"Which provider's API the sandbox plays: {' or '.join(PROVIDERS)}.")
+        str,
+        typer.Option(
+            parser=_provider, metavar=f"[{'|'.join(sorted(PROVIDERS))}]", help="Which provider's API the sandbox plays."
+        ),
     ] = DEFAULT_PROVIDER,
     contacts: Annotated[
         int | None, typer.Option(min=1, help="Send to the first N example contacts (default: all of them).")
@@ -78,8 +87,6 @@ def demo(
     ] = None,
 ) -> None:
     """Run a whole example campaign on the embedded provider sandbox: no account, no server, no settings."""
-    if provider not in PROVIDERS:
-        raise typer.BadParameter(f"{provider!r} is not one of {', '.join(PROVIDERS)}", param_hint="--provider")
     with _user_errors(), tempfile.TemporaryDirectory(prefix="campaign-demo-") as scratch:
         rows = _example_rows(contacts)
         kept = _kept_database(database_file, keep)

@@ -37,7 +37,8 @@ def web_command(
         return receiver
 
     def started(url: str) -> None:
-        print(f"Webhook receiver listening on {url} ({', '.join(ROUTES)})", flush=True)
+        bound = url.rsplit(":", 1)[1]
+        print(f"Webhook receiver listening on http://{host}:{bound} ({', '.join(ROUTES)})", flush=True)
 
     try:
         run_until_stopped(app, host, port, started)

@@ -196,7 +196,7 @@ def _render(request: PlanRequest, file: ContactFile, rows: np.ndarray) -> _Texts
     replaced = 0
     if request.smart_encoding and fallbacks is not None:
         fallbacks, replaced = fallbacks.replace_lookalikes()
-    elif request.smart_encoding and request.channel == "sms":
+    elif request.smart_encoding and request.channel == Channel.SMS.value:
         bodies, replaced = bodies.replace_lookalikes()
     return _Texts(bodies, subjects, fallbacks, reason, replaced)
 
@@ -204,10 +204,11 @@ def _render(request: PlanRequest, file: ContactFile, rows: np.ndarray) -> _Texts
 def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = _noop) -> Plan:
     """Read, validate, render, check, cost and batch; refuse with a reason rather than plan something unsafe."""
     channel, provider = request.channel, request.provider
-    limit = _batch_limit(request)
-    problem = request.agent_id is not None and CLIENTS[provider].agent_id_problem(request.agent_id)
+    client = CLIENTS.get(provider)  # an unknown one is refused by `_batch_limit`
+    problem = request.agent_id is not None and client is not None and client.agent_id_problem(request.agent_id)
     if problem:
         raise PlanRefused(problem)
+    limit = _batch_limit(request)
 
     progress("reading", 0.0)
     file = read_contacts(request.contacts)
@@ -360,7 +361,7 @@ def _window(plan: Plan, context: PlanContext, warnings: list[str]) -> tuple[Send
     category = (request.dlt_template.category or "") if request.dlt_template else ""
     regulated = None
     if context.promotional_window and category.strip().lower().startswith("promo"):
-        sms = request.channel == "sms" or plan.fallbacks is not None
+        sms = request.channel == Channel.SMS.value or plan.fallbacks is not None
         if sms and pc.any(pc.starts_with(plan.addresses, "+91")).as_py():
             regulated = context.promotional_window
     if request.window is None:
@@ -441,7 +442,7 @@ def _summary(
         suppressed=contacts.count(SUPPRESSED),
         messages=len(plan.rows),
         segments=int(plan.encoded.segments.sum()),
-        encodings=Encodings.of(plan.encoded) if request.channel == "sms" else Encodings(),
+        encodings=Encodings.of(plan.encoded) if request.channel == Channel.SMS.value else Encodings(),
         smart_encoding_replacements=replaced,
         batches=len(batch_sizes),
         largest_batch=int(batch_sizes.max()),
@@ -534,7 +535,7 @@ def save_plan(engine: Engine, plan: Plan, name: str | None = None) -> int:
     batch_costs = np.round(np.bincount(plan.batch_of, weights=plan.costs), 6)
     batches = len(batch_sizes)
     encoding = None
-    if request.channel == "sms":
+    if request.channel == Channel.SMS.value:
         encoding = pc.if_else(pa.array(plan.encoded.ucs2), "ucs2", "gsm7")
     with engine.begin() as connection:
         campaign_id = connection.execute(

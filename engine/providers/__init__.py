@@ -10,11 +10,16 @@ reads those facts through `client_class(name)`, never a provider's name.
 Adding a provider means: one client module here (a `Provider` subclass that
 sets the facts and implements the calls) added to `CLIENTS` below, its prices
 in `config/prices.csv`, and its settings (`NAME_API_KEY`, `NAME_BASE_URL`, and
-its plan) in `engine/settings.py`. The sandbox, which plays the providers for
-tests, is the only other place that knows one by name.
+its plan) in `engine/settings.py`. To run it on the embedded sandbox (the
+default base URL, and the tests), the sandbox must play it too: its API in
+`engine/sandbox/`, its path in `engine/sandbox/server.PREFIXES`, and, where it
+pushes to a webhook set in its dashboard, the sandbox's settings in
+`engine/accounts.open_provider`. No other module knows a provider by name.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from engine.errors import ConfigurationError
 from engine.providers.base import Provider
@@ -34,6 +39,6 @@ def client_class(name: str) -> type[Provider]:
         raise ConfigurationError(f"unknown provider {name!r}; expected one of {', '.join(PROVIDERS)}") from None
 
 
-def names_where(fact: str) -> list[str]:
-    """The providers whose class fact `fact` is true, for SQL over stored batches (`provider IN (...)`)."""
-    return [name for name, client in CLIENTS.items() if getattr(client, fact)]
+def names_where(fact: Callable[[type[Provider]], bool]) -> list[str]:
+    """The providers whose class facts pass `fact`, for SQL over stored batches (`provider IN (...)`)."""
+    return [name for name, client in CLIENTS.items() if fact(client)]

@@ -181,6 +181,8 @@ class DeliveryReport:
     message_id: str | None = None
     occurred_at: datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    #: The price the report states for the message, where the provider reports one.
+    cost: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +353,7 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def canonical_status(cls, report: DeliveryReport, provider_fallback: bool = False) -> MessageStatus | str | None:
         """The engine's status for one of this provider's reports: None when it says nothing new (pending),
-        `"unknown"` when the word is new. `provider_fallback`: the report's RCS batch asked the provider for its
+        `UNKNOWN` when the word is new. `provider_fallback`: the report's RCS batch asked the provider for its
         own SMS fallback, so a device that cannot take RCS means `fallback`, not undeliverable."""
 
     @classmethod

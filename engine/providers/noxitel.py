@@ -47,6 +47,7 @@ from engine.providers.errors import (
     TransientError,
 )
 from engine.providers.limits import RatePlan, noxitel_plan
+from engine.store.states import UNKNOWN
 from engine.store.states import MessageStatus as S
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ class NoxitelClient(HttpProvider):
         if word not in words and report.detail:
             word = report.detail.lower()
         if word not in words:
-            return "unknown"
+            return UNKNOWN
         status = words[word]
         if status is S.UNDELIVERABLE and word == "incompatible" and provider_fallback:
             return S.FALLBACK
@@ -320,6 +321,7 @@ class NoxitelClient(HttpProvider):
                 message_id=row.get("msg_id"),
                 occurred_at=parse_datetime(row.get("dlr", {}).get("delivery_time"), SYSTEM_ZONE),
                 raw=row,
+                cost=stated_cost(row),
             )
             for row in data.get("data", [])
         ]
@@ -373,6 +375,7 @@ class NoxitelClient(HttpProvider):
             message_id=row.get("msg_id"),
             occurred_at=parse_datetime(row.get("timestamp")),
             raw=dict(row),
+            cost=stated_cost(row),
         )
 
     async def whatsapp_window_open(self, to: str, phone_id: str) -> bool:
@@ -419,6 +422,7 @@ class NoxitelClient(HttpProvider):
                 message_id=event["msgId"],
                 occurred_at=at,
                 raw=event,
+                cost=stated_cost(event),
             )
         return None
 
@@ -458,6 +462,12 @@ def _mode(unicode: bool | None, message: str, messages: Sequence[OutboundMessage
     return "unicode" if not any(is_gsm7(t) for t in texts) else "text"
 
 
+def stated_cost(row: Mapping[str, Any]) -> float | None:
+    """The price a report row states (WhatsApp reports do), or None."""
+    value = row.get("cost")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def sms_report(row: Mapping[str, Any], batch_id: str | None, sms_id: str | None = None) -> DeliveryReport:
     """One row of a `/dlr` answer (polled by batch or by message), or an SMS push, which is such a row, as a
     report."""
@@ -472,4 +482,5 @@ def sms_report(row: Mapping[str, Any], batch_id: str | None, sms_id: str | None 
         message_id=sms_id,
         occurred_at=parse_datetime(dlr.get("delivery_time"), SYSTEM_ZONE),
         raw=row,
+        cost=stated_cost(row),
     )

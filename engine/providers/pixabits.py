@@ -41,6 +41,7 @@ from engine.providers.errors import (
     TransientError,
 )
 from engine.providers.limits import PIXABITS_PLANS, RatePlan
+from engine.store.states import UNKNOWN
 from engine.store.states import MessageStatus as S
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class PixabitsClient(HttpProvider):
         status = STATUSES.get(report.status.lower())
         if status is S.FAILED and report.detail:
             return FAILURES.get(report.detail.lower(), S.FAILED)
-        return status if status is not None else "unknown"
+        return status if status is not None else UNKNOWN
 
     def _error_for(self, response: Response) -> ProviderError:
         status, message = response.status, _message_of(response)

@@ -28,7 +28,7 @@ from engine.store.states import THROUGH, BatchState
 
 log = logging.getLogger(__name__)
 #: The providers whose reports are fetched (the others push theirs).
-POLLED = names_where("polls_reports")
+POLLED = names_where(lambda client: client.polls_reports)
 B, M, C = models.BATCHES, models.MESSAGES, models.CAMPAIGNS
 #: What a report page needs of its batch.
 PAGE_KEYS = (B.c.id, B.c.campaign_id, B.c.channel, B.c.provider_batch_id, B.c.provider_fallback)
@@ -167,18 +167,6 @@ async def campaign_pages(
             given_up.add(batch.id)
             continue
         yield statuses.PolledPage(batch.campaign_id, batch.id, reports, batch.provider_fallback)
-
-
-async def poll_campaign(
-    engine: Engine,
-    provider: Provider,
-    throttle: Throttle,
-    campaign_id: int,
-    given_up: set[int],
-) -> int:
-    """Ask for the reports of each submitted batch of the campaign and apply them; how many carried a status."""
-    applied = await statuses.apply_stream(engine, campaign_pages(engine, provider, throttle, campaign_id, given_up))
-    return sum(applied.values())
 
 
 def _aware(moment: datetime) -> datetime:

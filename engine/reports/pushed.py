@@ -88,12 +88,6 @@ def fingerprints(reports: Sequence[DeliveryReport]) -> list[int]:
     ]
 
 
-def cost_of(report: DeliveryReport) -> float | None:
-    """The price a report states (Noxitel WhatsApp reports do)."""
-    value = report.raw.get("cost") if report.raw else None
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def columns(reports: Sequence[DeliveryReport], statuses: Sequence[str | None]) -> dict[str, Sequence[Any]]:
     """The staging table's columns for these reports (all the per-report work, none of it in the database)."""
     return {
@@ -106,7 +100,7 @@ def columns(reports: Sequence[DeliveryReport], statuses: Sequence[str | None]) -
         "status": list(statuses),
         "provider_status": [r.status[:100] for r in reports],
         "detail": [r.detail for r in reports],
-        "cost": [cost_of(r) for r in reports],
+        "cost": [r.cost for r in reports],
         "occurred_at": [r.occurred_at for r in reports],
         "raw": [orjson.dumps(r.raw).decode() if r.raw else None for r in reports],
     }

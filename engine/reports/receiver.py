@@ -26,7 +26,7 @@ from engine.planning.suppressions import add
 from engine.providers import client_class
 from engine.providers.base import DeliveryReport, InboundMessage, WebhookEvent
 from engine.reports import statuses
-from engine.reports.rounds import ReportTimes, apply_stored, queue_fallbacks, report_round
+from engine.reports.rounds import ReportTimes, report_round
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,12 +65,6 @@ class PushedEvents:
             await asyncio.to_thread(statuses.store_pushed, self.engine, reports)
             self._wake.set()
 
-    def apply_once(self) -> statuses.Applied:
-        """The stored reports to statuses (page by page), then the SMS fallback of RCS that did not arrive."""
-        applied = apply_stored(self.engine, self.times.max_age)
-        queue_fallbacks(self.engine, self.times)
-        return applied
-
     async def applying(self, app: web.Application) -> AsyncIterator[None]:
         """aiohttp cleanup context: the background applier runs while the app does."""
         task = asyncio.create_task(self._run())
@@ -85,7 +79,7 @@ class PushedEvents:
                 await asyncio.wait_for(self._wake.wait(), self.sweep_seconds)
             self._wake.clear()
             try:
-                await report_round(self.engine, self.times)  # nothing to fetch: pushes are stored as they come
+                await report_round(self.engine, self.times, drain=True)  # pushes are stored as they come
             except Exception:  # a database hiccup must not end the receiver; the events wait, stored
                 log.exception("applying stored delivery reports failed; trying again next round")
 

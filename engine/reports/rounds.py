@@ -70,12 +70,14 @@ async def report_round(
     asked: Asked | None = None,
     campaign_ids: Iterable[int] | None = None,
     expire_at: datetime | None = None,
+    drain: bool = False,
 ) -> Round:
     """Expire (when `expire_at` is given: what was submitted before `expire_at - max_age`), apply `pages`,
-    apply the stored reports, and queue the SMS fallbacks (of `campaign_ids`, or all)."""
+    apply the stored reports (one page of them, or all with `drain`), and queue the SMS fallbacks (of
+    `campaign_ids`, or all)."""
     expired = expire_old(engine, expire_at - times.max_age) if expire_at is not None else 0
     fetched = await statuses.apply_stream(engine, pages) if pages is not None else None
-    applied = await asyncio.to_thread(apply_stored, engine, times.max_age)
+    applied = await asyncio.to_thread(apply_stored, engine, times.max_age, drain)
     ids = list(campaign_ids) if campaign_ids is not None else None
     moved = await asyncio.to_thread(queue_fallbacks, engine, times, ids)
     return Round(
@@ -87,10 +89,11 @@ async def report_round(
     )
 
 
-def apply_stored(engine: Engine, max_age: timedelta) -> statuses.Applied:
-    """The stored reports to statuses, page by page until a page is not full."""
+def apply_stored(engine: Engine, max_age: timedelta, drain: bool = True) -> statuses.Applied:
+    """The stored reports to statuses: a page, or with `drain` page by page until a page is not full (the
+    receiver, whose round is nothing else; a poller's round takes a page and leaves the rest to the next)."""
     applied = more = statuses.apply_pending(engine, max_age)
-    while more.events >= statuses.PAGE:  # a full page: there may be more behind it
+    while drain and more.events >= statuses.PAGE:  # a full page: there may be more behind it
         more = statuses.apply_pending(engine, max_age)
         applied.counts.update(more.counts)
         applied.campaigns |= more.campaigns

@@ -43,11 +43,11 @@ from sqlalchemy import (
 
 from engine.clock import now
 from engine.providers import client_class
-from engine.providers.base import DeliveryReport
-from engine.reports import pushed as events
+from engine.providers.base import Channel, DeliveryReport
+from engine.reports import pushed
 from engine.store import models
 from engine.store.db import bulk_insert
-from engine.store.states import FINAL, FINAL_RANK, RANK, REACHED, THROUGH, BatchState, MessageStatus
+from engine.store.states import FINAL, FINAL_RANK, RANK, REACHED, THROUGH, UNKNOWN, BatchState, MessageStatus
 
 log = logging.getLogger(__name__)
 S = MessageStatus
@@ -55,7 +55,7 @@ S = MessageStatus
 
 def canonical(report: DeliveryReport, provider_fallback: bool = False) -> S | str | None:
     """The canonical status of a report, in its provider's words (`Provider.canonical_status`); None when it
-    says nothing new (pending), `"unknown"` when the word is new."""
+    says nothing new (pending), `UNKNOWN` when the word is new."""
     return client_class(report.provider).canonical_status(report, provider_fallback)
 
 
@@ -142,11 +142,11 @@ def prepare(reports: Sequence[DeliveryReport], provider_fallback: bool = False) 
         known = words.get(key)
         if known is None:  # a page holds a handful of distinct words: each is read once
             status = canonical(report, provider_fallback)
-            if status == "unknown":
+            if status == UNKNOWN:
                 log.warning("%s reported an unknown status %r (kept as it was)", report.provider, report.status)
-            word = None if status is None or status == "unknown" else str(status)
+            word = None if status is None or status == UNKNOWN else str(status)
             rank = RANK[S(word)] if word else RANK[S.SUBMITTED]
-            known = words[key] = (word, rank, _error(word, report.detail) if word else None, status == "unknown")
+            known = words[key] = (word, rank, _error(word, report.detail) if word else None, status == UNKNOWN)
         statuses.append(known[0])
         held = best.get(report.to)
         if held is None or known[1] > held[0]:
@@ -158,9 +158,9 @@ def prepare(reports: Sequence[DeliveryReport], provider_fallback: bool = False) 
         "status": [word or S.SUBMITTED.value for word, _, _, _ in judged],
         "rank": [rank for _, rank, _, _ in judged],
         "error": [error for _, _, error, _ in judged],
-        "cost": [events.cost_of(r) for r in chosen],
+        "cost": [r.cost for r in chosen],
     }
-    fingerprints = events.fingerprints(reports)
+    fingerprints = pushed.fingerprints(reports)
     return Page(reports, statuses, fingerprints, staged, _seen(reports, words), _document(reports, statuses))
 
 
@@ -342,7 +342,7 @@ def _seen(reports: Sequence[DeliveryReport], words: dict[Any, tuple[str | None, 
     for key, count in Counter((r.channel, r.status, r.detail) for r in reports).items():
         word, _, _, unknown = words[key]
         if word is not None or unknown:
-            counts[word or "unknown"] += count
+            counts[word or UNKNOWN] += count
     return counts
 
 
@@ -361,10 +361,10 @@ def store_pushed(engine: Engine, reports: Sequence[DeliveryReport]) -> int:
     if not reports:
         return 0
     words = [canonical(r) for r in reports]
-    statuses = [None if w is None or w == "unknown" else str(w) for w in words]
+    statuses = [None if w is None or w == UNKNOWN else str(w) for w in words]
     with engine.begin() as connection:
-        events.stage(connection, events.columns(reports, statuses))
-        return events.keep_staged(connection)
+        pushed.stage(connection, pushed.columns(reports, statuses))
+        return pushed.keep_staged(connection)
 
 
 @dataclass
@@ -397,13 +397,14 @@ def apply_pending(engine: Engine, max_age: timedelta) -> Applied:
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(select(func.pg_advisory_xact_lock(APPLY_LOCK)))
-        events.match(connection, moment - max_age)
+        pushed.match(connection, moment - max_age)
         rows = connection.execute(
             select(
                 E.c.fingerprint,
                 E.c.message_id,
                 E.c.campaign_id,
                 E.c.status,
+                E.c.provider,
                 E.c.provider_status,
                 E.c.detail,
                 E.c.provider_message_id,
@@ -442,6 +443,13 @@ def apply_pending(engine: Engine, max_age: timedelta) -> Applied:
     return applied
 
 
+def _judged_with_fallback(row: Any) -> str:
+    """A stored report judged again now its batch is known to have asked for the provider's own SMS fallback
+    (a push is judged when it comes, before it is matched to its batch)."""
+    report = DeliveryReport(row.provider, Channel(row.channel), "", row.provider_status, row.detail)
+    return str(canonical(report, provider_fallback=True) or row.status)
+
+
 def _fold(connection: Connection, rows: Sequence[Any]) -> Counter[str]:
     """The best status each message's events carry, applied forward-only in one UPDATE."""
     seen: Counter[str] = Counter()
@@ -449,12 +457,12 @@ def _fold(connection: Connection, rows: Sequence[Any]) -> Counter[str]:
     for row in rows:
         status = row.status
         if status is None:
-            seen["unknown"] += 1
+            seen[UNKNOWN] += 1
             continue
         if row.channel != row.batch_channel:  # about an earlier attempt (RCS before its SMS fallback): kept only
             continue
-        if status == S.UNDELIVERABLE and row.provider_status.lower() == "incompatible" and row.provider_fallback:
-            status = S.FALLBACK.value  # the provider sends the SMS itself
+        if row.provider_fallback and status == S.UNDELIVERABLE:
+            status = _judged_with_fallback(row)  # the provider may be sending the SMS itself
         seen[status] += 1
         rank = RANK[S(status)]
         known = best.get(row.message_id)

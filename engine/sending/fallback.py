@@ -30,7 +30,7 @@ M, B, C = models.MESSAGES, models.BATCHES, models.CAMPAIGNS
 S = MessageStatus
 #: The providers whose RCS fallback the engine routes where the call does not ask for the provider's own (the
 #: others keep theirs in the account's settings).
-ROUTING = names_where("sms_fallback_per_call")
+ROUTING = names_where(lambda client: client.sms_fallback_per_call)
 
 
 def _in_engine_rcs_batch() -> Any:
@@ -47,7 +47,7 @@ def _in_engine_rcs_batch() -> Any:
 def route_now(connection: Connection, campaign: Any, message_ids: Sequence[int]) -> rebatch.Moved:
     """Before sending: move these planned messages (devices without RCS) to an SMS fallback batch."""
     qualifies = and_(M.c.status == S.PLANNED.value, M.c.fallback_body.is_not(None), _in_engine_rcs_batch())
-    return rebatch.move(connection, campaign, message_ids, qualifies, "sms", BatchKind.FALLBACK)
+    return rebatch.move(connection, campaign, message_ids, qualifies, Channel.SMS.value, BatchKind.FALLBACK)
 
 
 def due(engine: Engine, wait: timedelta, max_age: timedelta, campaign_ids: Iterable[int] | None = None) -> int:
@@ -98,7 +98,9 @@ def due(engine: Engine, wait: timedelta, max_age: timedelta, campaign_ids: Itera
                 .scalars()
                 .all()
             )
-            count = rebatch.move(connection, campaign, ids, qualifies, "sms", BatchKind.FALLBACK, prices).messages
+            sms = Channel.SMS.value
+            moved_now = rebatch.move(connection, campaign, ids, qualifies, sms, BatchKind.FALLBACK, prices)
+            count = moved_now.messages
         if count:
             log.info("campaign %s: %d RCS messages did not arrive; their SMS fallback is queued", campaign_id, count)
         moved += count

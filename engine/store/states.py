@@ -145,6 +145,9 @@ FINAL: tuple[str, ...] = tuple(status.value for status, rank in RANK.items() if 
 #: What lets a batch settle: final statuses, and `fallback`, whose SMS is the provider's to report.
 THROUGH: tuple[str, ...] = (*FINAL, _M.FALLBACK.value)
 
+#: What a provider's report says when its word is new to the engine: counted, and the message left as it was.
+UNKNOWN = "unknown"
+
 # Error texts that mark why a row is in its state; other modules select rows by them.
 
 #: A batch (and its unsent messages) left `ambiguous` by the recovery sweep because its worker's lease ran out.
