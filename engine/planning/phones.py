@@ -44,13 +44,17 @@ SCIENTIFIC = (
 )
 INVALID = "not a valid phone number"
 NOT_MOBILE = "not a mobile number (landlines and service numbers cannot receive SMS)"
+#: No phone number, however written, is longer than this (phonenumbers refuses 250; E.164 has at most 15
+#: digits, and a generous spelling with spaces, a prefix and an extension stays far below 64).
+MAX_LENGTH = 64
+TOO_LONG = f"longer than any phone number (over {MAX_LENGTH} characters)"
 
 _MOBILE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
 
 
 #: Reason codes: `Normalized.reason` holds an index into this tuple (0: accepted).
-REASONS: tuple[str | None, ...] = (None, MISSING, SCIENTIFIC, INVALID, NOT_MOBILE)
-OK, R_MISSING, R_SCIENTIFIC, R_INVALID, R_NOT_MOBILE = range(len(REASONS))
+REASONS: tuple[str | None, ...] = (None, MISSING, SCIENTIFIC, INVALID, NOT_MOBILE, TOO_LONG)
+OK, R_MISSING, R_SCIENTIFIC, R_INVALID, R_NOT_MOBILE, R_TOO_LONG = range(len(REASONS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,16 +146,25 @@ def normalize(values: pa.Array, region: str = "IN") -> Normalized:
     reason[empty] = R_MISSING
     e164 = pc.binary_join_element_wise("+91", national, "")
 
-    slow = ~(fast | empty | scientific)
+    too_long = _mask(pc.greater(pc.utf8_length(values), MAX_LENGTH))
+    reason[too_long] = R_TOO_LONG
+    slow = ~(fast | empty | scientific | too_long)
     if slow.any():
-        slow_values = values.filter(pa.array(slow)).to_numpy(zero_copy_only=False).astype(str)
-        distinct, inverse = np.unique(slow_values, return_inverse=True)
-        answers = [normalize_one(value, region) for value in distinct]
-        slow_e164 = pa.array([answers[i][0] for i in inverse], pa.string())
-        reason[slow] = np.array([code for _, code in answers], dtype=np.int8)[inverse]
-        e164 = pc.replace_with_mask(e164, pa.array(slow), slow_e164)
+        e164 = _normalize_slowly(values, slow, region, reason, e164)
     e164 = pc.if_else(pa.array(reason == OK), e164, pa.scalar(None, pa.string()))
     return Normalized(e164, reason)
+
+
+def _normalize_slowly(values: pa.Array, slow: np.ndarray, region: str, reason: np.ndarray, e164: pa.Array) -> pa.Array:
+    """`phonenumbers` for the values the fast path did not recognise, once per distinct value; sets their
+    reason codes in `reason` and returns `e164` with their numbers. Distinct values are found by Arrow's
+    dictionary encoding, so memory follows their total length, never (count x longest)."""
+    encoded = pc.dictionary_encode(values.filter(pa.array(slow)))
+    answers = [normalize_one(value, region) for value in encoded.dictionary.to_pylist()]
+    inverse = encoded.indices.to_numpy(zero_copy_only=False)
+    reason[slow] = np.array([code for _, code in answers], dtype=np.int8)[inverse]
+    slow_e164 = pa.array([answers[i][0] for i in inverse], pa.string())
+    return pc.replace_with_mask(e164, pa.array(slow), slow_e164)
 
 
 def _classify(national: pa.Array) -> np.ndarray:

@@ -1,0 +1,43 @@
+"""Hostile and careless input: memory follows the size of the input, and a value that cannot be right is refused
+for what it is, by the real `campaign` command on real files."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from engine.planning.phones import TOO_LONG
+from tests.fixtures.cli import campaign_measured
+
+#: Every plan here: an SMS whose balance is not asked (no provider needed).
+PLAN = ["plan", "--provider", "pixabits", "--sender", "ACMEIN", "--message", "Hi #name#", "--skip-balance", "--json"]
+#: Slack over the file-size bound, for what a run may allocate more or less than another (allocator, caches).
+SLACK = 48 * 1024 * 1024
+
+
+def contacts(path: Path, junk: int, extra: list[str]) -> Path:
+    """100 valid mobiles, `junk` distinct values that are no number at all, then the `extra` cells."""
+    valid = [f"98{i:08d}" for i in range(100)]
+    mobiles = valid + [f"call me at home {i}" for i in range(junk)] + extra
+    path.write_text("name,mobile\n" + "".join(f"Asha,{mobile}\n" for mobile in mobiles))
+    return path
+
+
+def test_a_cell_longer_than_any_number_is_refused_for_its_length_and_memory_stays_bounded(tmp_path: Path) -> None:
+    """Unrecognised values used to be laid out at the width of the longest: 5,000 junk values and one
+    100,000-character cell took gigabytes. Now the long cell is refused for its length, and planning the file
+    costs about what planning it without that cell costs."""
+    env = {**os.environ, "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}"}
+    plain = contacts(tmp_path / "plain.csv", 5_000, [])
+    hostile = contacts(tmp_path / "hostile.csv", 5_000, ["9" * 100_000])
+    rejects = tmp_path / "hostile.rejects.csv"
+
+    base, base_peak = campaign_measured(env, *PLAN, str(plain), "--rejects", str(tmp_path / "plain.rejects.csv"))
+    done, peak = campaign_measured(env, *PLAN, str(hostile), "--rejects", str(rejects))
+
+    assert base.returncode == 0 and done.returncode == 0, done.stderr
+    assert peak - base_peak < 20 * hostile.stat().st_size + SLACK, (peak, base_peak)
+    with rejects.open(newline="", encoding="utf-8-sig") as file:
+        reasons = {row["line"]: row["reason"] for row in csv.DictReader(file)}
+    assert reasons[str(5_100 + 2)] == TOO_LONG  # the header is line 1, the valid rows 2-101, the junk 102-5101
