@@ -7,6 +7,7 @@ import csv
 import os
 from pathlib import Path
 
+from engine.planning.contacts import MAX_COLUMNS
 from engine.planning.phones import TOO_LONG
 from tests.fixtures.cli import campaign_measured
 
@@ -41,3 +42,19 @@ def test_a_cell_longer_than_any_number_is_refused_for_its_length_and_memory_stay
     with rejects.open(newline="", encoding="utf-8-sig") as file:
         reasons = {row["line"]: row["reason"] for row in csv.DictReader(file)}
     assert reasons[str(5_100 + 2)] == TOO_LONG  # the header is line 1, the valid rows 2-101, the junk 102-5101
+
+
+def test_a_file_of_a_million_columns_is_refused_at_its_header_in_one_line(tmp_path: Path) -> None:
+    """A 2 MB file of 1,000,000 empty columns used to take gigabytes to read; its header alone says it is no
+    contact list."""
+    env = {**os.environ, "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}"}
+    wide = tmp_path / "wide.csv"
+    wide.write_text("name,mobile" + "," * 1_000_000 + "\nAsha,9876543210" + "," * 1_000_000 + "\n")
+    base, base_peak = campaign_measured(env, *PLAN, str(contacts(tmp_path / "plain.csv", 0, [])))
+
+    done, peak = campaign_measured(env, *PLAN, str(wide))
+
+    assert base.returncode == 0 and done.returncode == 1
+    assert f"has 1,000,002 columns in its first line; a contact list has at most {MAX_COLUMNS:,}" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert peak - base_peak < 20 * wide.stat().st_size + SLACK, (peak, base_peak)

@@ -146,6 +146,10 @@ class ContactFile:
         return int(self.table.num_rows) + len(self.malformed)
 
 
+#: More columns than any contact list has; reading such a file would take memory for each (empty) one.
+MAX_COLUMNS = 1_000
+
+
 def read_contacts(path: Path) -> ContactFile:
     """Read and parse a contact CSV; a file that cannot be a contact list raises `ContactsError`."""
     try:
@@ -175,6 +179,11 @@ def read_contacts(path: Path) -> ContactFile:
         header = next(csv.reader([header_line], delimiter=delimiter))
     except csv.Error:
         raise ContactsError(f"{path} is not a CSV file: its first line cannot be read as a header") from None
+    if len(header) > MAX_COLUMNS:
+        raise ContactsError(
+            f"{path} has {len(header):,} columns in its first line; a contact list has at most {MAX_COLUMNS:,}: "
+            "is it the right file?"
+        )
     headers: dict[str, str] = {}
     for position, name in enumerate(header, start=1):
         key = column_key(name) or f"column_{position}"
