@@ -242,28 +242,56 @@ _EXTENDED_TABLE = np.zeros(0x110000, dtype=bool)
 _EXTENDED_TABLE[[ord(c) for c in gsm.GSM7_EXTENDED]] = True
 
 
+#: Messages longer than this are counted one at a time (a binary search per part) rather than in a matrix
+#: as wide as the longest of their chunk, whose cost grows with (count x longest x parts).
+LONG_TEXT = 2_000
+
+
 def _packed_segments(texts: list[str], ucs2: np.ndarray, chunk: int = 20_000) -> np.ndarray:
     """Parts of long messages when a two-unit character may not straddle two parts, as `gsm.segments`
-    counts them: each part ends before the first character whose running width passes the part's
-    room; done for all messages at once, one part per step."""
+    counts them. Messages of similar length are counted together (sorted by length, so no chunk is wider
+    than its own longest), the longest one at a time."""
     result = np.empty(len(texts), dtype=np.int64)
-    for start in range(0, len(texts), chunk):
-        batch, wide = texts[start : start + chunk], ucs2[start : start + chunk]
-        codes = np.array(batch, dtype=str).view(np.uint32).reshape(len(batch), -1)
-        lengths = np.array([len(text) for text in batch])
-        double = np.where(wide[:, None], codes > 0xFFFF, _EXTENDED_TABLE[codes])
-        width = np.where(np.arange(codes.shape[1]) < lengths[:, None], 1 + double, 0)
-        running = np.cumsum(width, axis=1)
-        total = running[:, -1]
-        room = np.where(wide, gsm.MULTI["ucs2"], gsm.MULTI["gsm7"])
-        parts, used = np.ones(len(batch), dtype=np.int64), np.zeros(len(batch), dtype=np.int64)
-        while (spilling := total - used > room).any():
-            first_out = (running > (used + room)[:, None]).argmax(axis=1)
-            part_end = np.take_along_axis(running, (first_out - 1)[:, None], axis=1)[:, 0]
-            used = np.where(spilling, part_end, used)
-            parts += spilling
-        result[start : start + chunk] = parts
+    lengths = np.fromiter((len(text) for text in texts), dtype=np.int64, count=len(texts))
+    order = np.argsort(lengths, kind="stable")
+    long_ones = lengths[order] > LONG_TEXT
+    for index in order[long_ones]:
+        result[index] = _parts_of(texts[index], bool(ucs2[index]))
+    short = order[~long_ones]
+    for start in range(0, len(short), chunk):
+        rows = short[start : start + chunk]
+        result[rows] = _parts_together([texts[i] for i in rows], ucs2[rows])
     return result
+
+
+def _parts_of(text: str, wide: bool) -> int:
+    """Parts of one message: each part ends before the first character whose running width passes its room."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    running = np.cumsum(1 + (codes > 0xFFFF if wide else _EXTENDED_TABLE[codes]))
+    room = gsm.MULTI["ucs2"] if wide else gsm.MULTI["gsm7"]
+    parts, used = 1, 0
+    while running[-1] - used > room:
+        used = int(running[np.searchsorted(running, used + room, side="right") - 1])
+        parts += 1
+    return parts
+
+
+def _parts_together(batch: list[str], wide: np.ndarray) -> np.ndarray:
+    """`_parts_of` for messages of similar length at once, one part per step."""
+    codes = np.array(batch, dtype=str).view(np.uint32).reshape(len(batch), -1)
+    lengths = np.array([len(text) for text in batch])
+    double = np.where(wide[:, None], codes > 0xFFFF, _EXTENDED_TABLE[codes])
+    width = np.where(np.arange(codes.shape[1]) < lengths[:, None], 1 + double, 0)
+    running = np.cumsum(width, axis=1)
+    total = running[:, -1]
+    room = np.where(wide, gsm.MULTI["ucs2"], gsm.MULTI["gsm7"])
+    parts, used = np.ones(len(batch), dtype=np.int64), np.zeros(len(batch), dtype=np.int64)
+    while (spilling := total - used > room).any():
+        first_out = (running > (used + room)[:, None]).argmax(axis=1)
+        part_end = np.take_along_axis(running, (first_out - 1)[:, None], axis=1)[:, 0]
+        used = np.where(spilling, part_end, used)
+        parts += spilling
+    return parts
 
 
 def _measure_distinct(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
