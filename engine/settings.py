@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     #: A provider balance under this (credits where it reports them, else money) is logged as a warning.
     wallet_warn_below: float = Field(1000.0, ge=0, validation_alias=_env("CAMPAIGN_WALLET_WARN_BELOW"))
 
+    #: The largest contact, suppression or DLT CSV read, in MiB; a larger one is refused before it is read.
+    max_file_mb: float = Field(1024.0, gt=0, validation_alias=_env("CAMPAIGN_MAX_FILE_MB"))
+    #: The largest `--html` email body read, in KiB.
+    max_html_kb: float = Field(1024.0, gt=0, validation_alias=_env("CAMPAIGN_MAX_HTML_KB"))
+
     http_connect_timeout: float = Field(5.0, gt=0, validation_alias=_env("CAMPAIGN_HTTP_CONNECT_TIMEOUT"))
     http_total_timeout: float = Field(60.0, gt=0, validation_alias=_env("CAMPAIGN_HTTP_TOTAL_TIMEOUT"))
 
@@ -118,6 +123,14 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def max_html_bytes(self) -> int:
+        return int(self.max_html_kb * 1024)
 
     @property
     def local_mode(self) -> bool:

@@ -80,3 +80,38 @@ def test_segments_of_one_very_long_message_are_counted_in_memory_that_follows_th
 
     assert counted.tolist() == [gsm.segments(text) for text in texts]
     assert peak < 20 * size + 8 * 1024 * 1024, (peak, size)
+
+
+def test_a_file_that_never_ends_is_refused_at_the_limit_in_one_line(tmp_path: Path) -> None:
+    """`/dev/zero` as the contact list or as the HTML body used to end in a MemoryError traceback; now each is
+    read up to its limit (`CAMPAIGN_MAX_FILE_MB`, `CAMPAIGN_MAX_HTML_KB`) and refused in one line."""
+    env = {
+        **os.environ,
+        "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
+        "CAMPAIGN_MAX_FILE_MB": "2",
+        "CAMPAIGN_MAX_HTML_KB": "64",
+    }
+    plain = str(contacts(tmp_path / "plain.csv", 0, []))
+    email = ["plan", "--channel", "email", "--sender", "news@acme.example", "--subject", "Hi", "--skip-balance"]
+
+    endless_list, list_peak = campaign_measured(env, *PLAN, "/dev/zero")
+    endless_body, body_peak = campaign_measured(env, *email, "--html", "/dev/zero", plain)
+    suppressed, _ = campaign_measured(env, "suppress", "import", "/dev/zero")
+
+    assert endless_list.returncode == endless_body.returncode == suppressed.returncode == 1
+    assert "/dev/zero is larger than 2.0 MiB (CAMPAIGN_MAX_FILE_MB): not read" in endless_list.stderr
+    assert "/dev/zero is larger than 64 KiB (CAMPAIGN_MAX_HTML_KB): not read" in endless_body.stderr
+    assert "/dev/zero is larger than 2.0 MiB (CAMPAIGN_MAX_FILE_MB): not read" in suppressed.stderr
+    for done in (endless_list, endless_body, suppressed):
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert max(list_peak, body_peak) < 512 * 1024 * 1024
+
+
+def test_a_contact_file_over_the_limit_is_refused_by_its_size(tmp_path: Path) -> None:
+    env = {**os.environ, "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}", "CAMPAIGN_MAX_FILE_MB": "0.01"}
+    big = contacts(tmp_path / "big.csv", 1_000, [])
+
+    done, _ = campaign_measured(env, *PLAN, str(big))
+
+    assert done.returncode == 1
+    assert f"{big} is larger than 10 KiB (CAMPAIGN_MAX_FILE_MB): not read" in done.stderr

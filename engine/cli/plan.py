@@ -305,7 +305,12 @@ def suppress_import(
     settings = get_settings()
     with _user_errors(), database(settings.database_url) as engine:
         rows, added, refused = import_file(
-            engine, file, reason=reason, region=settings.default_region, to_column=to_column
+            engine,
+            file,
+            reason=reason,
+            region=settings.default_region,
+            to_column=to_column,
+            max_bytes=settings.max_file_bytes,
         )
     console.print(f"read {rows:,} rows: {added:,} newly suppressed, {len(refused):,} unusable")
     for line, value, why in refused[:20]:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,14 +148,32 @@ class ContactFile:
         return int(self.table.num_rows) + len(self.malformed)
 
 
+#: The largest file read by default (`CAMPAIGN_MAX_FILE_MB`).
+MAX_FILE_BYTES = 1024 * 1024 * 1024
+
+
+def read_bounded(path: Path, max_bytes: int, setting: str) -> bytes:
+    """The file's bytes, or `ContactsError` when it holds more than `max_bytes`: a file by its size, before
+    it is read; a device or pipe (`/dev/zero` never ends) by reading at most one byte more than the limit."""
+    with path.open("rb") as file:
+        info = os.fstat(file.fileno())
+        regular = stat.S_ISREG(info.st_mode)
+        too_large = regular and info.st_size > max_bytes
+        data = b"" if too_large else file.read() if regular else file.read(max_bytes + 1)
+    if too_large or len(data) > max_bytes:
+        limit = f"{max_bytes / 1024:,.0f} KiB" if max_bytes < 1 << 20 else f"{max_bytes / (1 << 20):,.1f} MiB"
+        raise ContactsError(f"{path} is larger than {limit} ({setting}): not read")
+    return data
+
+
 #: More columns than any contact list has; reading such a file would take memory for each (empty) one.
 MAX_COLUMNS = 1_000
 
 
-def read_contacts(path: Path) -> ContactFile:
+def read_contacts(path: Path, max_bytes: int = MAX_FILE_BYTES) -> ContactFile:
     """Read and parse a contact CSV; a file that cannot be a contact list raises `ContactsError`."""
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, max_bytes, "CAMPAIGN_MAX_FILE_MB")
     except FileNotFoundError:
         raise ContactsError(f"{path}: no such file") from None
     except IsADirectoryError:

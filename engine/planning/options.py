@@ -18,6 +18,7 @@ import orjson
 from sqlalchemy import Engine
 
 from engine.errors import CampaignError
+from engine.planning.contacts import read_bounded
 from engine.planning.dlt import VAR_MAX, find_template
 from engine.planning.planner import Plan, PlanContext, PlanRequest, build_plan, check_funds, save_plan
 from engine.planning.pricing import PriceTable
@@ -140,14 +141,14 @@ def plan_from_options(
     return result
 
 
-def _body(options: PlanOptions) -> str:
+def _body(options: PlanOptions, max_html_bytes: int) -> str:
     """The message: `--message`, or the `--html` file's text; one of them, not both."""
     message, html = options.message, options.html
     if html is not None and message:
         raise CampaignError("give the body with --message or with --html, not both")
     if html is not None:
         try:
-            message = html.read_text(encoding="utf-8-sig")
+            message = read_bounded(html, max_html_bytes, "CAMPAIGN_MAX_HTML_KB").decode("utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise CampaignError(f"cannot read the HTML body {html}: {getattr(exc, 'strerror', None) or exc}") from None
     if not message:
@@ -157,7 +158,7 @@ def _body(options: PlanOptions) -> str:
 
 def _request(options: PlanOptions, settings: Settings, engine: Engine) -> PlanRequest:
     """What the options ask the planner for: the body read, the DLT template looked up, the window parsed."""
-    message = _body(options)
+    message = _body(options, settings.max_html_bytes)
     template_id = options.dlt_template_id
     return PlanRequest(
         contacts=options.contacts,
@@ -194,6 +195,7 @@ def _context(provider: str, settings: Settings, engine: Engine) -> PlanContext:
         daily_quota=quota,
         plan_name=plan.name if quota and plan is not None else None,
         promotional_window=settings.promotional,
+        max_file_bytes=settings.max_file_bytes,
     )
 
 

@@ -28,6 +28,7 @@ from engine import clock, gsm
 from engine.errors import CampaignError
 from engine.planning.contacts import (
     DUPLICATE,
+    MAX_FILE_BYTES,
     REJECTED,
     SUPPRESSED,
     ContactFile,
@@ -106,6 +107,8 @@ class PlanContext:
     plan_name: str | None = None
     #: The hours promotional SMS to Indian numbers are kept to unless the request gives its own.
     promotional_window: SendWindow | None = None
+    #: The largest contact file read (`CAMPAIGN_MAX_FILE_MB`).
+    max_file_bytes: int = MAX_FILE_BYTES
 
 
 @dataclass
@@ -211,7 +214,7 @@ def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = 
     limit = _batch_limit(request)
 
     progress("reading", 0.0)
-    file = read_contacts(request.contacts)
+    file = read_contacts(request.contacts, context.max_file_bytes)
     address_column(file.headers, channel, request.to_column)
     templates = {"message": request.message, "subject": request.subject, "fallback message": request.fallback_message}
     for what, written in templates.items():

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from engine.planning import phones
 from engine.planning.contacts import (
     EMAIL_COLUMNS,
+    MAX_FILE_BYTES,
     PHONE_COLUMNS,
     ContactsError,
     column_key,
@@ -51,10 +52,16 @@ def add(
 
 
 def import_file(
-    engine: Engine, path: Path, *, reason: str, region: str, to_column: str | None = None
+    engine: Engine,
+    path: Path,
+    *,
+    reason: str,
+    region: str,
+    to_column: str | None = None,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> tuple[int, int, list[tuple[int, str, str]]]:
     """Suppress every address in a CSV; returns (rows, newly suppressed, [(line, value, reason) refused])."""
-    parsed = read_contacts(path)
+    parsed = read_contacts(path, max_bytes)
     key: str | None
     if to_column:
         key = column_key(to_column)
