@@ -31,3 +31,14 @@ def mask_address(address: str) -> str:
 def mask_secret(secret: str) -> str:
     """Enough to tell two keys apart in a support conversation, never enough to use one."""
     return f"{secret[:3]}…({len(secret)} chars)" if len(secret) > 8 else "***"
+
+
+def mask_url_password(url: str) -> str:
+    """`postgresql://app:s3cret@db/campaigns` -> `postgresql://app:***@db/campaigns`; a URL without a password
+    is returned as it is."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not (sep and at) or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

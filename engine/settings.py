@@ -8,12 +8,14 @@ or a validation error never shows them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.redact import mask_url_password
 from engine.windows import INDIA, SendWindow, WindowError, zone
 
 #: A base URL of this value starts the embedded sandbox instead of calling a real provider.
@@ -123,6 +125,13 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        """Printed settings show the database's and the broker's URLs without their passwords (the keys are
+        `SecretStr`, which print masked already)."""
+        for name, value in super().__repr_args__():
+            masked = name in ("database_url", "broker_url") and isinstance(value, str)
+            yield name, mask_url_password(value) if masked else value
 
     @property
     def max_file_bytes(self) -> int:

@@ -73,6 +73,17 @@ def test_keys_never_show_when_settings_are_printed(monkeypatch: pytest.MonkeyPat
         assert secret not in shown
 
 
+def test_database_and_broker_passwords_never_show_when_settings_are_printed() -> None:
+    settings = Settings(
+        database_url="postgresql+psycopg://campaign:db-pass-4711@db:5432/campaigns",
+        broker_url="redis://:redis-pass-0815@redis:6379/0",
+    )
+    shown = f"{settings!r} {settings}"
+    assert "db-pass-4711" not in shown and "redis-pass-0815" not in shown
+    assert "postgresql+psycopg://campaign:***@db:5432/campaigns" in shown
+    assert settings.database_url.endswith(":db-pass-4711@db:5432/campaigns")  # still there for connecting
+
+
 def test_an_unknown_plan_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIXABITS_PLAN", "platinum")
     monkeypatch.setenv("PIXABITS_API_KEY", "pxb_live_0123456789")
