@@ -81,6 +81,8 @@ class Settings(BaseSettings):
 
     #: The largest contact, suppression or DLT CSV read, in MiB; a larger one is refused before it is read.
     max_file_mb: float = Field(1024.0, gt=0, validation_alias=_env("CAMPAIGN_MAX_FILE_MB"))
+    #: The most SMS parts one message may take; a row whose message would take more is refused.
+    max_sms_parts: int = Field(10, ge=1, le=255, validation_alias=_env("CAMPAIGN_MAX_SMS_PARTS"))
     #: The largest `--html` email body read, in KiB.
     max_html_kb: float = Field(1024.0, gt=0, validation_alias=_env("CAMPAIGN_MAX_HTML_KB"))
 

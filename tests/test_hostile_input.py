@@ -115,3 +115,23 @@ def test_a_contact_file_over_the_limit_is_refused_by_its_size(tmp_path: Path) ->
 
     assert done.returncode == 1
     assert f"{big} is larger than 10 KiB (CAMPAIGN_MAX_FILE_MB): not read" in done.stderr
+
+
+def test_a_row_whose_sms_would_take_more_parts_than_operators_take_is_refused(tmp_path: Path) -> None:
+    """A 100,000-character template used to plan 654 parts per SMS. Now each row whose message would take
+    more than `CAMPAIGN_MAX_SMS_PARTS` (10) parts is refused, saying how many it would take; the rest go."""
+    env = {**os.environ, "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}"}
+    names = tmp_path / "names.csv"
+    names.write_text("name,mobile\nAsha,9876543210\n" + "B" * 20 + ",9876543211\n")
+    message = "A" * 1_519 + " #name#"  # 1,524 characters with Asha: 10 parts of 153; 1,540 with the long name
+    rejects = tmp_path / "names.rejects.csv"
+
+    done, _ = campaign_measured(
+        env, *PLAN[:5], "--message", message, "--skip-balance", str(names), "--rejects", str(rejects), "--json"
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert '"messages":1' in done.stdout.replace(" ", "")
+    with rejects.open(newline="", encoding="utf-8-sig") as file:
+        refused = {row["line"]: row["reason"] for row in csv.DictReader(file)}
+    assert refused == {"3": "message would take 11 SMS parts; the most is 10 (CAMPAIGN_MAX_SMS_PARTS)"}

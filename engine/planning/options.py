@@ -196,6 +196,7 @@ def _context(provider: str, settings: Settings, engine: Engine) -> PlanContext:
         plan_name=plan.name if quota and plan is not None else None,
         promotional_window=settings.promotional,
         max_file_bytes=settings.max_file_bytes,
+        max_sms_parts=settings.max_sms_parts,
     )
 
 

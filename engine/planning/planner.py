@@ -69,6 +69,11 @@ class PlanRefused(CampaignError):
     """The campaign must not be sent as asked; the message carries the figures."""
 
 
+#: The most parts an SMS may take by default; operators commonly drop messages over 6-10 parts.
+MAX_SMS_PARTS = 10
+TOO_MANY_PARTS = "message would take {:,} SMS parts; the most is {} (CAMPAIGN_MAX_SMS_PARTS)"
+
+
 @dataclass(frozen=True)
 class PlanRequest:
     """What the marketer asked for (the `campaign plan` options)."""
@@ -109,6 +114,8 @@ class PlanContext:
     promotional_window: SendWindow | None = None
     #: The largest contact file read (`CAMPAIGN_MAX_FILE_MB`).
     max_file_bytes: int = MAX_FILE_BYTES
+    #: The most SMS parts one message may take (`CAMPAIGN_MAX_SMS_PARTS`).
+    max_sms_parts: int = MAX_SMS_PARTS
 
 
 @dataclass
@@ -204,6 +211,21 @@ def _render(request: PlanRequest, file: ContactFile, rows: np.ndarray) -> _Texts
     return _Texts(bodies, subjects, fallbacks, reason, replaced)
 
 
+def _refuse_long_sms(texts: pa.Array, reason: np.ndarray, most: int) -> np.ndarray:
+    """Rows whose SMS would need more than `most` parts are refused (operators drop longer ones). Only the
+    texts long enough to possibly need that many are counted: a part holds at least 66 units and a character
+    at most two, so `2 x characters <= most x 66` cannot be too long."""
+    long_ones = pc.greater(pc.utf8_length(texts), most * 33).to_numpy(zero_copy_only=False)
+    maybe = np.flatnonzero(long_ones & pd.isna(reason))
+    if not len(maybe):
+        return reason
+    parts = encode(texts.take(pa.array(maybe))).segments
+    over = parts > most
+    reason = reason.copy()
+    reason[maybe[over]] = [TOO_MANY_PARTS.format(n, most) for n in parts[over]]
+    return reason
+
+
 def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = _noop) -> Plan:
     """Read, validate, render, check, cost and batch; refuse with a reason rather than plan something unsafe."""
     channel, provider = request.channel, request.provider
@@ -241,6 +263,9 @@ def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = 
             if request.dlt_template is not None:
                 # The header matched case-insensitively; operators expect it as registered.
                 sender = request.dlt_template.header
+
+    if channel == "sms" or texts.fallbacks is not None:
+        reason = _refuse_long_sms(texts.sms.texts, reason, context.max_sms_parts)
 
     full_reason = np.full(len(contacts.outcome), None, dtype=object)
     full_reason[candidates] = reason
