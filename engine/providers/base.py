@@ -239,6 +239,16 @@ def parse_datetime(value: Any, zone: tzinfo = UTC) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
+def text_field(value: Any, name: str) -> str | None:
+    """A field of a provider's event that must be text (an id, a reply): a number is read as its text,
+    anything else (a list, an object) makes the event unreadable, with the field named."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{name} must be text, not {type(value).__name__}")
+
+
 def decode_json(body: bytes) -> Any:
     """Parse a provider's JSON body; an unparseable one is returned as its text for the error message."""
     try:

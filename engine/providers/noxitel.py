@@ -37,6 +37,7 @@ from engine.providers.base import (
     WhatsAppBatch,
     parse_datetime,
     positional,
+    text_field,
 )
 from engine.providers.errors import (
     AuthenticationFailed,
@@ -419,7 +420,7 @@ class NoxitelClient(HttpProvider):
                 channel=Channel.RCS,
                 to=from_noxitel(number),
                 status=str(event.get("status") or name.removeprefix("message.")),
-                message_id=event["msgId"],
+                message_id=text_field(event["msgId"], "msgId"),
                 occurred_at=at,
                 raw=event,
                 cost=stated_cost(event),
@@ -472,14 +473,16 @@ def sms_report(row: Mapping[str, Any], batch_id: str | None, sms_id: str | None 
     """One row of a `/dlr` answer (polled by batch or by message), or an SMS push, which is such a row, as a
     report."""
     dlr = row.get("dlr") or {}
+    if not isinstance(dlr, dict):
+        raise ValueError(f"dlr must be an object, not {type(dlr).__name__}")
     return DeliveryReport(
         provider=NoxitelClient.name,
         channel=Channel.SMS,
         to=from_noxitel(row["mobile"]),
         status=str(dlr.get("status", "")),
-        detail=dlr.get("operator_reply"),
-        batch_id=batch_id,
-        message_id=sms_id,
+        detail=text_field(dlr.get("operator_reply"), "dlr.operator_reply"),
+        batch_id=text_field(batch_id, "batch_id"),
+        message_id=text_field(sms_id, "sms_id"),
         occurred_at=parse_datetime(dlr.get("delivery_time"), SYSTEM_ZONE),
         raw=row,
         cost=stated_cost(row),

@@ -31,6 +31,7 @@ from engine.providers.base import (
     WhatsAppBatch,
     parse_datetime,
     positional,
+    text_field,
 )
 from engine.providers.errors import (
     AuthenticationFailed,
@@ -256,7 +257,7 @@ class PixabitsClient(HttpProvider):
                 channel=channel,
                 sender=str(data.get("from", "")),
                 text=str(data.get("text") or data.get("body") or ""),
-                message_id=data.get("message_id"),
+                message_id=text_field(data.get("message_id"), "data.message_id"),
                 occurred_at=at,
                 raw=event,
             )
@@ -269,7 +270,7 @@ class PixabitsClient(HttpProvider):
             to=str(data["to"]),
             status=name,
             detail=str(detail) if detail else None,
-            message_id=data.get("message_id"),
+            message_id=text_field(data.get("message_id"), "data.message_id"),
             occurred_at=at,
             raw=event,
         )

@@ -12,7 +12,6 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-import orjson
 from aiohttp import web
 
 from engine.providers import CLIENTS
@@ -44,8 +43,10 @@ async def receive(request: web.Request) -> web.Response:
     name = ROUTES[request.path]
     try:
         events = request.app[PROVIDERS][name].parse_webhook(body)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return web.json_response({"error": "unreadable event"}, status=400)
+    except KeyError as exc:
+        return web.json_response({"error": f"unreadable event: {exc.args[0]} is missing"}, status=400)
+    except (TypeError, ValueError) as exc:  # orjson's decode errors are ValueErrors too
+        return web.json_response({"error": f"unreadable event: {exc}"}, status=400)
     await request.app[LISTENER](name, events)
     return web.json_response({"received": len(events)})
 
