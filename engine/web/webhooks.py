@@ -31,7 +31,7 @@ ROUTES = {path: name for name, client in CLIENTS.items() for path in client.webh
 
 def signed(secret: bytes, body: bytes, signature: str) -> bool:
     expected = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
-    given = signature.strip().removeprefix("sha256=").lower().encode("ascii", "replace")
+    given = signature.strip().lower().removeprefix("sha256=").encode("ascii", "replace")
     return hmac.compare_digest(expected, given)
 
 
