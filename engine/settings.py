@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     rcs_fallback_wait_seconds: float = Field(600.0, gt=0, validation_alias=_env("CAMPAIGN_RCS_FALLBACK_WAIT_SECONDS"))
     #: How often the webhook receiver retries reports parked because their message was not known yet.
     webhook_sweep_seconds: float = Field(5.0, gt=0, validation_alias=_env("CAMPAIGN_WEBHOOK_SWEEP_SECONDS"))
+    #: The largest body a webhook push may have, in KiB; larger ones are refused before they are read.
+    webhook_max_kb: float = Field(1024.0, gt=0, validation_alias=_env("CAMPAIGN_WEBHOOK_MAX_KB"))
+    #: How long a client may take to send a push's body.
+    webhook_read_seconds: float = Field(10.0, gt=0, validation_alias=_env("CAMPAIGN_WEBHOOK_READ_SECONDS"))
     report_wait_seconds: float = Field(120.0, gt=0, validation_alias=_env("CAMPAIGN_REPORT_WAIT_SECONDS"))
     clock_offset: float = Field(0.0, validation_alias=_env("CAMPAIGN_CLOCK_OFFSET"))
     send_concurrency: int = Field(4, ge=1, validation_alias=_env("CAMPAIGN_SEND_CONCURRENCY"))

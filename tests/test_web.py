@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
+import socket
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +157,46 @@ def test_a_signed_but_malformed_event_is_a_400_naming_the_problem_and_nothing_is
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM delivery_events").scalar_one() == 0
     engine.dispose()
+
+
+@pytest.mark.cli_env(
+    CAMPAIGN_WEBHOOK_SECRET=WEBHOOK_SECRET, CAMPAIGN_WEBHOOK_MAX_KB="64", CAMPAIGN_WEBHOOK_READ_SECONDS="1"
+)
+def test_a_stranger_cannot_make_the_receiver_hold_large_compressed_or_slow_bodies(
+    env: dict[str, str], receiver: str
+) -> None:
+    """The receiver read up to 16 MiB, inflated gzip and waited for ever before checking a signature. Now a
+    compressed body is a 415, one over CAMPAIGN_WEBHOOK_MAX_KB a 413 (by its length, before it is read),
+    and a body not sent within CAMPAIGN_WEBHOOK_READ_SECONDS a 408; nothing of them is kept."""
+    url = receiver + "/webhooks/pixabits"
+    event = {"event": "sms.message.delivered", "data": {"message_id": "m1", "to": "+919876543210"}}
+    raw = orjson.dumps(event)
+    signature = hmac.new(WEBHOOK_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+    packed = urllib.request.Request(
+        url, data=gzip.compress(raw), method="POST", headers={"X-Signature": signature, "Content-Encoding": "gzip"}
+    )
+    large = {"event": "sms.message.delivered", "data": {"to": "+919876543210", "padding": "x" * 100_000}}
+
+    assert _status(packed) == 415
+    assert post(url, large) == 413
+    host, port = urllib.parse.urlsplit(receiver).hostname, urllib.parse.urlsplit(receiver).port
+    with socket.create_connection((host, port), timeout=30) as slow:
+        slow.sendall(b"POST /webhooks/pixabits HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        answer = slow.recv(200)  # the receiver answers when its read time is up; the client never finishes
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert post(url, event) == 200  # a proper push is still taken
+    engine = open_database(env["CAMPAIGN_DATABASE_URL"])
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM delivery_events").scalar_one() == 1
+    engine.dispose()
+
+
+def _status(request: urllib.request.Request) -> int:
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def test_stop_replies_and_hard_bounces_are_suppressed(env: dict[str, str], receiver: str) -> None:

@@ -14,7 +14,7 @@ from engine.reports.receiver import PushedEvents
 from engine.serve import run_until_stopped
 from engine.settings import get_settings
 from engine.store.db import open_database
-from engine.web.webhooks import ROUTES, build_app
+from engine.web.webhooks import ROUTES, Limits, build_app
 
 
 def web_command(
@@ -32,7 +32,8 @@ def web_command(
 
     def app() -> web.Application:
         listener = PushedEvents.for_settings(engine, settings)
-        receiver = build_app(secret, CLIENTS, listener)
+        limits = Limits(int(settings.webhook_max_kb * 1024), settings.webhook_read_seconds)
+        receiver = build_app(secret, CLIENTS, listener, limits)
         receiver.cleanup_ctx.append(listener.applying)
         return receiver
 

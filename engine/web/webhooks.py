@@ -7,10 +7,13 @@ constant time; a missing or wrong signature is a 401 and nothing is kept.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -24,6 +27,8 @@ Listener = Callable[[str, list[WebhookEvent]], Awaitable[None]]
 Parsers = Mapping[str, type[Provider] | Provider]
 PROVIDERS: web.AppKey[Parsers] = web.AppKey("providers")
 SECRET: web.AppKey[bytes] = web.AppKey("secret")
+LIMITS: web.AppKey[Limits] = web.AppKey("limits")
+REFUSALS: web.AppKey[Refusals] = web.AppKey("refusals")
 LISTENER: web.AppKey[Listener] = web.AppKey("listener")
 #: Path of each receiver, and the provider whose parser reads it.
 ROUTES = {path: name for name, client in CLIENTS.items() for path in client.webhook_paths}
@@ -35,10 +40,39 @@ def signed(secret: bytes, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(expected, given)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one push may cost a receiver that anyone can reach: its body's size, and how long sending it
+    may take (`CAMPAIGN_WEBHOOK_MAX_KB`, `CAMPAIGN_WEBHOOK_READ_SECONDS`)."""
+
+    max_bytes: int = 1024 * 1024
+    read_seconds: float = 10.0
+
+
+class Refusals:
+    """Refused pushes are logged once, then at most a line a minute with how many came meanwhile, so that a
+    stranger's flood of bad signatures cannot flood the log."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.since = -self.EVERY
+
+    def note(self, path: str) -> None:
+        self.count += 1
+        moment = time.monotonic()
+        if moment - self.since >= self.EVERY:
+            log.warning("refused %d webhook(s) with a bad or missing signature, the last on %s", self.count, path)
+            self.count, self.since = 0, moment
+
+
 async def receive(request: web.Request) -> web.Response:
-    body = await request.read()
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
     if not signed(request.app[SECRET], body, request.headers.get("X-Signature", "")):
-        log.warning("refused a webhook on %s: bad or missing signature", request.path)
+        request.app[REFUSALS].note(request.path)
         return web.json_response({"error": "invalid signature"}, status=401)
     name = ROUTES[request.path]
     try:
@@ -51,9 +85,27 @@ async def receive(request: web.Request) -> web.Response:
     return web.json_response({"received": len(events)})
 
 
-def build_app(secret: str, providers: Parsers, listener: Listener) -> web.Application:
+async def _body(request: web.Request) -> bytes | web.Response:
+    """The raw body as it was signed, or the answer that refuses it: compressed (it would be inflated before
+    the signature is checked), larger than the limit, or not sent within the time."""
+    limits = request.app[LIMITS]
+    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        return web.json_response({"error": "compressed bodies are not taken: send the body as it is"}, status=415)
+    if request.content_length is not None and request.content_length > limits.max_bytes:
+        return web.json_response({"error": f"the body is larger than {limits.max_bytes:,} bytes"}, status=413)
+    try:
+        async with asyncio.timeout(limits.read_seconds):
+            return await request.read()
+    except TimeoutError:
+        return web.json_response({"error": f"the body did not come within {limits.read_seconds:g} s"}, status=408)
+
+
+def build_app(secret: str, providers: Parsers, listener: Listener, limits: Limits | None = None) -> web.Application:
     """The receiver of these providers' pushes: a POST route for each of their webhook paths."""
-    app = web.Application(client_max_size=16 * 1024 * 1024)
+    limits = limits or Limits()
+    app = web.Application(client_max_size=limits.max_bytes)
+    app[LIMITS] = limits
+    app[REFUSALS] = Refusals()
     app[SECRET] = secret.encode()
     app[PROVIDERS] = providers
     app[LISTENER] = listener
