@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: What stands in a provider's answer where it echoed the API key.
+SCRUBBED_KEY = b"[api key]"
+#: Keys at least this long are scrubbed from answers.
+MIN_SCRUBBED_KEY = 12
+
 
 class Channel(StrEnum):
     SMS = "sms"
@@ -446,6 +451,10 @@ class HttpProvider(Provider):
         total_timeout: float = 60.0,
     ) -> None:
         self._auth = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        #: A provider (or a proxy) that echoes the request's headers in its answer would put the key into
+        #: every error logged or stored; answers are scrubbed of it as they are read. Short keys (the
+        #: sandbox's default `sandbox`) are words, not secrets, and are left alone.
+        self._key = api_key.encode() if len(api_key) >= MIN_SCRUBBED_KEY else None
         self.base_url = base_url.rstrip("/")
         self._own_session = session is None
         self._session = session or new_session(connect_timeout, total_timeout)
@@ -507,6 +516,8 @@ class HttpProvider(Provider):
                 allow_redirects=False,
             ) as http:
                 raw = await http.read()
+                if self._key is not None and self._key in raw:
+                    raw = raw.replace(self._key, SCRUBBED_KEY)
                 response = Response(http.status, dict(http.headers), decode_json(raw))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             failure = type(exc).__name__ + (f": {exc}" if str(exc) else "")
