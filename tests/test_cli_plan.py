@@ -200,7 +200,7 @@ def _missing_column_in_template(tmp_path: Path) -> Path:
         (_missing_column_in_template, "the message uses #order#, #day# but the file has no such column"),
         (_binary, "not a CSV"),
         (_truncated_utf16, "looks like UTF-16"),
-        (_late_zero_byte, "not a CSV file (it holds binary data)"),
+        (_late_zero_byte, "not a CSV file (it holds binary data: a NUL byte on line 3,002)"),
         (_no_valid, "no valid rows: all 1 rows"),
     ],
 )

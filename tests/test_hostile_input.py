@@ -8,6 +8,7 @@ import os
 import tracemalloc
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 
 from engine import gsm
@@ -135,3 +136,16 @@ def test_a_row_whose_sms_would_take_more_parts_than_operators_take_is_refused(tm
     with rejects.open(newline="", encoding="utf-8-sig") as file:
         refused = {row["line"]: row["reason"] for row in csv.DictReader(file)}
     assert refused == {"3": "message would take 11 SMS parts; the most is 10 (CAMPAIGN_MAX_SMS_PARTS)"}
+
+
+def test_a_column_named_like_an_earlier_one_is_named_in_a_warning(tmp_path: Path) -> None:
+    """Duplicate header names were renamed silently, so `#name#` quietly meant the first of them."""
+    env = {**os.environ, "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}"}
+    twice = tmp_path / "twice.csv"
+    twice.write_text("name,mobile,Name\nAsha,9876543210,Ravi\n")
+
+    done, _ = campaign_measured(env, *PLAN, str(twice))
+
+    assert done.returncode == 0, done.stderr
+    warning = f"{twice}: column 3 is named 'Name' like an earlier one: it is #name_2# in a message"
+    assert warning in orjson.loads(done.stdout)["warnings"]

@@ -170,6 +170,23 @@ def read_bounded(path: Path, max_bytes: int, setting: str) -> bytes:
 MAX_COLUMNS = 1_000
 
 
+def _column_keys(header: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Each column's key (what a `#placeholder#` names) and its name as written; a name that repeats one
+    before it gets a numbered key, and a line saying so, since its placeholder is no longer its name."""
+    headers: dict[str, str] = {}
+    renamed: list[str] = []
+    for position, name in enumerate(header, start=1):
+        key = column_key(name) or f"column_{position}"
+        base, suffix = key, 2
+        while key in headers:
+            key, suffix = f"{base}_{suffix}", suffix + 1
+        if key != base and name.strip():
+            clash = f"column {position} is named {name.strip()!r} like an earlier one"
+            renamed.append(f"{clash}: it is #{key}# in a message")
+        headers[key] = name.strip()
+    return headers, renamed
+
+
 def read_contacts(path: Path, max_bytes: int = MAX_FILE_BYTES) -> ContactFile:
     """Read and parse a contact CSV; a file that cannot be a contact list raises `ContactsError`."""
     try:
@@ -183,8 +200,9 @@ def read_contacts(path: Path, max_bytes: int = MAX_FILE_BYTES) -> ContactFile:
     if data.startswith(b"PK\x03\x04") or data.startswith(b"\xd0\xcf\x11\xe0"):
         raise ContactsError(f"{path} is an Excel workbook, not a CSV: save it as CSV (comma delimited) first")
     text, encoding, replaced = _decode(data, path)
-    if "\x00" in text:
-        raise ContactsError(f"{path} is not a CSV file (it holds binary data)")
+    if (nul := text.find("\x00")) >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise ContactsError(f"{path} is not a CSV file (it holds binary data: a NUL byte on line {line:,})")
     if not text.strip():
         raise ContactsError(f"{path} is empty")
     if encoding != "utf-8" or replaced:
@@ -204,13 +222,7 @@ def read_contacts(path: Path, max_bytes: int = MAX_FILE_BYTES) -> ContactFile:
             f"{path} has {len(header):,} columns in its first line; a contact list has at most {MAX_COLUMNS:,}: "
             "is it the right file?"
         )
-    headers: dict[str, str] = {}
-    for position, name in enumerate(header, start=1):
-        key = column_key(name) or f"column_{position}"
-        base, suffix = key, 2
-        while key in headers:
-            key, suffix = f"{base}_{suffix}", suffix + 1
-        headers[key] = name.strip()
+    headers, renamed = _column_keys(header)
 
     malformed_rows = 0
 
@@ -252,7 +264,7 @@ def read_contacts(path: Path, max_bytes: int = MAX_FILE_BYTES) -> ContactFile:
     if placed is None:
         raise ContactsError(f"{path} is not a readable CSV file: its quotes do not pair up (check quoted cells)")
     lines, malformed = placed
-    warnings = []
+    warnings = [f"{path}: {clash}" for clash in renamed]
     if replaced:
         warnings.append(
             f"{path} is UTF-8 apart from {replaced:,} invalid byte sequence{'s' if replaced > 1 else ''}, "
