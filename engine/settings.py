@@ -18,6 +18,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from engine.redact import mask_url_password
 from engine.windows import INDIA, SendWindow, WindowError, zone
 
+#: Limits on what the engine reads, each the default of its setting below and of the code that applies it.
+MAX_FILE_MB = 1024.0
+MAX_HTML_KB = 1024.0
+#: Operators commonly drop an SMS of more than 6-10 parts.
+MAX_SMS_PARTS = 10
+WEBHOOK_MAX_KB = 1024.0
+WEBHOOK_READ_SECONDS = 10.0
+
 #: A base URL of this value starts the embedded sandbox instead of calling a real provider.
 SANDBOX = "sandbox"
 
@@ -68,9 +76,11 @@ class Settings(BaseSettings):
     #: How often the webhook receiver retries reports parked because their message was not known yet.
     webhook_sweep_seconds: float = Field(5.0, gt=0, validation_alias=_env("CAMPAIGN_WEBHOOK_SWEEP_SECONDS"))
     #: The largest body a webhook push may have, in KiB; larger ones are refused before they are read.
-    webhook_max_kb: float = Field(1024.0, gt=0, validation_alias=_env("CAMPAIGN_WEBHOOK_MAX_KB"))
+    webhook_max_kb: float = Field(WEBHOOK_MAX_KB, gt=0, validation_alias=_env("CAMPAIGN_WEBHOOK_MAX_KB"))
     #: How long a client may take to send a push's body.
-    webhook_read_seconds: float = Field(10.0, gt=0, validation_alias=_env("CAMPAIGN_WEBHOOK_READ_SECONDS"))
+    webhook_read_seconds: float = Field(
+        WEBHOOK_READ_SECONDS, gt=0, validation_alias=_env("CAMPAIGN_WEBHOOK_READ_SECONDS")
+    )
     report_wait_seconds: float = Field(120.0, gt=0, validation_alias=_env("CAMPAIGN_REPORT_WAIT_SECONDS"))
     clock_offset: float = Field(0.0, validation_alias=_env("CAMPAIGN_CLOCK_OFFSET"))
     send_concurrency: int = Field(4, ge=1, validation_alias=_env("CAMPAIGN_SEND_CONCURRENCY"))
@@ -84,11 +94,11 @@ class Settings(BaseSettings):
     wallet_warn_below: float = Field(1000.0, ge=0, validation_alias=_env("CAMPAIGN_WALLET_WARN_BELOW"))
 
     #: The largest contact, suppression or DLT CSV read, in MiB; a larger one is refused before it is read.
-    max_file_mb: float = Field(1024.0, gt=0, validation_alias=_env("CAMPAIGN_MAX_FILE_MB"))
+    max_file_mb: float = Field(MAX_FILE_MB, gt=0, validation_alias=_env("CAMPAIGN_MAX_FILE_MB"))
     #: The most SMS parts one message may take; a row whose message would take more is refused.
-    max_sms_parts: int = Field(10, ge=1, le=255, validation_alias=_env("CAMPAIGN_MAX_SMS_PARTS"))
+    max_sms_parts: int = Field(MAX_SMS_PARTS, ge=1, le=255, validation_alias=_env("CAMPAIGN_MAX_SMS_PARTS"))
     #: The largest `--html` email body read, in KiB.
-    max_html_kb: float = Field(1024.0, gt=0, validation_alias=_env("CAMPAIGN_MAX_HTML_KB"))
+    max_html_kb: float = Field(MAX_HTML_KB, gt=0, validation_alias=_env("CAMPAIGN_MAX_HTML_KB"))
 
     http_connect_timeout: float = Field(5.0, gt=0, validation_alias=_env("CAMPAIGN_HTTP_CONNECT_TIMEOUT"))
     http_total_timeout: float = Field(60.0, gt=0, validation_alias=_env("CAMPAIGN_HTTP_TOTAL_TIMEOUT"))

@@ -32,8 +32,7 @@ def web_command(
 
     def app() -> web.Application:
         listener = PushedEvents.for_settings(engine, settings)
-        limits = Limits(int(settings.webhook_max_kb * 1024), settings.webhook_read_seconds)
-        receiver = build_app(secret, CLIENTS, listener, limits)
+        receiver = build_app(secret, CLIENTS, listener, Limits.of(settings))
         receiver.cleanup_ctx.append(listener.applying)
         return receiver
 

@@ -32,6 +32,7 @@ import pyarrow.csv as pa_csv
 from engine.csvsafe import write_csv
 from engine.errors import CampaignError
 from engine.planning import phones
+from engine.settings import MAX_FILE_MB
 
 
 class ContactsError(CampaignError):
@@ -149,7 +150,7 @@ class ContactFile:
 
 
 #: The largest file read by default (`CAMPAIGN_MAX_FILE_MB`).
-MAX_FILE_BYTES = 1024 * 1024 * 1024
+MAX_FILE_BYTES = int(MAX_FILE_MB * 1024 * 1024)
 
 
 def read_bounded(path: Path, max_bytes: int, setting: str) -> bytes:

@@ -44,6 +44,7 @@ from engine.planning.summary import DayShare, Encodings, FallbackCost, PlanSumma
 from engine.providers import CLIENTS, PROVIDERS
 from engine.providers.base import Balance, Channel
 from engine.redact import mask_address
+from engine.settings import MAX_SMS_PARTS
 from engine.store import models
 from engine.store.db import bulk_insert
 from engine.store.states import BatchState, CampaignState
@@ -69,8 +70,6 @@ class PlanRefused(CampaignError):
     """The campaign must not be sent as asked; the message carries the figures."""
 
 
-#: The most parts an SMS may take by default; operators commonly drop messages over 6-10 parts.
-MAX_SMS_PARTS = 10
 TOO_MANY_PARTS = "message would take {:,} SMS parts; the most is {} (CAMPAIGN_MAX_SMS_PARTS)"
 
 

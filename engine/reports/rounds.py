@@ -89,7 +89,7 @@ async def report_round(
     )
 
 
-def apply_stored(engine: Engine, max_age: timedelta, drain: bool = True) -> statuses.Applied:
+def apply_stored(engine: Engine, max_age: timedelta, drain: bool) -> statuses.Applied:
     """The stored reports to statuses: a page, or with `drain` page by page until a page is not full (the
     receiver, whose round is nothing else; a poller's round takes a page and leaves the rest to the next)."""
     applied = more = statuses.apply_pending(engine, max_age)

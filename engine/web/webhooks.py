@@ -19,6 +19,7 @@ from aiohttp import web
 
 from engine.providers import CLIENTS
 from engine.providers.base import Provider, WebhookEvent
+from engine.settings import WEBHOOK_MAX_KB, WEBHOOK_READ_SECONDS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,12 @@ class Limits:
     """What one push may cost a receiver that anyone can reach: its body's size, and how long sending it
     may take (`CAMPAIGN_WEBHOOK_MAX_KB`, `CAMPAIGN_WEBHOOK_READ_SECONDS`)."""
 
-    max_bytes: int = 1024 * 1024
-    read_seconds: float = 10.0
+    max_bytes: int = int(WEBHOOK_MAX_KB * 1024)
+    read_seconds: float = WEBHOOK_READ_SECONDS
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(int(settings.webhook_max_kb * 1024), settings.webhook_read_seconds)
 
 
 class Refusals:
