@@ -93,6 +93,7 @@ async def open_provider(
                 noxitel_rate=settings.noxitel_rate,
                 webhook_secret=secret,
                 webhook_url=webhook_url,
+                max_sms_parts=settings.max_sms_parts,
             )
             url = await stack.enter_async_context(serve(config))
             base_url = provider_url(url, name)

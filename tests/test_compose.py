@@ -3,9 +3,11 @@
 No Docker engine is needed: the compose file is read with PyYAML and its
 variables substituted the way compose does, then every command is parsed by
 the real `campaign` and `celery` command lines, every variable is held against
-the settings the engine reads, and the health checks are run against the real
-servers. What only a running engine could show (that the image builds) is not
-claimed here.
+the settings the engine reads, the health checks are run against the real
+servers, and the sandbox is started as its service starts it. Hardening
+(capabilities, limits, log rotation, pinned images) is checked by structure,
+service by service. What only a running engine could show (that the image
+builds, that the limits suffice) is not claimed here.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from engine.errors import ConfigurationError
 from engine.sandbox.server import NOXITEL_PREFIX
 from engine.settings import Settings
 from engine.web.webhooks import ROUTES
-from tests.fixtures.sandbox import Sandbox, read_banner
+from tests.fixtures.cli import campaign
+from tests.fixtures.sandbox import Sandbox, read_banner, read_line, sandbox_process
 from workers.app import QUEUES, SEND_QUEUES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,10 +52,18 @@ ENV_EXAMPLE = DOCKER / "compose.env.example"
 #: What a deployer writes in docker/.env: the secrets compose refuses to start without, keys for the sandbox.
 DEPLOYMENT = {
     "POSTGRES_PASSWORD": "pg-secret",
-    "CAMPAIGN_WEBHOOK_SECRET": "hook-secret",
+    "REDIS_PASSWORD": "redis-secret",
+    "CAMPAIGN_WEBHOOK_SECRET": "hook-secret-long-enough-not-to-be-guessed",
     "FLOWER_BASIC_AUTH": "ops:flower-secret",
     "PIXABITS_API_KEY": "sandbox",
     "NOXITEL_API_KEY": "sandbox",
+}
+#: A test stack's docker/.env: the sandbox's own secrets besides, the receiver's set to the sandbox's signing one.
+TEST_STACK = {
+    **DEPLOYMENT,
+    "CAMPAIGN_WEBHOOK_SECRET": "sandbox-hook-secret-of-a-test-stack-only",
+    "SANDBOX_WEBHOOK_SECRET": "sandbox-hook-secret-of-a-test-stack-only",
+    "SANDBOX_CONTROL_TOKEN": "sandbox-control-token",
 }
 #: Names that hold credentials wherever they appear.
 SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|AUTH")
@@ -289,6 +300,18 @@ def test_every_queue_has_a_worker_and_each_provider_its_own() -> None:
 # --- configuration ----------------------------------------------------------------------------------------------
 
 
+def command_variables(service: dict[str, Any]) -> set[str]:
+    """The variables the service's `campaign` command reads as options (`campaign sandbox`'s SANDBOX_*)."""
+    args = command(service)
+    if args[0] != "campaign":
+        return set()
+    found: set[str] = set()
+    for param in parse_campaign(args).command.params:
+        envvar = getattr(param, "envvar", None)
+        found.update([envvar] if isinstance(envvar, str) else envvar or [])
+    return found
+
+
 def test_every_variable_set_is_one_the_engine_reads() -> None:
     known = settings_names()
     for name, service in engine_services().items():
@@ -297,7 +320,7 @@ def test_every_variable_set_is_one_the_engine_reads() -> None:
                 option_name = variable.removeprefix("FLOWER_").lower().replace("_", "-")
                 assert option_name in flower_options(), f"Flower has no option for {variable}"
                 continue
-            assert variable in known, f"{name} sets {variable}, which nothing reads"
+            assert variable in known | command_variables(service), f"{name} sets {variable}, which nothing reads"
 
 
 def test_each_service_gets_a_configuration_the_engine_accepts() -> None:
@@ -340,26 +363,52 @@ def test_the_services_find_each_other_by_name_and_port() -> None:
     pushes = urlsplit(option(command(found["sandbox"]), "--webhook-url"))
     assert (pushes.hostname, pushes.port) == ("web", web_port)
     assert ROUTES.get(pushes.path) == "pixabits"
-    assert (
-        environment(found["sandbox"])["CAMPAIGN_WEBHOOK_SECRET"] == environment(found["web"])["CAMPAIGN_WEBHOOK_SECRET"]
-    ), "the receiver would reject every event the sandbox signs"
+
+
+def redis_password(redis: dict[str, Any]) -> str:
+    """The password redis-server requires, as its command sets it (a `$NAME` read from its environment)."""
+    args = command(redis)
+    if args[:2] == ["sh", "-c"]:
+        args = shlex.split(args[2])
+    return substitute(option(args, "--requirepass"), environment(redis))
+
+
+def test_redis_wants_a_password_and_every_client_of_it_has_that_password() -> None:
+    found = services()
+    password = redis_password(found["redis"])
+    assert password == DEPLOYMENT["REDIS_PASSWORD"]
+    health = shlex.split(" ".join(str(part) for part in found["redis"]["healthcheck"]["test"][1:]))
+    auth = [word.split("=", 1)[1] for word in health if word.startswith("REDISCLI_AUTH=")]
+    assert auth and substitute(auth[0], environment(found["redis"])) == password, "the health check would be refused"
+    clients = [name for name, service in engine_services().items() if "CAMPAIGN_BROKER_URL" in environment(service)]
+    assert {"beat", "flower", *worker_queues()} <= set(clients)
+    for name in clients:
+        assert _url(found[name], "CAMPAIGN_BROKER_URL").password == password, name
 
 
 def test_secrets_are_required_from_the_environment_never_written_in_the_file() -> None:
-    """Each secret is `${NAME:?...}`: no default that would become everyone's password, no key on a command line."""
+    """Each secret is `${NAME:?...}`: no default that would become everyone's password. Only a service a
+    production start leaves out (one with a profile) may leave its own unset, as `${NAME:-}`, and refuse or
+    make one up itself: compose reads the whole file before it picks services, so requiring them would stop
+    every start. No secret on a command line or in a health check, where `docker inspect` and `ps` show it."""
     secret_names = secret_settings() | {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"}
     required = r"\$\{[A-Z][A-Z0-9_]*:\?[^}]*\}"
     for name, service in raw_compose()["services"].items():
         for variable, value in environment(service).items():
             if variable in secret_names or SECRET_NAME.search(variable):
-                assert re.fullmatch(r"\$\{" + variable + r":\?[^}]*\}", value), (
+                unset = r"|\$\{" + variable + r":-\}" if service.get("profiles") else ""
+                assert re.fullmatch(r"\$\{" + variable + r":\?[^}]*\}" + unset, value), (
                     f"{name}: {variable} must be ${{{variable}:?...}}, not {value!r}"
                 )
             userinfo = re.match(r"[a-z+]+://[^:/@]+:(.+)@[^@]+$", value)
             if userinfo:
                 assert re.fullmatch(required, userinfo[1]), f"{name}: a password written into {variable}"
-        for argument in command(service) if "command" in service else []:
-            assert "api-key" not in argument and "password" not in argument.lower(), f"{name}: {argument}"
+    secrets = {value for key, value in TEST_STACK.items() if SECRET_NAME.search(key) and not key.endswith("_API_KEY")}
+    for name, service in services(TEST_STACK).items():
+        shown = [*(command(service) if "command" in service else []), *strings(service.get("healthcheck", {}))]
+        for argument in shown:
+            assert "api-key" not in argument, f"{name}: {argument}"
+            assert not any(secret in argument for secret in secrets), f"{name}: a secret in {argument!r}"
 
 
 def test_compose_refuses_to_start_without_each_secret() -> None:
@@ -390,11 +439,140 @@ def test_the_example_env_file_lists_every_required_variable() -> None:
             assert value == "sandbox", "the only key an example may carry is the sandbox's own"
 
 
+# --- the sandbox: test stacks only, with secrets of its own ---------------------------------------------------------
+
+
+def started(*profiles: str) -> dict[str, dict[str, Any]]:
+    """The services `docker compose [--profile P ...] up` starts: those without profiles and those of P."""
+    return {
+        name: service
+        for name, service in services(TEST_STACK).items()
+        if not service.get("profiles") or set(service["profiles"]) & set(profiles)
+    }
+
+
+def test_a_production_start_runs_no_sandbox_and_needs_none_of_its_settings() -> None:
+    production = started()
+    assert "sandbox" not in production and "cli" not in production
+    assert {"redis", "postgres", "migrate", "web", "beat", "flower", *worker_queues()} <= set(production)
+    for name, service in production.items():
+        for target, rule in service.get("depends_on", {}).items():
+            assert target in production or rule.get("required") is False, f"{name} would not start without {target}"
+    assert not [key for key in DEPLOYMENT if key.startswith("SANDBOX_")]
+    compose(DEPLOYMENT)  # the sandbox's secrets are not asked for
+    test_stack = started("sandbox")
+    for name in worker_queues():
+        assert test_stack[name]["depends_on"]["sandbox"]["condition"] == "service_healthy", name
+
+
+def test_the_sandbox_holds_no_production_secret() -> None:
+    """It signs with SANDBOX_WEBHOOK_SECRET; a production receiver's secret never reaches it."""
+    production = {**DEPLOYMENT, "SANDBOX_WEBHOOK_SECRET": "sandbox-only-secret"}
+    sandbox = services(production)["sandbox"]
+    env = environment(sandbox)
+    assert set(env) <= command_variables(sandbox) and all(variable.startswith("SANDBOX_") for variable in env)
+    secrets = {value for key, value in DEPLOYMENT.items() if SECRET_NAME.search(key) and not key.endswith("_API_KEY")}
+    assert not secrets & set(env.values())
+    test_stack = services(TEST_STACK)
+    signs_with = environment(test_stack["sandbox"])["SANDBOX_WEBHOOK_SECRET"]
+    assert signs_with == environment(test_stack["web"])["CAMPAIGN_WEBHOOK_SECRET"], "a test stack pairs them"
+
+
+def _here(service: dict[str, Any]) -> list[str]:
+    """The service's `campaign sandbox` options but where it listens (here: loopback, a free port)."""
+    options = command(service)[2:]
+    pairs = zip(options[::2], options[1::2], strict=True)
+    return [word for pair in pairs if pair[0] not in ("--host", "--port") for word in pair]
+
+
+def test_the_sandbox_service_wants_its_control_token() -> None:
+    service = services(TEST_STACK)["sandbox"]
+    with sandbox_process(*_here(service), env={**os.environ, **environment(service)}) as (_, url):
+        sandbox = Sandbox(url, TEST_STACK["SANDBOX_CONTROL_TOKEN"])
+        assert sandbox.call("/_sandbox/stats")[0] == 401
+        assert sandbox.call("/_sandbox/stats", bearer="sandbox")[0] == 401  # a provider key is not the token
+        assert sandbox.call("/_sandbox/stats", bearer=sandbox.token)[0] == 200
+        assert sandbox.admin("config")["webhook_secret"] is True
+
+
+def test_the_sandbox_service_without_its_token_makes_one_up_and_logs_it() -> None:
+    service = services({**TEST_STACK, "SANDBOX_CONTROL_TOKEN": ""})["sandbox"]
+    with sandbox_process(*_here(service), env={**os.environ, **environment(service)}) as (process, url):
+        token = read_line(process).rsplit(" ", 1)[-1].strip()
+        assert len(token) >= 16
+        sandbox = Sandbox(url, token)
+        assert sandbox.call("/_sandbox/stats")[0] == 401
+        assert sandbox.call("/_sandbox/stats", bearer=token)[0] == 200
+
+
+def test_the_sandbox_service_refuses_to_start_without_its_webhook_secret() -> None:
+    service = services({**TEST_STACK, "SANDBOX_WEBHOOK_SECRET": ""})["sandbox"]
+    done = campaign({**os.environ, **environment(service)}, "sandbox", *_here(service), "--port", "0", timeout=60)
+    assert done.returncode == 1
+    assert "SANDBOX_WEBHOOK_SECRET" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- hardening ----------------------------------------------------------------------------------------------------
+
+#: How each image pulled numbers its releases: an exact version has this many parts (PostgreSQL: major.minor).
+VERSION_PARTS = {"redis": 3, "postgres": 2}
+SIZE = re.compile(r"(?P<number>\d+)(?P<unit>[kmg]?)b?", re.IGNORECASE)
+
+
+def size(text: str) -> int:
+    """Bytes of a compose size (`512m`, `1g`, `10m`)."""
+    match = SIZE.fullmatch(str(text))
+    assert match, f"not a size: {text!r}"
+    return int(match["number"]) * 1024 ** " kmg".index(match["unit"].lower() or " ")
+
+
+def test_every_service_runs_without_capabilities_or_privilege_gain() -> None:
+    """An image whose entrypoint starts as root (to chown its data, then switch user) would need capabilities
+    back: such services run as the image's own user instead."""
+    for name, service in services(TEST_STACK).items():
+        assert service.get("cap_drop") == ["ALL"], name
+        assert not service.get("cap_add"), f"{name} adds back {service['cap_add']}"
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        user = str(service.get("user", "")).split(":")[0]
+        assert user not in ("root", "0"), name
+        assert user or name in engine_services(), f"{name} starts as root (the engine image has its own USER)"
+
+
+def test_every_service_has_memory_and_process_limits() -> None:
+    for name, service in services(TEST_STACK).items():
+        assert 128 * 2**20 <= size(service.get("mem_limit", "0")) <= 8 * 2**30, name
+        assert isinstance(service.get("pids_limit"), int) and 64 <= service["pids_limit"] <= 4096, name
+    redis = services()["redis"]
+    maxmemory = option(shlex.split(command(redis)[2]), "--maxmemory")
+    assert size(maxmemory) < size(redis["mem_limit"]), "Redis must refuse writes before the kernel kills it"
+
+
+def test_every_service_rotates_its_logs() -> None:
+    for name, service in services(TEST_STACK).items():
+        logging = service.get("logging", {})
+        assert logging.get("driver") == "json-file", name
+        options = logging.get("options", {})
+        assert isinstance(options.get("max-size"), str) and size(options["max-size"]) <= 100 * 2**20, name
+        assert isinstance(options.get("max-file"), str) and 1 <= int(options["max-file"]) <= 20, name
+
+
+def test_every_image_pulled_is_pinned_to_an_exact_version() -> None:
+    for name, service in services(TEST_STACK).items():
+        if name in engine_services():
+            continue
+        repository, _, tag = service["image"].partition(":")
+        version = tag.split("-")[0]
+        assert repository in VERSION_PARTS, f"{name}: {service['image']}"
+        assert re.fullmatch(r"\d+(?:\.\d+)*", version), f"{name}: {service['image']}"
+        assert version.count(".") + 1 == VERSION_PARTS[repository], f"{name}: {service['image']} floats"
+
+
 # --- exposure, order and health -----------------------------------------------------------------------------------
 
 
 def test_the_sandbox_and_redis_are_reachable_only_inside_the_stack() -> None:
-    """The sandbox's /_sandbox/* controls and Redis take no credentials: no port of theirs reaches the host."""
+    """Behind a control token and a password, the sandbox and Redis still keep to the stack: no port of theirs
+    reaches the host."""
     found = services()
     for name in ("sandbox", "redis"):
         assert "ports" not in found[name], f"{name} publishes a port"
@@ -465,7 +643,7 @@ def test_the_web_health_check_passes_on_the_receiver_and_fails_without_one(tmp_p
     env = {
         **os.environ,
         "CAMPAIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'campaigns.db'}",
-        "CAMPAIGN_WEBHOOK_SECRET": "hook-secret",
+        "CAMPAIGN_WEBHOOK_SECRET": DEPLOYMENT["CAMPAIGN_WEBHOOK_SECRET"],
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "engine", "web", "--port", "0"], env=env, stdout=subprocess.PIPE, text=True
@@ -511,10 +689,10 @@ def final_stage() -> list[Instruction]:
     return instructions[last:]
 
 
-def test_the_image_starts_from_slim_python_3_11() -> None:
-    for instruction in dockerfile():
-        if instruction.keyword == "FROM":
-            assert re.match(r"python:3\.11-slim\b", instruction.arguments), instruction.arguments
+def test_the_image_starts_from_one_exact_slim_python_3_11() -> None:
+    bases = {instruction.arguments.split()[0] for instruction in dockerfile() if instruction.keyword == "FROM"}
+    assert len(bases) == 1, f"the stages start from different Pythons: {bases}"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(?:@sha256:[0-9a-f]{64})?", bases.pop())
 
 
 def test_the_image_runs_as_an_unprivileged_user() -> None:

@@ -1,17 +1,23 @@
 """`campaign sandbox`: run the provider sandbox as its own service.
 
 The command lives with the sandbox because its options are the providers'
-own plans and limits; the CLI only registers it.
+own plans and limits; the CLI only registers it. Its secrets are its own
+(`SANDBOX_CONTROL_TOKEN`, `SANDBOX_WEBHOOK_SECRET`), never the engine's: a
+sandbox that signed with the receiver's production secret could make it
+believe any event.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
 import typer
 
+from engine.errors import ConfigurationError
 from engine.sandbox.config import SandboxConfig
 from engine.sandbox.server import run_forever
+from engine.settings import MAX_SMS_PARTS
 
 Option = typer.Option
 
@@ -33,12 +39,26 @@ def sandbox(
     latency_ms: Annotated[float, Option(help="Added latency per request, in milliseconds.")] = 0.0,
     webhook_url: Annotated[str | None, Option(help="Where Pixabits events are pushed (its dashboard setting).")] = None,
     webhook_secret: Annotated[
-        str | None, Option(envvar="CAMPAIGN_WEBHOOK_SECRET", help="Secret for the X-Signature HMAC of pushed events.")
+        str | None, Option(envvar="SANDBOX_WEBHOOK_SECRET", help="Secret for the X-Signature HMAC of pushed events.")
     ] = None,
     allow_ip: Annotated[list[str] | None, Option("--allow-ip", help="Noxitel IP allow-list (default: any).")] = None,
+    max_sms_parts: Annotated[int, Option(help="The most parts one SMS may take; longer ones are refused.")] = (
+        MAX_SMS_PARTS
+    ),
+    control_token: Annotated[
+        str | None,
+        Option(
+            envvar="SANDBOX_CONTROL_TOKEN",
+            help="Token /_sandbox/* requests must carry (Authorization: Bearer); unset: one is made up and printed.",
+        ),
+    ] = None,
 ) -> None:
     """Run the provider sandbox: Pixabits at the root, Noxitel under /api/v2."""
-
+    if webhook_url and not webhook_secret:
+        raise ConfigurationError(
+            "--webhook-url needs --webhook-secret (or SANDBOX_WEBHOOK_SECRET): the receiver refuses unsigned events"
+        )
+    token = control_token or secrets.token_urlsafe(24)
     config = SandboxConfig(
         api_keys=tuple(api_key or ("sandbox",)),
         plan=plan.lower(),
@@ -55,5 +75,7 @@ def sandbox(
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
         allowed_ips=tuple(allow_ip or ()),
+        max_sms_parts=max_sms_parts,
+        control_token=token,
     )
-    run_forever(config, host, port)
+    run_forever(config, host, port, show_token=not control_token)

@@ -3,7 +3,9 @@
 Shapes follow the published reference field for field (numbers without `+`,
 errors as `{"success": false, "status", "message"}`, `/dlr` as a GET with a
 JSON body). Where the reference is silent the sandbox takes these readings:
-50,000 contacts per call, `notifyUrl` SMS pushes as
+50,000 contacts per call, a 400 for a request holding an SMS of more parts
+than `max_sms_parts` (each contact's text, or the RCS `smsFallback`), each
+text encoded on its own unless `mode` is `unicode`, `notifyUrl` SMS pushes as
 one `/dlr` row plus `batch_id` and `sms_id`, and a WhatsApp campaign id taken
 from an optional `campaignId` on `/whatsapp/message`.
 """
@@ -155,8 +157,9 @@ def _render(message: str, params: dict[str, Any]) -> str:
     return VAR.sub(lambda m: str(params[m.group(1)]), message)
 
 
-def _sms_parts(message: str, mode: str, parameters: list[dict[str, Any]]) -> int:
-    """Segments the whole request costs, each contact's text rendered from the `#var#` message.
+def _sms_parts(message: str, mode: str, parameters: list[dict[str, Any]]) -> list[int]:
+    """Segments each contact's text takes, rendered from the `#var#` message, all in one encoding (UCS-2 if
+    any text needs it), as the request is billed.
 
     Lengths are added up instead of rendering 50,000 strings; a rare text with
     GSM-7 extension characters or characters beyond the BMP is rendered for real.
@@ -167,10 +170,9 @@ def _sms_parts(message: str, mode: str, parameters: list[dict[str, Any]]) -> int
     joined = "".join(values)
     encoding: Encoding = "ucs2" if mode == "unicode" or not is_gsm7(static + joined) else "gsm7"
     if not occurrences:
-        return segments(message, encoding) * len(parameters)
+        return [segments(message, encoding)] * len(parameters)
     if length_in_units(static + joined, encoding) != len(static) + len(joined):
-        texts = (_render(message, p) for p in parameters)
-        return sum(segments(text, encoding) for text in texts)
+        return [segments(_render(message, p), encoding) for p in parameters]
     weights = list(occurrences.values())
     lengths = [len(v) for v in values]
     base, k = len(static), len(weights)
@@ -182,7 +184,18 @@ def _sms_parts(message: str, mode: str, parameters: list[dict[str, Any]]) -> int
             for i in range(0, len(lengths), k)
         ]
     single, multi = SINGLE[encoding], MULTI[encoding]
-    return sum(1 if u <= single else -(-u // multi) for u in units)
+    return [1 if u <= single else -(-u // multi) for u in units]
+
+
+def _refuse_long_sms(message: str, mode: str, parameters: list[dict[str, Any]], parts: list[int], most: int) -> None:
+    """A 400 naming the first contact whose SMS takes more than `most` parts. `parts` may count a GSM-7
+    text as UCS-2 (billing's one encoding), so a text over the limit there is counted again on its own."""
+    encoding: Encoding | None = "ucs2" if mode == "unicode" else None
+    for i, counted in enumerate(parts):
+        if counted > most:
+            own = segments(_render(message, parameters[i]), encoding)
+            if own > most:
+                raise _fail(f"Message too long for contacts[{i}]: {own} SMS parts; at most {most} are allowed")
 
 
 def _store(request: web.Request, channel: str, numbers: list[str], prefix: str, when: float, **extra: Any) -> Send:
@@ -232,7 +245,9 @@ async def sms(request: web.Request) -> web.Response:
     notify = _notify_url(body)
     when = _schedule(body, state.clock.time())
     numbers, parameters = _contacts(body, "mobile", state.config.max_sms_per_call, set(VAR.findall(message)))
-    _charge(state, request[ACCOUNT], float(_sms_parts(message, mode, parameters)))
+    parts = _sms_parts(message, mode, parameters)
+    _refuse_long_sms(message, mode, parameters, parts, state.config.max_sms_parts)
+    _charge(state, request[ACCOUNT], float(sum(parts)))
     india = any(n.startswith("91") for n in numbers)
     send = _store(
         request,
@@ -370,7 +385,7 @@ def _rcs_content(body: dict[str, Any]) -> None:
             raise _fail("content.cards must hold 1 to 10 cards for type carousel")
 
 
-def _fallback(body: dict[str, Any]) -> dict[str, Any] | None:
+def _fallback(body: dict[str, Any], most: int) -> dict[str, Any] | None:
     fallback = body.get("smsFallback")
     if fallback is None:
         return None
@@ -381,6 +396,9 @@ def _fallback(body: dict[str, Any]) -> dict[str, Any] | None:
     for name in ("sender", "message"):
         if not isinstance(fallback.get(name), str) or not fallback[name].strip():
             raise _fail(f"smsFallback.{name} is required when smsFallback is enabled")
+    parts = segments(fallback["message"])
+    if parts > most:
+        raise _fail(f"smsFallback.message too long: {parts} SMS parts; at most {most} are allowed")
     return fallback
 
 
@@ -392,7 +410,7 @@ async def rcs_message(request: web.Request) -> web.Response:
     traffic = body.get("trafficType")
     if traffic is not None and traffic not in TRAFFIC_TYPES:
         raise _fail("trafficType must be one of " + ", ".join(sorted(TRAFFIC_TYPES)))
-    fallback = _fallback(body)
+    fallback = _fallback(body, state.config.max_sms_parts)
     notify = _notify_url(body)
     when = _schedule(body, state.clock.time())
     text = body["content"].get("text", "") if body["type"] == "text" else ""

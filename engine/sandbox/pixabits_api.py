@@ -2,7 +2,8 @@
 
 Shapes follow the published reference field for field. Where it is silent the
 sandbox takes these readings: 422 bodies list the
-offending fields, bulk email takes `{"from", "messages": [{"to", "subject",
+offending fields (an SMS of more parts than `max_sms_parts` among them),
+bulk email takes `{"from", "messages": [{"to", "subject",
 "html"}]}`, running out of money is a 403 that says so, and RCS falls back to
 SMS by itself when the account's dashboard says so (`pixabits_rcs_fallback`),
 announcing it with `rcs.fallback.triggered`.
@@ -74,6 +75,16 @@ def _object(body: Any) -> dict[str, Any]:
     return body
 
 
+def _sms_parts(errors: list[dict[str, str]], where: str, text: Any, most: int) -> int:
+    """The parts `text` takes (1 for a missing one, refused elsewhere); more than `most` is an error."""
+    if not isinstance(text, str):
+        return 1
+    parts = segments(text)
+    if parts > most:
+        errors.append({"field": where, "message": f"takes {parts} SMS parts; at most {most} are allowed"})
+    return parts
+
+
 def _check_sender(errors: list[dict[str, str]], body: dict[str, Any]) -> None:
     if "sender" in body and not (isinstance(body["sender"], str) and body["sender"].strip()):
         errors.append({"field": "sender", "message": "must be a sender id"})
@@ -124,13 +135,14 @@ async def sms_send(request: web.Request) -> web.Response:
     errors: list[dict[str, str]] = []
     _check_phone(errors, "to", body.get("to"))
     _check_text(errors, "body", body.get("body"))
+    parts = _sms_parts(errors, "body", body.get("body"), request.app[STATE].config.max_sms_parts)
     _check_sender(errors, body)
     if body.get("type", "transactional") not in SMS_TYPES:
         errors.append({"field": "type", "message": f"must be one of {', '.join(sorted(SMS_TYPES))}"})
     _check_dlt(errors, body)
     if errors:
         raise _invalid(errors)
-    cost = PRICE["sms"] * segments(body["body"])
+    cost = PRICE["sms"] * parts
     charge(request.app[STATE], request[ACCOUNT], 1, cost)
     send = _store(request, "sms", [body["to"]], "msg_", dlt_missing=_india_without_dlt(body, [body["to"]]))
     return json_response({"message_id": send.message_id(0), "status": "queued", "credits_used": round(cost, 4)})
@@ -150,6 +162,7 @@ async def sms_bulk(request: web.Request) -> web.Response:
     _check_dlt(errors, body)
     numbers: list[str] = []
     total_segments = 0
+    most = state.config.max_sms_parts
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             errors.append({"field": f"messages[{i}]", "message": "must be an object"})
@@ -159,7 +172,7 @@ async def sms_bulk(request: web.Request) -> web.Response:
         _check_text(errors, f"messages[{i}].body", text)
         if isinstance(to, str) and isinstance(text, str):
             numbers.append(to)
-            total_segments += segments(text)
+            total_segments += _sms_parts(errors, f"messages[{i}].body", text, most)
     if not errors and len(set(numbers)) != len(numbers):
         errors.append({"field": "messages", "message": "the same number appears more than once in one batch"})
     if errors:

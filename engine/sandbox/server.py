@@ -1,6 +1,11 @@
 """The sandbox server: both providers on one port, a gate that plays their limits and faults,
 and `/_sandbox/*` endpoints for tests and benchmarks.
 
+The `/_sandbox/*` endpoints can change accounts, script pushed events and read
+back every number and text sent, so each of them (but the health check) wants
+the control token in `Authorization: Bearer`; a sandbox without one refuses
+them all.
+
 Every provider request passes the gate in the order a real service applies its
 rules: count it, add latency, authenticate, rate-limit per key, maybe fail with
 a 5xx (the provider did not act), run the endpoint, and maybe drop the
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import math
 import random
 import sys
@@ -53,6 +59,10 @@ def provider_url(root: str, provider: str) -> str:
     """The base URL a client of `provider` uses for a sandbox served at `root`."""
     return root + PREFIXES[provider]
 
+
+#: Control paths that answer without the token: a liveness probe reveals nothing.
+OPEN_CONTROLS = frozenset({"/_sandbox/health"})
+CONTROL_SCHEME = 'Bearer realm="sandbox control"'
 
 HANG_SECONDS = 600.0
 MAX_BODY = 256 * 1024 * 1024
@@ -108,10 +118,28 @@ def _authenticate(request: web.Request, state: SandboxState, provider: str) -> A
     raise Reject(403, _error_body(provider, 403, "Invalid API Key" if key else "API Key Missing"))
 
 
+def _control_refusal(request: web.Request, token: str | None) -> web.Response | None:
+    """Why a `/_sandbox/*` request is refused (401), or None when it carries the control token."""
+    if request.path in OPEN_CONTROLS:
+        return None
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    given = given.strip()
+    if token is None:
+        problem = "this sandbox was started without a control token, so its /_sandbox/* endpoints are closed"
+    elif scheme.lower() != "bearer" or not given:
+        problem = "missing control token: send Authorization: Bearer <SANDBOX_CONTROL_TOKEN>"
+    elif not hmac.compare_digest(given.encode(), token.encode()):
+        problem = "wrong control token"
+    else:
+        return None
+    return json_response({"error": problem}, 401, {"WWW-Authenticate": CONTROL_SCHEME})
+
+
 @web.middleware
 async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/_sandbox"):
-        return await handler(request)
+        refusal = _control_refusal(request, request.app[STATE].config.control_token)
+        return refusal or await handler(request)
     state: SandboxState = request.app[STATE]
     faults: Faults = request.app[FAULTS]
     config = state.config
@@ -193,6 +221,7 @@ def _config_view(config: SandboxConfig) -> dict[str, Any]:
     view["api_keys"] = len(config.api_keys)
     view["key_plans"] = {mask_secret(key): plan for key, plan in config.key_plans.items()}
     view["webhook_secret"] = bool(config.webhook_secret)
+    view["control_token"] = bool(config.control_token)
     return view
 
 
@@ -315,11 +344,14 @@ async def serve(config: SandboxConfig, host: str = "127.0.0.1", port: int = 0) -
         yield url
 
 
-def run_forever(config: SandboxConfig, host: str, port: int) -> None:
-    """The `campaign sandbox` command: serve until SIGINT or SIGTERM."""
+def run_forever(config: SandboxConfig, host: str, port: int, show_token: bool = False) -> None:
+    """The `campaign sandbox` command: serve until SIGINT or SIGTERM; `show_token` prints the control token
+    (one the command made up, which nobody else knows) once, after the line saying where it listens."""
 
     def started(url: str) -> None:
         print(f"Sandbox listening on {url}  (Pixabits: {url}  Noxitel: {url}{NOXITEL_PREFIX})", flush=True)
+        if show_token:
+            print(f"Control token for {url}/_sandbox/*: {config.control_token}", flush=True)
 
     run_until_stopped(lambda: build_app(config), host, port, started, **SERVING)
     print("Sandbox stopped", file=sys.stderr, flush=True)
