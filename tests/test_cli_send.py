@@ -41,7 +41,7 @@ def test_send_runs_a_campaign_and_reports_it(env: dict[str, str], sandbox: Sandb
     assert shown["first_submit"] and shown["last_submit"] and shown["planned_at"] and shown["last_report"] is None
     table = campaign(env, "status", str(result["campaign_id"]))
     assert "submitted" in table.stdout and "completed" in table.stdout
-    again = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"))
+    again = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--force")
     assert again.returncode == 1 and "already went out 1 time(s) in the last day" in again.stderr
 
 
@@ -206,8 +206,8 @@ def test_report_and_list(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) 
     lines = out.read_text(encoding="utf-8-sig").splitlines()
     assert lines[0] == '"line","address","channel","status","provider_message_id","error","submitted_at","status_at"'
     first = lines[1].split(",")
-    # The line in the uploaded file, the number kept as text (a leading + would start a formula), the outcome.
-    assert first[:4] == ['"2"', '"\'+917982597919"', '"sms"', '"submitted"'] and first[4].startswith('"samsms_')
+    # The line in the uploaded file, the number as it is (a plain number is not a formula), the outcome.
+    assert first[:4] == ['"2"', '"+917982597919"', '"sms"', '"submitted"'] and first[4].startswith('"samsms_')
     listed = orjson.loads(campaign(env, "list", "--json").stdout)
     assert [(c["campaign_id"], c["state"], c["sent"], c["messages"]) for c in listed] == [
         (int(campaign_id), "completed", 20, 20)
@@ -215,9 +215,9 @@ def test_report_and_list(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) 
     assert "20 / 20 (100%)" in campaign(env, "list").stdout
 
 
-def test_an_unreachable_broker_is_one_clear_error_and_the_campaign_is_kept(env: dict[str, str]) -> None:
+def test_an_unreachable_broker_is_one_clear_error_and_the_campaign_is_kept(env: dict[str, str], tmp_path: Path) -> None:
     broken = {**env, "CAMPAIGN_BROKER_URL": "redis://127.0.0.1:9/0"}  # nothing listens on port 9
-    done = campaign(broken, "send", str(EXAMPLE), *SEND, "--yes")
+    done = campaign(broken, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--yes")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "error: cannot reach the broker at CAMPAIGN_BROKER_URL" in done.stderr
     listed = orjson.loads(campaign(env, "list", "--json").stdout)

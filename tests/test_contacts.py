@@ -178,6 +178,8 @@ def test_rejects_file_lists_every_refused_row_in_file_order(tmp_path: Path) -> N
         (b"", "is empty"),
         (b"  \n\n", "is empty"),
         (b"name,mobile\n", "has a header but no rows"),
+        (b"name,mobile", "has a header but no rows"),
+        (b"name,mobile\r\n  \r\n", "has a header but no rows"),
         (b"PK\x03\x04\x14\x00\x06\x00", "Excel workbook"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10", "not a CSV"),
     ],

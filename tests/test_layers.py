@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "engine.clock",
             "engine.windows",
             "engine.gsm",
+            "engine.controls",
             "engine.redact",
             "engine.csvsafe",
             "engine.serve",

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from engine import clock
 from engine.accounts import open_provider, plan_of
 from engine.campaigns.lifecycle import state_of, status
 from engine.campaigns.schedules import ScheduleError, next_occurrence, parse_at, save_recurring, scan, schedule_campaign
+from engine.errors import CampaignError
 from engine.planning.options import PlanOptions
 from engine.sending.throttle import MemoryThrottle, account_id
 from engine.sending.wallet import check_wallets
@@ -160,6 +162,26 @@ def test_a_recurring_schedule_plans_a_fresh_campaign_once_per_occurrence(
         row = connection.execute(select(S).where(S.c.id == schedule_id)).one()
     assert row.state == "active" and as_utc(row.next_run_at) == ist(7, 9, 30)
     assert "was not sent" in row.last_error
+
+
+def test_a_recurring_run_of_a_long_name_keeps_to_the_column_and_a_longer_name_is_refused(
+    engines: list[Engine], settings: Settings, tmp_path: Path, set_clock: Callable[[datetime], None]
+) -> None:
+    """Each run's campaign is named the schedule's name and its time; a name that leaves no room for the time
+    is shortened rather than failing every run (PostgreSQL refuses a value longer than its column)."""
+    engine = engines[0]
+    path = write_contacts(tmp_path / "weekly.csv", 3, FIRST, "Asha")
+    set_clock(ist(1, 9, 0))
+    sent = options(
+        contacts=path, provider="noxitel", sender="ACMEIN", dlt_template_id=TEMPLATE_ID, message=MESSAGE, name="n" * 200
+    )
+    with pytest.raises(CampaignError, match="the schedule name has 201 characters; the most is 200"):
+        save_recurring(engine, replace(sent, name="n" * 201), "30 9 * * *", "Asia/Kolkata", clock.now())
+    save_recurring(engine, sent, "30 9 * * *", "Asia/Kolkata", clock.now())
+    set_clock(ist(1, 9, 31))
+    planned = scan(engine, settings).planned
+    name = status(engine, planned[0]).name
+    assert len(name) == 200 and name.endswith(" 09:30 IST") and name.startswith("n" * 150)
 
 
 # the commands -----------------------------------------------------------------------------------------------

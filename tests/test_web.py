@@ -67,6 +67,16 @@ def test_the_receiver_refuses_to_start_without_a_secret(env: dict[str, str]) -> 
     assert done.returncode == 1 and "set CAMPAIGN_WEBHOOK_SECRET" in done.stderr
 
 
+@pytest.mark.cli_env(CAMPAIGN_WEBHOOK_SECRET="change-me")
+def test_the_receiver_refuses_to_start_with_a_secret_that_could_be_guessed(env: dict[str, str]) -> None:
+    done = campaign(env, "web", "--port", "0")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: CAMPAIGN_WEBHOOK_SECRET has 9 characters; use at least 32 "
+        "(for one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    ]
+
+
 def test_noxitel_pushes_settle_the_campaign(
     env: dict[str, str], sandbox: Sandbox, receiver: str, tmp_path: Path
 ) -> None:
@@ -184,6 +194,9 @@ def test_a_stranger_cannot_make_the_receiver_hold_large_compressed_or_slow_bodie
         slow.sendall(b"POST /webhooks/pixabits HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
         answer = slow.recv(200)  # the receiver answers when its read time is up; the client never finishes
     assert answer.startswith(b"HTTP/1.1 408"), answer
+    with socket.create_connection((host, port), timeout=30) as slow:
+        slow.sendall(b"POST /webhooks/pixabits HTTP/1.1\r\nHost: x\r\n")  # headers that never end
+        assert slow.recv(200) == b""  # closed when the read time is up, rather than held for ever
     assert post(url, event) == 200  # a proper push is still taken
     engine = open_database(env["CAMPAIGN_DATABASE_URL"])
     with engine.connect() as connection:

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 from sqlalchemy import Engine, and_, case, exists, func, or_, select, update
 
-from engine.csvsafe import write_csv
+from engine.csvsafe import Target, write_csv
 from engine.errors import CampaignError
 from engine.sending import rebatch
 from engine.sending.recovery import due_batches
@@ -382,9 +382,10 @@ def overview(engine: Engine) -> list[dict[str, Any]]:
     ]
 
 
-def export(engine: Engine, campaign_id: int, path: Path) -> int:
-    """One row per recipient, safe to open in a spreadsheet; returns how many rows were written."""
+def export(engine: Engine, campaign_id: int, target: Target) -> tuple[int, Path]:
+    """One row per recipient, safe to open in a spreadsheet; returns how many rows were written, and where."""
     campaign = _campaign(engine, campaign_id)
+    target.check()
     with engine.connect() as connection:
         result = connection.execute(
             select(
@@ -402,8 +403,8 @@ def export(engine: Engine, campaign_id: int, path: Path) -> int:
         )
         rows = result.cursor.fetchall()
     columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(8)]
-    write_csv(
-        path,
+    path = write_csv(
+        target,
         {
             "line": pa.array(columns[0], pa.int64()),
             "address": pa.array(columns[1], pa.string()),
@@ -415,7 +416,7 @@ def export(engine: Engine, campaign_id: int, path: Path) -> int:
             "status_at": pa.array([_text(v) for v in columns[7]], pa.string()),
         },
     )
-    return len(rows)
+    return len(rows), path
 
 
 def _text(moment: Any) -> str | None:

@@ -107,6 +107,8 @@ def schedule_campaign(engine: Engine, campaign_id: int, at: datetime, tz: str) -
 def save_recurring(engine: Engine, options: PlanOptions, cron: str, tz: str, now: datetime) -> tuple[int, datetime]:
     """Store a recurring schedule of these plan options; returns its id and its first run (UTC)."""
     first = next_occurrence(cron, tz, now)
+    models.bounded(options.name, S.c.name, "schedule name")
+    models.bounded(cron.strip(), S.c.cron, "schedule")
     with engine.begin() as connection:
         schedule_id = connection.execute(
             S.insert()
@@ -207,9 +209,11 @@ def run_recurring(engine: Engine, settings: Settings, now: datetime, result: Sca
 
 def _run(engine: Engine, settings: Settings, schedule: Any, occurrence: datetime, now: datetime) -> int:
     stored = PlanOptions.from_json(schedule.definition)
-    base = stored.name or stored.contacts.stem
-    options = replace(stored, name=f"{base} {local_text(occurrence, schedule.tz)}")
-    campaign_id = save_plan(engine, plan_from_options(options, settings, engine))
+    stamp = f" {local_text(occurrence, schedule.tz)}"
+    base = (stored.name or stored.contacts.stem)[: models.NAME_CHARS - len(stamp)]
+    options = replace(stored, name=base + stamp)
+    # Each run replaces the rejects file of the run before (never through a link, never the contact file).
+    campaign_id = save_plan(engine, plan_from_options(options, settings, engine, force=True))
     with engine.begin() as connection:
         connection.execute(
             update(C)

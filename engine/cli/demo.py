@@ -22,7 +22,7 @@ import typer
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from engine.cli.console import console
-from engine.cli.plan import _user_errors, plan_campaign, print_summary
+from engine.cli.plan import plan_campaign, print_summary
 from engine.cli.run import run_campaign
 from engine.errors import CampaignError
 from engine.planning.options import PlanOptions
@@ -87,7 +87,7 @@ def demo(
     ] = None,
 ) -> None:
     """Run a whole example campaign on the embedded provider sandbox: no account, no server, no settings."""
-    with _user_errors(), tempfile.TemporaryDirectory(prefix="campaign-demo-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="campaign-demo-") as scratch:
         rows = _example_rows(contacts)
         kept = _kept_database(database_file, keep)
         path = kept or Path(scratch) / "demo.db"

@@ -19,7 +19,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from engine import clock
-from engine.cli.console import console, err_console, fail
+from engine.cli.console import console, err_console, styled, warn
 from engine.errors import CampaignError
 from engine.planning.dlt import VAR_MAX, default_registry, import_templates, read_registry, stored_templates
 from engine.planning.options import PlanOptions, plan_from_options
@@ -34,14 +34,6 @@ from engine.windows import local_text, timing_text
 
 #: Files at least this large get a progress bar.
 PROGRESS_BYTES = 4 * 1024 * 1024
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except CampaignError as exc:
-        raise fail(str(exc)) from None
 
 
 def _print_json(value: Any) -> None:
@@ -78,6 +70,9 @@ def plan(
     rejects: Annotated[
         Path | None, typer.Option(help="Where to write rejected rows (default: beside the file).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the rejects file if it exists (never the contact file).")
+    ] = False,
     name: Annotated[str | None, typer.Option(help="Campaign name (default: file name and time).")] = None,
     window: Annotated[
         str | None,
@@ -98,8 +93,8 @@ def plan(
     """Check, cost and batch a campaign before any money is spent; --save stores it for sending."""
     options = PlanOptions.from_command(locals())
     settings = get_settings()
-    with _user_errors(), database(settings.database_url) as engine:
-        result = plan_campaign(settings, engine, options, save=save, show_progress=not json_output)
+    with database(settings.database_url) as engine:
+        result = plan_campaign(settings, engine, options, save=save, show_progress=not json_output, force=force)
     if json_output:
         _print_json(result.summary.as_json())
     else:
@@ -107,13 +102,19 @@ def plan(
 
 
 def plan_campaign(
-    settings: Settings, engine: Engine, options: PlanOptions, save: bool = False, show_progress: bool = True
+    settings: Settings,
+    engine: Engine,
+    options: PlanOptions,
+    save: bool = False,
+    show_progress: bool = True,
+    force: bool = False,
 ) -> Plan:
-    """Build (and with `save`, store) the plan the options describe, with a progress bar for large files."""
+    """Build (and with `save`, store) the plan the options describe, with a progress bar for large files;
+    `force` replaces an existing rejects file."""
     contacts = options.contacts
     show_progress = show_progress and contacts.is_file() and contacts.stat().st_size >= PROGRESS_BYTES
     with _progress(show_progress) as report:
-        return plan_from_options(options, settings, engine, save=save, progress=report)
+        return plan_from_options(options, settings, engine, save=save, progress=report, force=force)
 
 
 @contextlib.contextmanager
@@ -122,7 +123,11 @@ def _progress(enabled: bool) -> Iterator[Any]:
         yield lambda stage, fraction: None
         return
     with Progress(
-        TextColumn("{task.description:<24}"), BarColumn(), TimeElapsedColumn(), console=err_console, transient=True
+        TextColumn("{task.description:<24}", markup=False),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
     ) as bar:
         task = bar.add_task("reading", total=1.0)
         yield lambda stage, fraction: bar.update(task, description=stage, completed=fraction)
@@ -139,9 +144,11 @@ def print_summary(summary: PlanSummary) -> None:
     _add_money_and_timing(table, summary)
     console.print(table)
     for preview in summary.previews:
-        console.print(f"[dim]line {preview.line} to {preview.to}:[/] {preview.text}", highlight=False, markup=True)
+        console.print(
+            styled("dim", f"line {preview.line} to {preview.to}:", preview.text, one_line=False), highlight=False
+        )
     for warning in summary.warnings:
-        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+        warn(warning)
 
 
 def _add_counts(table: Table, summary: PlanSummary) -> None:
@@ -212,29 +219,27 @@ db_app = typer.Typer(help="The campaign database.", no_args_is_help=True)
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database at CAMPAIGN_DATABASE_URL to the current schema."""
-    with _user_errors():
-        engine = make_engine(get_settings().database_url)
-        try:
-            upgrade(engine)
-            console.print(f"database at schema {current_revision(engine)}")
-        except CampaignError:
-            raise
-        except Exception as exc:
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            raise CampaignError(f"cannot upgrade the database: {reason}") from None
-        finally:
-            engine.dispose()
+    engine = make_engine(get_settings().database_url)
+    try:
+        upgrade(engine)
+        console.print(f"database at schema {current_revision(engine)}")
+    except CampaignError:
+        raise
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise CampaignError(f"cannot upgrade the database: {reason}") from None
+    finally:
+        engine.dispose()
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Show the database's schema revision and the newest one."""
-    with _user_errors():
-        engine = make_engine(get_settings().database_url)
-        try:
-            console.print(f"database at schema {current_revision(engine) or 'none'}; newest is {head_revision()}")
-        finally:
-            engine.dispose()
+    engine = make_engine(get_settings().database_url)
+    try:
+        console.print(f"database at schema {current_revision(engine) or 'none'}; newest is {head_revision()}")
+    finally:
+        engine.dispose()
 
 
 dlt_app = typer.Typer(help="The registry of India DLT templates.", no_args_is_help=True)
@@ -245,22 +250,20 @@ def dlt_import(
     file: Annotated[Path, typer.Argument(help="CSV: template_id, entity_id, header, category, text.")],
 ) -> None:
     """Add (or replace, by id) DLT templates from a CSV."""
-    with _user_errors():
-        templates = read_registry(file)
-        with database(get_settings().database_url) as engine:
-            count = import_templates(engine, templates)
+    templates = read_registry(file)
+    with database(get_settings().database_url) as engine:
+        count = import_templates(engine, templates)
     console.print(f"imported {count} DLT templates")
 
 
 @dlt_app.command("list")
 def dlt_list(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show the DLT templates a plan can use: imported ones, then those shipped in config/."""
-    with _user_errors():
-        with database(get_settings().database_url) as engine:
-            imported = stored_templates(engine)
-        known = {t.template_id for t in imported}
-        listed = [(t, "imported") for t in imported]
-        listed += [(t, "shipped") for t in default_registry() if t.template_id not in known]
+    with database(get_settings().database_url) as engine:
+        imported = stored_templates(engine)
+    known = {t.template_id for t in imported}
+    listed = [(t, "imported") for t in imported]
+    listed += [(t, "shipped") for t in default_registry() if t.template_id not in known]
     if json_output:
         _print_json([{**_template_dict(t), "source": source} for t, source in listed])
         return
@@ -284,14 +287,13 @@ def suppress_add(
 ) -> None:
     """Suppress addresses typed on the command line."""
     settings = get_settings()
-    with _user_errors():
-        with database(settings.database_url) as engine:
-            added, refused = add_suppressions(
-                engine, addresses, reason=reason, source="cli", region=settings.default_region
-            )
-        if refused:
-            value, why = refused[0]
-            raise CampaignError(f"{value!r}: {why}" + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""))
+    with database(settings.database_url) as engine:
+        added, refused = add_suppressions(
+            engine, addresses, reason=reason, source="cli", region=settings.default_region
+        )
+    if refused:
+        value, why = refused[0]
+        raise CampaignError(f"{value!r}: {why}" + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""))
     console.print(f"suppressed {added} new addresses")
 
 
@@ -303,7 +305,7 @@ def suppress_import(
 ) -> None:
     """Suppress every address in a CSV (unusable rows are reported, not imported)."""
     settings = get_settings()
-    with _user_errors(), database(settings.database_url) as engine:
+    with database(settings.database_url) as engine:
         rows, added, refused = import_file(
             engine,
             file,
@@ -323,7 +325,7 @@ def suppress_list(
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show the suppression list, oldest first."""
-    with _user_errors(), database(get_settings().database_url) as engine:
+    with database(get_settings().database_url) as engine:
         rows = list_suppressions(engine, limit)
     if json_output:
         _print_json(

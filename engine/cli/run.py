@@ -14,6 +14,7 @@ from datetime import datetime
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import Engine
 
 from engine.accounts import require_services, uses_sandbox
@@ -119,7 +120,7 @@ def print_status(current: Status) -> None:
     table.add_column("messages", justify="right")
     for name, count in sorted(current.counts.items(), key=lambda item: -item[1]):
         table.add_row(name, f"{count:,}")
-    table.add_row("[bold]total[/]", f"[bold]{current.messages:,}[/]")
+    table.add_row(Text("total", style="bold"), Text(f"{current.messages:,}", style="bold"))
     console.print(table)
     reason = f" ({current.reason})" if current.reason else ""
     console.print(f"{current.channel} via {current.provider}: {current.state}{reason}", highlight=False)

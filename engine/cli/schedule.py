@@ -29,8 +29,8 @@ from engine.campaigns.schedules import (
     scan,
     schedule_campaign,
 )
-from engine.cli.console import console, err_console
-from engine.cli.plan import _print_json, _user_errors
+from engine.cli.console import console, err_console, styled, warn
+from engine.cli.plan import _print_json
 from engine.cli.run import run_campaign
 from engine.errors import CampaignError
 from engine.planning.options import PlanOptions
@@ -121,7 +121,7 @@ class Later:
                     highlight=False,
                 )
         if settings.local_mode:
-            err_console.print(f"[bold yellow]note:[/] {LOCAL_NOTE}", highlight=False)
+            warn(LOCAL_NOTE, label="note:")
 
 
 schedule_app = typer.Typer(help="Campaigns that start later, once or again and again.", no_args_is_help=True)
@@ -130,7 +130,7 @@ schedule_app = typer.Typer(help="Campaigns that start later, once or again and a
 @schedule_app.command("list")
 def list_command(json_output: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False) -> None:
     """Scheduled campaigns (by campaign id) and recurring schedules (r1, r2...), with their next run."""
-    with _user_errors(), database(get_settings().database_url) as engine:
+    with database(get_settings().database_url) as engine:
         rows = overview(engine)
     if json_output:
         _print_json(rows)
@@ -149,7 +149,7 @@ def cancel_command(
     schedule_id: Annotated[str, typer.Argument(help="A scheduled campaign's id (12) or a recurring schedule's (r3).")],
 ) -> None:
     """Cancel a scheduled campaign before it starts, or stop a recurring schedule."""
-    with _user_errors(), database(get_settings().database_url) as engine:
+    with database(get_settings().database_url) as engine:
         console.print(cancel_schedule(engine, schedule_id), highlight=False)
 
 
@@ -161,10 +161,10 @@ def run_command(
     in this process in local mode, through the workers otherwise."""
 
     settings = get_settings()
-    with _user_errors(), database(settings.database_url) as engine:
+    with database(settings.database_url) as engine:
         result = scan(engine, settings)
         for schedule_id, reason in result.refused:
-            err_console.print(f"[bold red]schedule {RECURRING}{schedule_id}:[/] {reason}", highlight=False)
+            err_console.print(styled("bold red", f"schedule {RECURRING}{schedule_id}:", reason), highlight=False)
         if not result.campaigns and not json_output:
             console.print("nothing is due", highlight=False)
         for campaign_id in result.campaigns:

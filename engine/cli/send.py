@@ -36,10 +36,11 @@ from engine.campaigns.lifecycle import (
     start,
     status,
 )
-from engine.cli.console import console, err_console
-from engine.cli.plan import _print_json, _user_errors, plan, plan_campaign, print_summary
+from engine.cli.console import console, err_console, warn
+from engine.cli.plan import _print_json, plan, plan_campaign, print_summary
 from engine.cli.run import print_status, run_campaign
 from engine.cli.schedule import Later
+from engine.csvsafe import Target
 from engine.errors import CampaignError
 from engine.local import send_test
 from engine.planning.options import PlanOptions
@@ -57,7 +58,7 @@ def with_plan_options(command: Callable[..., None]) -> Callable[..., None]:
     shared = [
         p
         for p in inspect.signature(plan, eval_str=True).parameters.values()
-        if p.name in (*PlanOptions.names(), "json_output")
+        if p.name in (*PlanOptions.names(), "force", "json_output")
     ]
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
 
@@ -95,12 +96,12 @@ def send(
     **shared: Any,
 ) -> None:
     """Plan, confirm and send a campaign (the options of `campaign plan`, then these)."""
-    json_output = shared.pop("json_output")
+    json_output, force = shared.pop("json_output"), shared.pop("force")
     options = PlanOptions.from_command(shared)
     settings = get_settings()
-    with _user_errors(), database(settings.database_url) as engine:
+    with database(settings.database_url) as engine:
         later = Later.ask(at, every, tz, settings)
-        result = plan_campaign(settings, engine, options, show_progress=not json_output)
+        result = plan_campaign(settings, engine, options, show_progress=not json_output, force=force)
         if later is not None:
             later.describe(result)
         if not json_output:
@@ -132,9 +133,7 @@ def _confirm(engine: Engine, result: Plan, yes: bool) -> None:
     request = result.request
     repeats = repeats_of(engine, request.contacts, request.message, since=clock.now() - timedelta(days=1))
     if repeats:
-        err_console.print(
-            f"[bold yellow]warning:[/] this file and text already went out {repeats} time(s) in the last day"
-        )
+        warn(f"this file and text already went out {repeats} time(s) in the last day")
     if yes:
         return
     if not sys.stdin.isatty():
@@ -151,7 +150,7 @@ def status_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Where a campaign stands: its state and its messages per status."""
-    with _user_errors(), database(get_settings().database_url) as engine:
+    with database(get_settings().database_url) as engine:
         current = status(engine, campaign_id)
     if json_output:
         _print_json(current.as_dict())
@@ -161,7 +160,7 @@ def status_command(
 
 def pause_command(campaign_id: CampaignId) -> None:
     """Stop sending after the batches in flight; `campaign resume` continues."""
-    with _user_errors(), database(get_settings().database_url) as engine:
+    with database(get_settings().database_url) as engine:
         pause(engine, campaign_id)
     console.print(f"campaign {campaign_id} paused")
 
@@ -173,7 +172,7 @@ def resume_command(
 ) -> None:
     """Send what is left of a paused (or stopped) campaign, from its recorded state."""
     settings = get_settings()
-    with _user_errors(), database(settings.database_url) as engine:
+    with database(settings.database_url) as engine:
         start(engine, campaign_id)
         run_campaign(engine, settings, campaign_id, json_output, wait)
 
@@ -186,7 +185,7 @@ def resend_ambiguous_command(
 ) -> None:
     """Send again the messages whose sending is uncertain and that no delivery report vouches for."""
     settings = get_settings()
-    with _user_errors(), database(settings.database_url) as engine:
+    with database(settings.database_url) as engine:
         uncertain = status(engine, campaign_id).counts.get(MessageStatus.AMBIGUOUS.value, 0)
         if not uncertain:
             raise CampaignError(f"campaign {campaign_id} has no ambiguous messages")
@@ -206,7 +205,7 @@ def retry_failed_command(
     """Send again the messages that failed for a temporary reason (network, outage, expired); never those the
     provider refused for good (invalid number, DND, DLT)."""
     settings = get_settings()
-    with _user_errors(), database(settings.database_url) as engine:
+    with database(settings.database_url) as engine:
         counts = status(engine, campaign_id).counts
         temporary = sum(counts.get(s, 0) for s in TEMPORARY_FAILURES)
         if not temporary:
@@ -235,18 +234,21 @@ def _send_again(
 
 def report_command(
     campaign_id: CampaignId,
-    out: Annotated[Path | None, typer.Option(help="Where to write the CSV (default: campaign-ID.csv).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the CSV (default: campaign-ID.csv, or a fresh name if taken).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
 ) -> None:
     """One row per recipient: line in the file, address, channel used, status, provider id, error, times."""
-    path = out or Path(f"campaign-{campaign_id}.csv")
-    with _user_errors(), database(get_settings().database_url) as engine:
-        count = export(engine, campaign_id, path)
+    target = Target.asked(out, Path(f"campaign-{campaign_id}.csv"), force)
+    with database(get_settings().database_url) as engine:
+        count, path = export(engine, campaign_id, target)
     console.print(f"wrote {count:,} rows to {path}", highlight=False)
 
 
 def list_command(json_output: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False) -> None:
     """The campaigns, with their state and how far sending has got."""
-    with _user_errors(), database(get_settings().database_url) as engine:
+    with database(get_settings().database_url) as engine:
         campaigns = overview(engine)
     if json_output:
         _print_json(campaigns)
@@ -271,7 +273,7 @@ def cancel_command(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Cancel without asking.")] = False,
 ) -> None:
     """Never send what has not been sent yet."""
-    with _user_errors(), database(get_settings().database_url) as engine:
+    with database(get_settings().database_url) as engine:
         if not yes and not (sys.stdin.isatty() and typer.confirm(f"Cancel campaign {campaign_id}?", err=True)):
             raise CampaignError("nothing was cancelled: add --yes to cancel without a question")
         dropped = cancel(engine, campaign_id)

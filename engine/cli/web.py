@@ -8,13 +8,12 @@ from typing import Annotated
 import typer
 from aiohttp import web
 
-from engine.errors import ConfigurationError
 from engine.providers import CLIENTS
 from engine.reports.receiver import PushedEvents
 from engine.serve import run_until_stopped
 from engine.settings import get_settings
 from engine.store.db import open_database
-from engine.web.webhooks import ROUTES, Limits, build_app
+from engine.web.webhooks import ROUTES, Limits, build_app, signing_secret
 
 
 def web_command(
@@ -25,14 +24,13 @@ def web_command(
 ) -> None:
     """Receive signed webhooks: POST /webhooks/pixabits, /webhooks/noxitel, /webhooks/noxitel/rcs."""
     settings = get_settings()
-    if settings.webhook_secret is None:
-        raise ConfigurationError("set CAMPAIGN_WEBHOOK_SECRET: the receiver only takes events signed with it")
-    secret = settings.webhook_secret.get_secret_value()
+    secret = signing_secret(settings)
+    limits = Limits.of(settings)
     engine = open_database(settings.database_url)
 
     def app() -> web.Application:
         listener = PushedEvents.for_settings(engine, settings)
-        receiver = build_app(secret, CLIENTS, listener, Limits.of(settings))
+        receiver = build_app(secret, CLIENTS, listener, limits)
         receiver.cleanup_ctx.append(listener.applying)
         return receiver
 
@@ -41,7 +39,7 @@ def web_command(
         print(f"Webhook receiver listening on http://{host}:{bound} ({', '.join(ROUTES)})", flush=True)
 
     try:
-        run_until_stopped(app, host, port, started)
+        run_until_stopped(app, host, port, started, **limits.serving())
     finally:
         engine.dispose()
     print("Webhook receiver stopped", file=sys.stderr, flush=True)

@@ -91,6 +91,7 @@ class DltTemplate:
             )
         if not self.text.strip():
             raise DltError(f"DLT template {self.template_id} has no text")
+        models.bounded(self.category, models.DLT_TEMPLATES.c.category, f"category of DLT template {self.template_id}")
         return self
 
     def pattern(self, var_max: int | None = VAR_MAX) -> str:

@@ -26,6 +26,7 @@ from engine.planning.suppressions import suppressed_addresses
 from engine.providers import CLIENTS, PROVIDERS
 from engine.providers.base import Balance
 from engine.settings import Settings
+from engine.store import models
 from engine.windows import SendWindow
 
 #: The options that name files: stored by absolute path, read back as paths.
@@ -126,9 +127,11 @@ def plan_from_options(
     engine: Engine,
     save: bool = False,
     progress: Callable[[str, float], None] = _noop,
+    force: bool = False,
 ) -> Plan:
-    """Build (and with `save`, store) the plan the options describe, refusing what must not be sent."""
-    request = _request(options, settings, engine)
+    """Build (and with `save`, store) the plan the options describe, refusing what must not be sent; `force`
+    replaces an existing rejects file (`--force`, not kept in a schedule's options: each command says it)."""
+    request = _request(options, settings, engine, force)
     context = _context(request.provider, settings, engine)
     planning_share = 0.8 if save else 1.0
     result = build_plan(request, context, lambda stage, done: progress(stage, done * planning_share))
@@ -156,8 +159,9 @@ def _body(options: PlanOptions, max_html_bytes: int) -> str:
     return message
 
 
-def _request(options: PlanOptions, settings: Settings, engine: Engine) -> PlanRequest:
+def _request(options: PlanOptions, settings: Settings, engine: Engine, force: bool) -> PlanRequest:
     """What the options ask the planner for: the body read, the DLT template looked up, the window parsed."""
+    _check_lengths(options)
     message = _body(options, settings.max_html_bytes)
     template_id = options.dlt_template_id
     return PlanRequest(
@@ -179,7 +183,16 @@ def _request(options: PlanOptions, settings: Settings, engine: Engine) -> PlanRe
         rejects=options.rejects,
         name=options.name,
         window=send_window(options, settings),
+        force=force,
     )
+
+
+def _check_lengths(options: PlanOptions) -> None:
+    """What is typed into a column of the campaign fits it, refused before the file is read."""
+    campaigns = models.CAMPAIGNS.c
+    models.bounded(options.name, campaigns.name, "campaign name")
+    models.bounded(options.sender, campaigns.sender, "sender")
+    models.bounded(options.agent_id, campaigns.agent_id, "agent id")
 
 
 def _context(provider: str, settings: Settings, engine: Engine) -> PlanContext:

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Engine, insert, select, text, update
 
 from engine import clock, gsm
+from engine.csvsafe import Target
 from engine.errors import CampaignError
 from engine.planning.contacts import (
     DUPLICATE,
@@ -70,6 +71,11 @@ class PlanRefused(CampaignError):
     """The campaign must not be sent as asked; the message carries the figures."""
 
 
+CONTROLS_REMOVED = "{:,} messages had control characters in their values; they were removed"
+BIDI_FOUND = (
+    "{:,} messages hold a right-to-left or left-to-right override, which can show a link or a name in another "
+    "order than it is (a phishing trick): check the file and the text"
+)
 TOO_MANY_PARTS = "message would take {:,} SMS parts; the most is {} (CAMPAIGN_MAX_SMS_PARTS)"
 
 
@@ -96,6 +102,8 @@ class PlanRequest:
     name: str | None = None
     #: The hours it may send in (`--window`); None: the default for its kind of message.
     window: SendWindow | None = None
+    #: Replace an existing rejects file (`--force`) rather than refuse it (`--rejects`) or write beside it.
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,8 @@ class _Texts:
     fallbacks: Rendered | None
     reason: np.ndarray
     replaced: int
+    cleaned: int = 0
+    bidi: int = 0
 
     @property
     def sms(self) -> Rendered:
@@ -202,12 +212,34 @@ def _render(request: PlanRequest, file: ContactFile, rows: np.ndarray) -> _Texts
     for extra in (subjects, fallbacks):
         if extra is not None:
             reason = np.where(pd.isna(reason), extra.reason, reason)
+    cleaned, bidi = _acting_characters([r for r in (bodies, subjects, fallbacks) if r is not None])
     replaced = 0
     if request.smart_encoding and fallbacks is not None:
         fallbacks, replaced = fallbacks.replace_lookalikes()
     elif request.smart_encoding and request.channel == Channel.SMS.value:
         bodies, replaced = bodies.replace_lookalikes()
-    return _Texts(bodies, subjects, fallbacks, reason, replaced)
+    return _Texts(bodies, subjects, fallbacks, reason, replaced, cleaned, bidi)
+
+
+def _acting_characters(texts: list[Rendered]) -> tuple[int, int]:
+    """How many messages had control codes in their values (rendering removed them), and how many hold a
+    bidirectional override."""
+    cleaned = np.zeros(texts[0].rows, dtype=bool)
+    bidi = cleaned.copy()
+    for rendered in texts:
+        if rendered.cleaned is not None:
+            cleaned |= rendered.cleaned
+        bidi |= rendered.with_bidi_overrides()
+    return int(cleaned.sum()), int(bidi.sum())
+
+
+def _text_warnings(texts: _Texts) -> list[str]:
+    warnings = []
+    if texts.cleaned:
+        warnings.append(CONTROLS_REMOVED.format(texts.cleaned))
+    if texts.bidi:
+        warnings.append(BIDI_FOUND.format(texts.bidi))
+    return warnings
 
 
 def _refuse_long_sms(texts: pa.Array, reason: np.ndarray, most: int) -> np.ndarray:
@@ -225,22 +257,40 @@ def _refuse_long_sms(texts: pa.Array, reason: np.ndarray, most: int) -> np.ndarr
     return reason
 
 
-def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = _noop) -> Plan:
-    """Read, validate, render, check, cost and batch; refuse with a reason rather than plan something unsafe."""
-    channel, provider = request.channel, request.provider
-    client = CLIENTS.get(provider)  # an unknown one is refused by `_batch_limit`
+def rejects_target(request: PlanRequest) -> Target:
+    """Where the rejected rows go: `--rejects` (refused if it exists), else beside the contacts, under a fresh
+    name if that one is taken; `--force` replaces either. Never the contact file itself."""
+    beside = request.contacts.with_name(request.contacts.stem + ".rejects.csv")
+    return Target.asked(request.rejects, beside, request.force, source=request.contacts)
+
+
+def _preflight(request: PlanRequest) -> tuple[int, Target, dict[str, Template]]:
+    """What is refused before the file is read: the provider's rules, the rejects file, the texts' characters.
+    Returns the batch limit, where the rejects go, and the texts parsed, by what they are."""
+    client = CLIENTS.get(request.provider)  # an unknown one is refused by `_batch_limit`
     problem = request.agent_id is not None and client is not None and client.agent_id_problem(request.agent_id)
     if problem:
         raise PlanRefused(problem)
     limit = _batch_limit(request)
+    rejects = rejects_target(request)
+    rejects.check()
+    written = {"message": request.message, "subject": request.subject, "fallback message": request.fallback_message}
+    templates = {what: Template.parse(text) for what, text in written.items() if text}
+    for what, template in templates.items():
+        template.check_characters(what)
+    return limit, rejects, templates
+
+
+def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = _noop) -> Plan:
+    """Read, validate, render, check, cost and batch; refuse with a reason rather than plan something unsafe."""
+    channel, provider = request.channel, request.provider
+    limit, rejects, templates = _preflight(request)
 
     progress("reading", 0.0)
     file = read_contacts(request.contacts, context.max_file_bytes)
     address_column(file.headers, channel, request.to_column)
-    templates = {"message": request.message, "subject": request.subject, "fallback message": request.fallback_message}
-    for what, written in templates.items():
-        if written:
-            Template.parse(written).check_columns(file.headers, what)
+    for what, template in templates.items():
+        template.check_columns(file.headers, what)
 
     progress("checking addresses", 0.25)
     contacts = read_addresses(file, channel=channel, region=context.region, to_column=request.to_column)
@@ -250,7 +300,7 @@ def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = 
     texts = _render(request, file, candidates)
     reason = texts.reason
 
-    warnings = list(file.warnings)
+    warnings = [*file.warnings, *_text_warnings(texts)]
     sender = request.sender
     progress("checking DLT templates", 0.6)
     if channel == "sms" or (channel == "rcs" and texts.fallbacks is not None):
@@ -283,9 +333,10 @@ def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = 
     subjects = texts.subjects.filter(keep) if texts.subjects is not None else None
     fallbacks = texts.fallbacks.filter(keep) if texts.fallbacks is not None else None
 
-    # Written even when empty, so the file beside the contacts never shows an earlier run's rejects.
-    rejects_path = request.rejects or request.contacts.with_name(request.contacts.stem + ".rejects.csv")
-    rejects_file = contacts.write_rejects(rejects_path)
+    # Written even when empty, so the file named in the summary never shows an earlier run's rejects.
+    rejects_file = contacts.write_rejects(rejects)
+    if rejects_file != rejects.path:
+        warnings.append(f"{rejects.path} already exists (--force replaces it): the rejects went to {rejects_file}")
     if len(rows) == 0:
         raise PlanRefused(
             f"no valid rows: all {file.rows:,} rows of {request.contacts} were refused; see {rejects_file}"
@@ -553,6 +604,14 @@ def check_funds(plan: Plan, balance: Balance | None) -> None:
     )
 
 
+def _campaign_name(given: str | None, contacts: Path) -> str:
+    """The name given (refused when too long to keep), or the file's name and the time."""
+    if given:
+        return models.bounded(given, models.CAMPAIGNS.c.name, "campaign name") or given
+    stamp = f" {datetime.now():%Y-%m-%d %H:%M}"
+    return contacts.stem[: models.NAME_CHARS - len(stamp)] + stamp
+
+
 def save_plan(engine: Engine, plan: Plan, name: str | None = None) -> int:
     """Write the campaign, its batches and one message row per recipient in one transaction."""
     request, summary = plan.request, plan.summary
@@ -568,7 +627,7 @@ def save_plan(engine: Engine, plan: Plan, name: str | None = None) -> int:
         campaign_id = connection.execute(
             insert(models.Campaign)
             .values(
-                name=name or request.name or f"{request.contacts.stem} {datetime.now():%Y-%m-%d %H:%M}",
+                name=_campaign_name(name or request.name, request.contacts),
                 channel=request.channel,
                 provider=request.provider,
                 sender=summary.sender,

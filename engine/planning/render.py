@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine import gsm
+from engine.controls import BIDI_OVERRIDES, MESSAGE_CONTROLS, named
 from engine.errors import CampaignError
 from engine.planning.contacts import column_key
 
@@ -73,6 +74,16 @@ class Template:
                 f"(columns: {', '.join(headers.values())})"
             )
 
+    def check_characters(self, what: str = "message") -> None:
+        """A control code typed into the text itself is refused: it would reach every recipient as bytes their
+        phone shows as boxes. (In a file's values they are removed instead, as they are rendered.)"""
+        found = re.search(MESSAGE_CONTROLS, self.text)
+        if found:
+            raise TemplateError(
+                f"the {what} holds the control character {named(found.group())} at character {found.start() + 1}; "
+                "remove it"
+            )
+
     def skeleton(self, fill: str = "x") -> str:
         """The static text with each placeholder as `fill`, to compare the wording with a registered template.
 
@@ -84,17 +95,20 @@ class Template:
     def render(self, table: pa.Table) -> Rendered:
         """Render every row; rows that cannot be rendered get a reason.
 
-        A value is trimmed; an empty value takes the placeholder's default, and
-        without one the row is refused, since "Hi ," would go to the customer.
+        A value loses its control codes and is trimmed; an empty value takes the
+        placeholder's default, and without one the row is refused, since "Hi ,"
+        would go to the customer.
         """
         rows = table.num_rows
         reason = np.full(rows, None, dtype=object)
+        cleaned = np.zeros(rows, dtype=bool)
         pieces: list[pa.Array | str] = []
         for part in self.parts:
             if isinstance(part, str):
                 pieces.append(part)
                 continue
-            values = pc.utf8_trim_whitespace(pc.fill_null(table.column(part.key).combine_chunks(), ""))
+            values = _without_controls(pc.fill_null(table.column(part.key).combine_chunks(), ""), cleaned)
+            values = pc.utf8_trim_whitespace(values)
             empty = pc.equal(values, "")
             if part.default is not None:
                 values = pc.if_else(empty, part.default, values)
@@ -102,7 +116,18 @@ class Template:
                 mask = empty.to_numpy(zero_copy_only=False) & pd.isna(reason)
                 reason[mask] = f"empty value for {part.written}"
             pieces.append(values)
-        return Rendered(pieces, rows, reason)
+        return Rendered(pieces, rows, reason, cleaned=cleaned)
+
+
+def _without_controls(values: pa.Array, cleaned: np.ndarray) -> pa.Array:
+    """`values` without control codes; the rows that had any are marked in `cleaned`."""
+    if not _may_act(values):
+        return values
+    found = pc.fill_null(pc.match_substring_regex(values, MESSAGE_CONTROLS), False)
+    if not pc.any(found).as_py():
+        return values
+    cleaned |= found.to_numpy(zero_copy_only=False)
+    return pc.replace_substring_regex(values, MESSAGE_CONTROLS, "")
 
 
 @dataclass
@@ -117,6 +142,8 @@ class Rendered:
     rows: int
     reason: np.ndarray
     _texts: pa.Array | None = None
+    #: The messages whose values had control codes, which rendering removed.
+    cleaned: np.ndarray | None = None
 
     @classmethod
     def of(cls, texts: pa.Array) -> Rendered:
@@ -152,6 +179,37 @@ class Rendered:
                 changed |= touched
                 pieces.append(plain)
         return Rendered(pieces, self.rows, self.reason), int(changed.sum())
+
+    def with_bidi_overrides(self) -> np.ndarray:
+        """Which messages hold a bidirectional override, which can show a text in another order than it is
+        read by the phone (`moc.knab` as `bank.com`)."""
+        found = np.zeros(self.rows, dtype=bool)
+        for piece in self.pieces:
+            if isinstance(piece, str):
+                found |= re.search(BIDI_OVERRIDES, piece) is not None
+            elif _may_act(piece):
+                found |= pc.fill_null(pc.match_substring_regex(piece, BIDI_OVERRIDES), False).to_numpy(
+                    zero_copy_only=False
+                )
+        return found
+
+
+def _may_act(values: pa.Array) -> bool:
+    """Whether `values` may hold a control code or a bidirectional override, by their UTF-8 bytes alone: each
+    starts with a byte below 0x20 (but tab, LF and CR), DEL, 0xC2 (the C1 controls) or 0xE2 (the overrides). A
+    scan of the bytes is many times cheaper than a pattern over a million values, which only a column with
+    such a byte needs."""
+    data = values.buffers()[2]
+    if data is None:
+        return False
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if not raw.size or (raw.min() >= 0x20 and raw.max() < 0x7F):
+        return False  # printable ASCII, the common case, in two quick passes
+    lowest = (raw < 0x20) & (raw != 0x09) & (raw != 0x0A) & (raw != 0x0D)
+    return bool(lowest.any() or np.isin(raw, _ACTING_LEAD_BYTES).any())
+
+
+_ACTING_LEAD_BYTES = np.array([0x7F, 0xC2, 0xE2], dtype=np.uint8)
 
 
 def _char_class(chars: str) -> str:

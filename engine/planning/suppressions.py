@@ -89,6 +89,8 @@ def _insert(engine: Engine, addresses: list[str], reason: str, source: str) -> i
 
     Set-based, so a list of a million hard bounces is one bulk load and one statement.
     """
+    models.bounded(reason, models.SUPPRESSIONS.c.reason, "reason")
+    source = source[: models.REASON_CHARS]  # a file's name, which may be longer
     if not addresses:
         return 0
     with engine.begin() as connection:

@@ -1,7 +1,8 @@
 """Opening the database, keeping its schema current, and the one fast bulk insert.
 
-A SQLite file is brought to the current schema when it is opened (a new one on
-first use), so `campaign plan --save` works on a new machine with no setup; PostgreSQL is migrated on purpose with
+A SQLite file is brought to the current schema when it is opened (a new one,
+readable by its owner only, on first use), so `campaign plan --save` works on a
+new machine with no setup; PostgreSQL is migrated on purpose with
 `campaign db upgrade` (a shared production database is not changed as a side
 effect of planning). Bulk writes of messages go through `bulk_insert`, which
 uses each driver's fastest path inside the caller's transaction: a raw
@@ -27,6 +28,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from engine.csvsafe import create_private
 from engine.errors import ConfigurationError
 
 
@@ -62,7 +64,15 @@ def make_engine(url: str) -> Engine:
         raise ConfigurationError(f"CAMPAIGN_DATABASE_URL is not usable: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        _create_sqlite_file(engine.url.database)
     return engine
+
+
+def _create_sqlite_file(database: str | None) -> None:
+    """A new SQLite file is created owner-only before SQLite opens it: it holds every address, and SQLite gives
+    its -wal and -shm files the same mode. An existing file keeps its own."""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        create_private(Path(database))
 
 
 def alembic_config() -> Config:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -38,8 +38,24 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
+from engine.errors import InvalidRequest
 from engine.store.states import BatchKind, BatchState, CampaignState, MessageStatus, ScheduleState
+
+#: The longest campaign or schedule name, and suppression reason or source, a person may give.
+NAME_CHARS = 200
+REASON_CHARS = 200
+
+
+def bounded(value: str | None, column: ColumnElement[Any], what: str) -> str | None:
+    """`value`, if it fits `column` (a table's column, whose length says how long a value may be); a refusal
+    naming `what` otherwise, before anything is written (PostgreSQL would refuse it mid-write)."""
+    most = getattr(column.type, "length", None)
+    if value is not None and most is not None and len(value) > most:
+        raise InvalidRequest(f"the {what} has {len(value):,} characters; the most is {most}")
+    return value
+
 
 #: Row ids: BIGINT on PostgreSQL, and SQLite's INTEGER PRIMARY KEY (the rowid) there.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -74,7 +90,7 @@ class Campaign(Base):
     __table_args__ = (CheckConstraint(_one_of("state", CampaignState), name="state"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(NAME_CHARS))
     channel: Mapped[str] = mapped_column(String(16))
     provider: Mapped[str] = mapped_column(String(32))
     sender: Mapped[str | None] = mapped_column(String(100))
@@ -124,7 +140,7 @@ class Schedule(Base):
     __table_args__ = (CheckConstraint(_one_of("state", ScheduleState), name="state"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    name: Mapped[str | None] = mapped_column(String(200))
+    name: Mapped[str | None] = mapped_column(String(NAME_CHARS))
     cron: Mapped[str] = mapped_column(String(100))
     tz: Mapped[str] = mapped_column(String(64))
     definition: Mapped[str] = mapped_column(Text)
@@ -222,8 +238,8 @@ class Suppression(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     address: Mapped[str] = mapped_column(String(320), unique=True)
-    reason: Mapped[str] = mapped_column(String(200), default="opt-out")
-    source: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(REASON_CHARS), default="opt-out")
+    source: Mapped[str | None] = mapped_column(String(REASON_CHARS))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -325,5 +341,6 @@ SCHEDULES = cast(Table, Schedule.__table__)
 BATCHES = cast(Table, Batch.__table__)
 MESSAGES = cast(Table, Message.__table__)
 DLT_TEMPLATES = cast(Table, DltTemplate.__table__)
+SUPPRESSIONS = cast(Table, Suppression.__table__)
 DELIVERY_EVENTS = cast(Table, DeliveryEvent.__table__)
 DELIVERY_PAGES = cast(Table, DeliveryPage.__table__)

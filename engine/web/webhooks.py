@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from engine.errors import ConfigurationError
 from engine.providers import CLIENTS
 from engine.providers.base import Provider, WebhookEvent
 from engine.settings import WEBHOOK_MAX_KB, WEBHOOK_READ_SECONDS, Settings
@@ -31,6 +32,8 @@ SECRET: web.AppKey[bytes] = web.AppKey("secret")
 LIMITS: web.AppKey[Limits] = web.AppKey("limits")
 REFUSALS: web.AppKey[Refusals] = web.AppKey("refusals")
 LISTENER: web.AppKey[Listener] = web.AppKey("listener")
+#: The shortest webhook secret the receiver starts with.
+MIN_SECRET_CHARS = 32
 #: Path of each receiver, and the provider whose parser reads it.
 ROUTES = {path: name for name, client in CLIENTS.items() for path in client.webhook_paths}
 
@@ -52,6 +55,25 @@ class Limits:
     @classmethod
     def of(cls, settings: Settings) -> Limits:
         return cls(int(settings.webhook_max_kb * 1024), settings.webhook_read_seconds)
+
+    def serving(self) -> dict[str, float]:
+        """Options for the server: a connection that has not sent a whole request within `read_seconds` (slow
+        headers, or idle after its last answer) is closed. aiohttp's keep-alive timer runs from the connection's
+        start and until a request's headers are complete, so it bounds the headers as well as idle time."""
+        return {"keepalive_timeout": self.read_seconds}
+
+
+def signing_secret(settings: Settings) -> str:
+    """The secret pushes are signed with, long enough that it cannot be guessed by trying."""
+    if settings.webhook_secret is None:
+        raise ConfigurationError("set CAMPAIGN_WEBHOOK_SECRET: the receiver only takes events signed with it")
+    secret = settings.webhook_secret.get_secret_value()
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ConfigurationError(
+            f"CAMPAIGN_WEBHOOK_SECRET has {len(secret)} characters; use at least {MIN_SECRET_CHARS} "
+            "(for one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return secret
 
 
 class Refusals:
