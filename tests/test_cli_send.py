@@ -15,7 +15,7 @@ from engine.sandbox.config import SandboxConfig
 from engine.store import models
 from engine.store.db import open_database
 from tests.fixtures.campaigns import phones
-from tests.fixtures.cli import EXAMPLE, SEND, SEND_PIXABITS, campaign
+from tests.fixtures.cli import EXAMPLE, SEND, SEND_PIXABITS, campaign, run_cli
 from tests.fixtures.polling import eventually
 from tests.fixtures.sandbox import Sandbox, settled_counts
 
@@ -43,6 +43,17 @@ def test_send_runs_a_campaign_and_reports_it(env: dict[str, str], sandbox: Sandb
     assert "submitted" in table.stdout and "completed" in table.stdout
     again = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--force")
     assert again.returncode == 1 and "already went out 1 time(s) in the last day" in again.stderr
+
+
+def test_a_campaign_that_reached_no_provider_is_no_repeat(env: dict[str, str], tmp_path: Path) -> None:
+    """A draft cancelled before it went out sent nothing: sending the same file and text is no repeat."""
+    saved = run_cli(env, "plan", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--save", "--json")
+    campaign_id = orjson.loads(saved.stdout)["campaign_id"]
+    cancelled = run_cli(env, "cancel", str(campaign_id), "--yes")
+    assert cancelled.exit_code == 0, cancelled.stderr
+    sent = run_cli(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--yes", "--force")
+    assert sent.exit_code == 0, sent.stderr
+    assert "already went out" not in sent.stderr
 
 
 def test_nothing_is_sent_without_a_yes(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:

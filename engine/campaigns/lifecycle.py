@@ -117,16 +117,17 @@ def state_of(engine: Engine, campaign_id: int) -> str:
 
 
 def repeats_of(engine: Engine, contacts_file: Path, message: str, since: datetime) -> int:
-    """How many campaigns past their draft were created since `since` from this contact file with this text:
-    the same list sent the same words twice is worth a warning before sending."""
+    """How many campaigns created since `since` from this contact file with this text reached the provider (a
+    call it took, or may have): the same list sent the same words twice is worth a warning before sending."""
+    reached = exists().where(B.c.campaign_id == C.c.id, B.c.state.in_(TAKEN_BATCHES))
     with engine.connect() as connection:
         return int(
             connection.execute(
                 select(func.count()).where(
                     C.c.contacts_file == str(contacts_file),
                     C.c.message_template == message,
-                    C.c.state != State.DRAFT.value,
                     C.c.created_at >= since,
+                    reached,
                 )
             ).scalar_one()
         )
