@@ -23,6 +23,7 @@ from sqlalchemy import Engine, func, select
 
 from engine.accounts import open_provider, uses_sandbox
 from engine.campaigns.lifecycle import status
+from engine.clock import now
 from engine.errors import CampaignError
 from engine.planning.phones import normalize_one
 from engine.planning.planner import Plan
@@ -190,8 +191,9 @@ async def send_campaign(
     """Send every due batch of a running campaign, `concurrency` at a time.
 
     It stops early when the campaign is paused elsewhere (claims fail), or when
-    `stop` is set (Ctrl-C): batches in flight finish, none is started, and the
-    campaign is paused so that a resume sends exactly what is left.
+    `stop` is set (Ctrl-C): the campaign is paused at once, so bulk calls in
+    flight finish, per-recipient calls stop within about a second, no batch is
+    started, and a resume sends exactly what is left.
     """
     semaphore = asyncio.Semaphore(concurrency)
 
@@ -204,17 +206,33 @@ async def send_campaign(
                 progress(messages_done(engine, campaign_id))
 
     sweep(engine)
-    await send_due(engine, sender, campaign_id, one)
+    interrupt = asyncio.create_task(_pause_when_set(engine, campaign_id, stop)) if stop is not None else None
+    try:
+        await send_due(engine, sender, campaign_id, one)
+    finally:
+        if interrupt is not None:
+            interrupt.cancel()
     if stop is not None and stop.is_set():
-        mark_campaign(
-            engine,
-            campaign_id,
-            CampaignState.PAUSED,
-            f"interrupted; `campaign resume {campaign_id}` continues where it stopped",
-        )
+        _interrupted(engine, campaign_id)
     _wait_for_deferred(engine, campaign_id)
     final = status(engine, campaign_id)
     return Outcome(final.state, final.reason, final.counts)
+
+
+async def _pause_when_set(engine: Engine, campaign_id: int, stop: asyncio.Event) -> None:
+    await stop.wait()
+    _interrupted(engine, campaign_id)
+
+
+def _interrupted(engine: Engine, campaign_id: int) -> None:
+    """Pause the running campaign, as `campaign pause` does (a no-op once it is paused, or no longer running)."""
+    mark_campaign(
+        engine,
+        campaign_id,
+        CampaignState.PAUSED,
+        f"interrupted; `campaign resume {campaign_id}` continues where it stopped",
+        stop_requested_at=now(),
+    )
 
 
 async def send_due(

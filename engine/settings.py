@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.errors import ConfigurationError
 from engine.redact import mask_url_password
 from engine.windows import INDIA, SendWindow, WindowError, zone
 
@@ -34,6 +37,21 @@ PlanName = Literal["starter", "growth", "enterprise", "premium"]
 PLAN_NAMES: tuple[str, ...] = get_args(PlanName)
 
 
+#: The folder (under the user's data directory) that holds the default database.
+APP_FOLDER = "campaign-engine"
+
+
+def default_database_folder() -> Path:
+    """The user's data directory for the engine (made when the default database is first opened)."""
+    return platformdirs.user_data_path(APP_FOLDER, appauthor=False)
+
+
+def default_database_url() -> str:
+    """SQLite in the user's data directory, whatever folder a command runs from: one campaign history and one
+    suppression list per user, so an opt-out holds everywhere. `CAMPAIGN_DATABASE_URL` chooses another."""
+    return f"sqlite:///{default_database_folder() / 'campaigns.db'}"
+
+
 def _env(name: str) -> AliasChoices:
     """Bind a field to exactly one environment variable (and accept the field name in code)."""
     return AliasChoices(name)
@@ -50,7 +68,7 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    database_url: str = Field("sqlite:///campaigns.db", validation_alias=_env("CAMPAIGN_DATABASE_URL"))
+    database_url: str = Field(default_factory=default_database_url, validation_alias=_env("CAMPAIGN_DATABASE_URL"))
     broker_url: str | None = Field(None, validation_alias=_env("CAMPAIGN_BROKER_URL"))
     webhook_secret: SecretStr | None = Field(None, validation_alias=_env("CAMPAIGN_WEBHOOK_SECRET"))
     public_url: str | None = Field(None, validation_alias=_env("CAMPAIGN_PUBLIC_URL"))
@@ -67,7 +85,7 @@ class Settings(BaseSettings):
 
     broker_prefix: str = Field("campaign:", validation_alias=_env("CAMPAIGN_BROKER_PREFIX"))
     lease_seconds: float = Field(300.0, gt=0, validation_alias=_env("CAMPAIGN_LEASE_SECONDS"))
-    sweep_seconds: float = Field(15.0, gt=0, validation_alias=_env("CAMPAIGN_SWEEP_SECONDS"))
+    sweep_seconds: float = Field(30.0, gt=0, validation_alias=_env("CAMPAIGN_SWEEP_SECONDS"))
     dlr_poll_seconds: float = Field(30.0, gt=0, validation_alias=_env("CAMPAIGN_DLR_POLL_SECONDS"))
     dlr_max_age_hours: float = Field(72.0, gt=0, validation_alias=_env("CAMPAIGN_DLR_MAX_AGE_HOURS"))
     rcs_fallback: Literal["provider", "engine"] = Field("provider", validation_alias=_env("CAMPAIGN_RCS_FALLBACK"))
@@ -88,7 +106,7 @@ class Settings(BaseSettings):
     timezone: str = Field(INDIA, validation_alias=_env("CAMPAIGN_TIMEZONE"))
     #: When promotional SMS may reach Indian numbers (India's time); empty: no default window.
     promotional_window: str = Field("09:00-21:00", validation_alias=_env("CAMPAIGN_PROMOTIONAL_WINDOW"))
-    schedule_scan_seconds: float = Field(5.0, gt=0, validation_alias=_env("CAMPAIGN_SCHEDULE_SCAN_SECONDS"))
+    schedule_scan_seconds: float = Field(30.0, gt=0, validation_alias=_env("CAMPAIGN_SCHEDULE_SCAN_SECONDS"))
     wallet_check_seconds: float = Field(3600.0, gt=0, validation_alias=_env("CAMPAIGN_WALLET_CHECK_SECONDS"))
     #: A provider balance under this (credits where it reports them, else money) is logged as a warning.
     wallet_warn_below: float = Field(1000.0, ge=0, validation_alias=_env("CAMPAIGN_WALLET_WARN_BELOW"))
@@ -165,5 +183,10 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; tests build their own `Settings(...)` instead of mutating this one."""
-    return Settings()
+    """The process-wide settings; tests build their own `Settings(...)` instead of mutating this one. A wrong
+    value is a `ConfigurationError` naming each variable and what is wrong with it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        raise ConfigurationError("; ".join(problems)) from None

@@ -112,7 +112,7 @@ def test_plan_summary_is_readable(tmp_path: Path, db_url: str) -> None:
     assert code == 0
     for expected in ("rows read", "rejected", "duplicates", "suppressed", "segments", "batches", "estimated cost"):
         assert expected in out
-    assert "line 2 to +91******3210: Hi Asha, your order A1 has shipped" in out
+    assert "line 2 to +91******3210 (1 SMS part, gsm7): Hi Asha, your order A1 has shipped" in out
     assert "9876543210" not in out  # previews mask numbers
     assert "India-bound SMS have no DLT template" in err
 
@@ -452,3 +452,93 @@ def test_message_and_html_together_are_refused(tmp_path: Path, db_url: str) -> N
     body.write_text("<p>x</p>")
     code, _, err = run("plan", str(contacts(tmp_path)), "--channel", "email", "--message", "x", "--html", str(body))
     assert code == 1 and "not both" in err
+
+
+def test_people_who_opt_back_in_are_taken_off_the_list_with_the_reason_kept(db_url: str) -> None:
+    assert run("suppress", "add", "+919876543210", "9123456789", "--reason", "STOP reply")[0] == 0
+    code, out, err = run("suppress", "remove", "98765 43210", "+14155550100", "--reason", "asked again by email")
+    assert code == 0 and "removed 1 addresses from the suppression list" in out
+    assert "+14155550100 was not suppressed" in err
+    listed = orjson.loads(run("suppress", "list", "--json")[1])
+    assert [row["address"] for row in listed] == ["+919123456789"]
+    engine = open_database(db_url)
+    with engine.connect() as connection:
+        kept = connection.execute(
+            select(
+                models.SUPPRESSION_REMOVALS.c.address,
+                models.SUPPRESSION_REMOVALS.c.reason,
+                models.SUPPRESSION_REMOVALS.c.previous_reason,
+            )
+        ).all()
+    engine.dispose()
+    assert [tuple(row) for row in kept] == [("+919876543210", "asked again by email", "STOP reply")]
+    code, _, err = run("suppress", "remove", "+919123456789")
+    assert code == 2  # the reason is required: a consent decision says why
+
+
+def test_the_preview_shows_as_many_recipients_as_asked_with_every_part(db_url: str, tmp_path: Path) -> None:
+    """The subject of an email and the fallback SMS of an RCS message go out too: the preview shows them,
+    in the terminal and in --json, for --preview N recipients."""
+    people = tmp_path / "people.csv"
+    people.write_text("name,email,mobile\nAsha,asha@example.com,+919876543210\nRavi,ravi@example.com,+919123456789\n")
+    email = (
+        "--channel",
+        "email",
+        "--provider",
+        "pixabits",
+        "--sender",
+        "news@acme.in",
+        "--rejects",
+        str(tmp_path / "e.csv"),
+    )
+    code, out, _ = run(
+        "plan",
+        str(people),
+        *email,
+        "--subject",
+        "Hi #name#",
+        "--message",
+        "<p>Sale, #name#</p>",
+        "--preview",
+        "1",
+        "--json",
+    )
+    assert code == 0
+    assert orjson.loads(out)["previews"] == [
+        {
+            "line": 2,
+            "to": "a***@example.com",
+            "text": "<p>Sale, Asha</p>",
+            "subject": "Hi Asha",
+            "fallback": None,
+            "segments": None,
+            "encoding": None,
+        }
+    ]
+    rcs = (
+        "--channel",
+        "rcs",
+        "--provider",
+        "noxitel",
+        "--agent-id",
+        "101",
+        "--sender",
+        "ACMEIN",
+        "--to-column",
+        "mobile",
+    )
+    code, out, _ = run(
+        "plan",
+        str(people),
+        *rcs,
+        "--message",
+        "Sale, #name#!",
+        "--fallback-message",
+        "Sale, #name#! -ACME",
+        "--rejects",
+        str(tmp_path / "r.csv"),
+        "--preview",
+        "2",
+    )
+    assert code == 0
+    assert out.count("fallback SMS: Sale, ") == 2 and "fallback SMS: Sale, Ravi! -ACME" in out

@@ -44,6 +44,8 @@ def report(
     [
         ("noxitel", Channel.SMS, "Handset Delivered", "DELIVRD", "delivered"),
         ("noxitel", Channel.SMS, "Undelivered", "UNDELIV", "undeliverable"),
+        ("noxitel", Channel.SMS, "Failed", "UNDELIV", "undeliverable"),  # the operator's word says more
+        ("noxitel", Channel.SMS, "Failed", None, "failed"),
         ("noxitel", Channel.SMS, "Expired", "EXPIRED", "expired"),
         ("noxitel", Channel.SMS, "Something new", "REJECTD", "rejected"),
         ("noxitel", Channel.SMS, "DLT Template Not Registered", "REJECTD", "rejected"),

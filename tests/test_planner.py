@@ -80,6 +80,7 @@ def test_email_batches_stop_at_ten_thousand(tmp_path: Path) -> None:
             subject="Hello #name#",
             message="<p>Hi #name#</p>",
             dlt_template=None,
+            sender="news@acme.in",
         ),
         context(),
     )
@@ -235,7 +236,15 @@ def test_every_row_is_accounted_for_once(tmp_path: Path) -> None:
     rejects = Path(summary.rejects_file).read_text(encoding="utf-8-sig").splitlines()
     assert [line.split(",")[0] for line in rejects] == ['"line"', '"3"', '"4"', '"5"', '"6"', '"7"']
     assert summary.as_json()["previews"] == [
-        {"line": 2, "to": "+91******3210", "text": "Hi Asha, your order A1 has shipped. -ACME"}
+        {
+            "line": 2,
+            "to": "+91******3210",
+            "text": "Hi Asha, your order A1 has shipped. -ACME",
+            "subject": None,
+            "fallback": None,
+            "segments": 1,
+            "encoding": "gsm7",
+        }
     ]
 
 
@@ -297,7 +306,14 @@ def test_a_plain_subject_is_carried_by_every_message(tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
     path.write_text("email,name\nasha@example.com,Asha\nravi@example.com,Ravi\n")
     plan = build_plan(
-        request(path, channel="email", provider="pixabits", subject="Your Diwali offer", message="Hi #name#"),
+        request(
+            path,
+            channel="email",
+            provider="pixabits",
+            subject="Your Diwali offer",
+            message="Hi #name#",
+            sender="news@acme.in",
+        ),
         context(),
     )
     assert plan.subjects is not None and plan.subjects.to_pylist() == ["Your Diwali offer"] * 2

@@ -99,6 +99,28 @@ async def test_pushed_reports_are_kept_once_parked_until_their_message_is_known_
     assert all('"to"' in e.raw for e in events)
 
 
+async def test_a_report_by_number_goes_to_the_campaign_awaiting_it_never_to_an_unsent_message(
+    database: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """Pixabits pushes name no batch, so the number is the key. A second campaign to the same numbers gets its
+    own reports (they went to the first one's oldest open message), and a message of the first one left in
+    doubt (its batch may never have reached the provider) is not marked delivered by them."""
+    first, second, _ = phones(3)
+    older = plan_campaign(database, tmp_path, 3, "pixabits", **SALE)
+    async with local_sender(database, settings, "pixabits") as sender:
+        await send_campaign(database, sender, older)
+    with database.begin() as connection:  # the first one's message to `second`: in doubt, as after a lost answer
+        connection.execute(update(M).where(M.c.campaign_id == older, M.c.address == second).values(status="ambiguous"))
+    newer = plan_campaign(database, tmp_path, 3, "pixabits", **SALE)
+    async with local_sender(database, settings, "pixabits") as sender:
+        await send_campaign(database, sender, newer)
+    dlr.store_pushed(database, [pushed("sms.message.delivered", first), pushed("sms.message.delivered", second)])
+    dlr.apply_pending(database, MAX_AGE)
+    assert statuses(database, newer)[first] == statuses(database, newer)[second] == "delivered"
+    assert (statuses(database, older)[first], statuses(database, older)[second]) == ("submitted", "ambiguous")
+    assert (status(database, newer).matched_by_number, status(database, older).matched_by_number) == (2, 0)
+
+
 async def test_a_parked_report_that_never_matches_is_given_up_after_the_maximum_age(database: Engine) -> None:
     dlr.store_pushed(database, [pushed("sms.message.delivered", "+15550000000")])
     assert dlr.apply_pending(database, MAX_AGE).parked == 1

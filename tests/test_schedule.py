@@ -255,7 +255,7 @@ def test_beat_runs_the_scanner_and_the_wallet_check_beside_the_sweep_and_the_pol
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     entries = beat_schedule(settings)
     assert {name: (entry["task"], entry["schedule"]) for name, entry in entries.items()} == {
-        "recovery-sweep": ("campaign.sweep", 15.0),
+        "recovery-sweep": ("campaign.sweep", 30.0),
         "delivery-reports": ("campaign.poll_dlr", 30.0),
         "campaign-schedules": ("campaign.scan_schedules", 2.0),
         "wallet-check": ("campaign.check_wallets", 600.0),

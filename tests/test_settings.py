@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
 from engine.settings import SANDBOX, Settings
+from tests.fixtures.cli import campaign
 
 ENV = {
     "CAMPAIGN_DATABASE_URL": "postgresql+psycopg://app@db/campaigns",
@@ -28,12 +31,13 @@ ENV = {
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ENV:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
 
 
-def test_defaults_run_locally_on_sqlite_and_the_sandbox() -> None:
+def test_defaults_run_locally_on_sqlite_and_the_sandbox(tmp_path: Path) -> None:
     settings = Settings()
-    assert settings.database_url == "sqlite:///campaigns.db"
+    assert settings.database_url == f"sqlite:///{tmp_path}/data/campaign-engine/campaigns.db"
     assert settings.local_mode
     assert settings.pixabits_base_url == settings.noxitel_base_url == SANDBOX
     assert (settings.pixabits_plan, settings.noxitel_rate) == ("growth", 100.0)
@@ -90,3 +94,37 @@ def test_an_unknown_plan_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(ValidationError, match="unknown Pixabits plan 'platinum'") as caught:
         Settings()
     assert "pxb_live_0123456789" not in str(caught.value)
+
+
+def test_one_database_from_any_folder_says_where_it_is(tmp_path: Path) -> None:
+    """Without CAMPAIGN_DATABASE_URL the database is in the user's data folder: an opt-out recorded from one
+    folder holds when a campaign is sent from another, and the first command says where the file is."""
+    env = {k: v for k, v in os.environ.items() if k not in ENV} | {"XDG_DATA_HOME": str(tmp_path / "data")}
+    first, second = tmp_path / "marketing", tmp_path / "elsewhere"
+    first.mkdir()
+    second.mkdir()
+    database = tmp_path / "data" / "campaign-engine" / "campaigns.db"
+    added = campaign(env, "suppress", "add", "+919876543210", cwd=first)
+    assert added.returncode == 0, added.stderr
+    assert f"note: a new campaign database at {database}" in added.stderr
+    assert (database.stat().st_mode & 0o777, database.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    listed = campaign(env, "suppress", "list", "--json", cwd=second)
+    assert [row["address"] for row in orjson.loads(listed.stdout)] == ["+919876543210"]
+    assert "new campaign database" not in listed.stderr
+    assert not list(first.iterdir()) and not list(second.iterdir())  # nothing left in either folder
+    shown = campaign(env, "db", "current", cwd=second)
+    assert f"database sqlite:///{database}" in shown.stdout
+
+
+def test_a_wrong_setting_is_one_line_naming_it_and_help_still_shows(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ENV} | {
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "CAMPAIGN_TIMEZONE": "Mars/Olympus",
+        "NOXITEL_RATE": "fast",
+    }
+    listed = campaign(env, "list")
+    assert listed.returncode == 1 and "Traceback" not in listed.stderr
+    [line] = listed.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "CAMPAIGN_TIMEZONE: 'Mars/Olympus' is not a time zone name" in line
+    assert "NOXITEL_RATE: Input should be a valid number" in line
+    assert campaign(env, "plan", "--help").returncode == 0

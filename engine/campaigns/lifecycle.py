@@ -1,9 +1,11 @@
 """A campaign's life as the marketer steers it: pause, resume, cancel, and how far it has got.
 
 These only change rows; whoever sends (local mode or the workers) reads the
-campaign's state before claiming each batch, so a pause takes effect at the
-next batch and a resume continues from the recorded state, never from a
-counter: the batches still `planned` are exactly what is left to send.
+campaign's state before claiming each batch, and again between the calls of a
+batch (`engine.sending.watch`), so a pause takes effect within about a second
+and a resume continues from the recorded state, never from a counter: the
+messages still `planned` are exactly what is left to send. When a pause or
+cancel was asked is kept, so status can say how many messages went after it.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ from typing import Any
 import pyarrow as pa
 from sqlalchemy import Engine, and_, case, exists, func, or_, select, update
 
+from engine.clock import now
 from engine.csvsafe import Target, write_csv
 from engine.errors import CampaignError
+from engine.reports.pushed import matched_by_number
 from engine.sending import rebatch
-from engine.sending.recovery import due_batches
+from engine.sending.recovery import due_batches, per_recipient
 from engine.store import models
 from engine.store.states import (
     NOT_CANCELLABLE,
     NOT_SENT,
+    OPTED_OUT_BEFORE_SEND,
     PAUSABLE,
     REACHED,
     SENT_BATCHES,
@@ -38,7 +43,7 @@ from engine.store.states import (
     CampaignState,
     MessageStatus,
 )
-from engine.store.writes import complete_if_idle, lock, mark_campaign
+from engine.store.writes import cancel_unsent, complete_if_idle, lock, mark_campaign
 
 C, B, M = models.CAMPAIGNS, models.BATCHES, models.MESSAGES
 State = CampaignState
@@ -67,6 +72,15 @@ class Status:
     reported_cost: float | None = None
     #: Recipients handed to an SMS fallback: by the engine (a fallback batch) or by the provider.
     fallbacks: int = 0
+    #: Messages left `suppressed` when their batch went, their address having opted out after planning.
+    suppressed_at_send: int = 0
+    #: When the user asked it to pause or cancel (None: not asked, or resumed since).
+    stop_requested_at: datetime | None = None
+    #: Messages submitted (or left in doubt) after that request: calls already with the provider finish.
+    sent_after_stop: int = 0
+    #: Pushed reports matched by the number alone (no provider id named their message): another campaign to
+    #: the same numbers, awaiting reports at the same time, could have been meant.
+    matched_by_number: int = 0
 
     @property
     def delivery_rate(self) -> float | None:
@@ -91,6 +105,10 @@ class Status:
             "batches": self.batches,
             "delivery_rate": self.delivery_rate,
             "fallback": self.fallbacks,
+            "suppressed_at_send": self.suppressed_at_send,
+            "stop_requested_at": when(self.stop_requested_at),
+            "sent_after_stop": self.sent_after_stop,
+            "matched_by_number": self.matched_by_number,
             "estimated_cost": self.estimated_cost,
             "reported_cost": self.reported_cost,
             "currency": self.currency,
@@ -183,6 +201,10 @@ def status(engine: Engine, campaign_id: int) -> Status:
                 B.c.campaign_id == campaign_id, B.c.kind == BatchKind.FALLBACK.value
             )
         ).scalar_one()
+        suppressed_at_send = _count(connection, campaign_id, M.c.error == OPTED_OUT_BEFORE_SEND)
+        stop = campaign.stop_requested_at
+        sent_after_stop = _count(connection, campaign_id, M.c.submitted_at > stop) if stop is not None else 0
+        by_number = matched_by_number(connection, campaign_id)
     return Status(
         campaign_id=campaign_id,
         name=campaign.name,
@@ -203,7 +225,16 @@ def status(engine: Engine, campaign_id: int) -> Status:
         last_report=last_report,
         reported_cost=reported_cost,
         fallbacks=int(in_fallback) + counts.get(MessageStatus.FALLBACK.value, 0),
+        suppressed_at_send=suppressed_at_send,
+        stop_requested_at=stop,
+        sent_after_stop=sent_after_stop,
+        matched_by_number=by_number,
     )
+
+
+def _count(connection: Any, campaign_id: int, *conditions: Any) -> int:
+    """The campaign's messages that meet `conditions`."""
+    return int(connection.execute(select(func.count()).where(M.c.campaign_id == campaign_id, *conditions)).scalar_one())
 
 
 def _reported_cost(connection: Any, campaign_id: int) -> float | None:
@@ -231,6 +262,7 @@ def start(engine: Engine, campaign_id: int) -> Any:
                 state=State.RUNNING.value,
                 state_reason=None,
                 wake_at=None,
+                stop_requested_at=None,
                 started_at=func.coalesce(C.c.started_at, func.now()),
             )
         )
@@ -238,16 +270,25 @@ def start(engine: Engine, campaign_id: int) -> Any:
 
 
 def pause(engine: Engine, campaign_id: int, reason: str = "paused by the user") -> None:
+    """Pause the campaign: no batch is claimed from now on, and a batch in hand makes no further call."""
     campaign = _campaign(engine, campaign_id)
     if campaign.state not in PAUSABLE:
         raise CampaignError(
             f"campaign {campaign_id} is {campaign.state}; only a running, scheduled or waiting one can pause"
         )
-    mark_campaign(engine, campaign_id, State.PAUSED, reason, PAUSABLE)
+    asked = func.coalesce(C.c.stop_requested_at, now())
+    mark_campaign(engine, campaign_id, State.PAUSED, reason, PAUSABLE, stop_requested_at=asked)
 
 
 def cancel(engine: Engine, campaign_id: int) -> int:
-    """Cancel what has not been sent; returns how many messages will now never go."""
+    """Cancel what has not been sent; returns how many messages will now never go.
+
+    That is every message of a planned batch, and the `planned` messages of a
+    per-recipient batch being sent (its sender claims each one before its call,
+    so it skips them, and stops before its next call). A bulk batch being sent
+    is left to its sender, which records what the provider took: its request
+    may be with the provider already.
+    """
     campaign = _campaign(engine, campaign_id)
     if campaign.state in NOT_CANCELLABLE:
         raise CampaignError(f"campaign {campaign_id} is already {campaign.state}")
@@ -255,20 +296,23 @@ def cancel(engine: Engine, campaign_id: int) -> int:
         connection.execute(
             update(C)
             .where(C.c.id == campaign_id)
-            .values(state=State.CANCELLED.value, state_reason="cancelled by the user", finished_at=func.now())
+            .values(
+                state=State.CANCELLED.value,
+                state_reason="cancelled by the user",
+                finished_at=func.now(),
+                stop_requested_at=func.coalesce(C.c.stop_requested_at, now()),
+            )
         )
-        connection.execute(
-            update(B)
-            .where(B.c.campaign_id == campaign_id, B.c.state == BatchState.PLANNED.value)
-            .values(state=BatchState.CANCELLED.value)
+        planned = cancel_unsent(connection, B.c.campaign_id == campaign_id, B.c.state == BatchState.PLANNED.value)
+        in_hand = select(B.c.id).where(
+            B.c.campaign_id == campaign_id, B.c.state == BatchState.SENDING.value, per_recipient()
         )
-        # Messages of a batch in flight are left alone: its worker records what the provider took.
-        cancelled = select(B.c.id).where(B.c.campaign_id == campaign_id, B.c.state == BatchState.CANCELLED.value)
-        return connection.execute(
+        unclaimed = connection.execute(
             update(M)
-            .where(M.c.batch_id.in_(cancelled), M.c.status == MessageStatus.PLANNED.value)
+            .where(M.c.batch_id.in_(in_hand), M.c.status == MessageStatus.PLANNED.value)
             .values(status=MessageStatus.CANCELLED.value)
         ).rowcount
+    return planned + int(unclaimed)
 
 
 def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
@@ -302,7 +346,7 @@ def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
             connection.execute(
                 update(C)
                 .where(C.c.id == campaign_id)
-                .values(state=State.RUNNING.value, state_reason=None, finished_at=None)
+                .values(state=State.RUNNING.value, state_reason=None, finished_at=None, stop_requested_at=None)
             )
     return count
 
@@ -341,7 +385,7 @@ def retry_failed(engine: Engine, campaign_id: int) -> int:
             connection.execute(
                 update(C)
                 .where(C.c.id == campaign_id)
-                .values(state=State.RUNNING.value, state_reason=None, finished_at=None)
+                .values(state=State.RUNNING.value, state_reason=None, finished_at=None, stop_requested_at=None)
             )
     return moved
 

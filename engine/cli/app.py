@@ -9,23 +9,43 @@ its traceback.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from engine.cli.console import VisibleFormatter, fail
+from engine.cli.console import VisibleFormatter, fail, warn
 from engine.errors import CampaignError
+from engine.settings import get_settings
 
 
 class Commands(TyperGroup):
     """The command group of `campaign`: an engine error in any command, or its group's, is one line."""
 
     def invoke(self, ctx: Any) -> Any:  # typer's own click Context, which it does not export
+        unmade = None
         try:
+            unmade = _unmade_default_database()
             return super().invoke(ctx)
         except CampaignError as exc:
             raise fail(str(exc)) from None
+        finally:
+            if unmade is not None and unmade.exists():
+                warn(f"a new campaign database at {unmade} (CAMPAIGN_DATABASE_URL chooses another)", label="note:")
+
+
+def _unmade_default_database() -> Path | None:
+    """The default SQLite file, when no setting chose the database and it does not exist yet (None also when the
+    settings are wrong: the command says so, or shows its help)."""
+    try:
+        settings = get_settings()
+    except CampaignError:
+        return None
+    if "database_url" in settings.model_fields_set:
+        return None
+    path = Path(settings.database_url.removeprefix("sqlite:///"))
+    return None if path.exists() else path
 
 
 app = typer.Typer(

@@ -23,11 +23,13 @@ from engine.cli.console import console, err_console, styled, warn
 from engine.errors import CampaignError
 from engine.planning.dlt import VAR_MAX, default_registry, import_templates, read_registry, stored_templates
 from engine.planning.options import PlanOptions, plan_from_options
-from engine.planning.planner import Plan
-from engine.planning.summary import PlanSummary
+from engine.planning.planner import PREVIEWS, Plan
+from engine.planning.summary import PlanSummary, Preview
 from engine.planning.suppressions import add as add_suppressions
 from engine.planning.suppressions import import_file, list_suppressions
+from engine.planning.suppressions import remove as remove_suppressions
 from engine.providers import PROVIDERS
+from engine.redact import mask_url_password
 from engine.settings import Settings, get_settings
 from engine.store.db import current_revision, database, head_revision, make_engine, upgrade
 from engine.windows import local_text, timing_text
@@ -87,7 +89,13 @@ def plan(
     check_balance: Annotated[
         bool, typer.Option("--check-balance/--skip-balance", help="Hold the estimate against the provider balance.")
     ] = True,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Refuse text that looks like a broken #placeholder# instead of warning.")
+    ] = False,
     save: Annotated[bool, typer.Option(help="Store the campaign, its batches and messages in the database.")] = False,
+    preview: Annotated[
+        int, typer.Option(min=0, help="Show this many recipients' messages, every part (subject, fallback SMS).")
+    ] = PREVIEWS,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the summary.")] = False,
 ) -> None:
     """Check, cost and batch a campaign before any money is spent; --save stores it for sending."""
@@ -95,6 +103,7 @@ def plan(
     settings = get_settings()
     with database(settings.database_url) as engine:
         result = plan_campaign(settings, engine, options, save=save, show_progress=not json_output, force=force)
+    result.summary.previews = result.previews(preview)
     if json_output:
         _print_json(result.summary.as_json())
     else:
@@ -133,6 +142,17 @@ def _progress(enabled: bool) -> Iterator[Any]:
         yield lambda stage, fraction: bar.update(task, description=stage, completed=fraction)
 
 
+def print_preview(preview: Preview) -> None:
+    """One recipient's message, and each other part that goes with it, as it will be sent."""
+    parts = f" ({preview.segments} SMS part{'s' if preview.segments != 1 else ''}, {preview.encoding})"
+    label = f"line {preview.line} to {preview.to}{parts if preview.segments else ''}:"
+    console.print(styled("dim", label, preview.text, one_line=False), highlight=False)
+    if preview.subject is not None:
+        console.print(styled("dim", "  subject:", preview.subject), highlight=False)
+    if preview.fallback is not None:
+        console.print(styled("dim", "  fallback SMS:", preview.fallback, one_line=False), highlight=False)
+
+
 def print_summary(summary: PlanSummary) -> None:
     """The plan as a table on stdout, then its previews; its warnings on stderr."""
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -144,9 +164,7 @@ def print_summary(summary: PlanSummary) -> None:
     _add_money_and_timing(table, summary)
     console.print(table)
     for preview in summary.previews:
-        console.print(
-            styled("dim", f"line {preview.line} to {preview.to}:", preview.text, one_line=False), highlight=False
-        )
+        print_preview(preview)
     for warning in summary.warnings:
         warn(warning)
 
@@ -234,9 +252,11 @@ def db_upgrade() -> None:
 
 @db_app.command("current")
 def db_current() -> None:
-    """Show the database's schema revision and the newest one."""
-    engine = make_engine(get_settings().database_url)
+    """Show where the database is, its schema revision and the newest one."""
+    url = get_settings().database_url
+    engine = make_engine(url)
     try:
+        console.print(f"database {mask_url_password(url)}", highlight=False)
         console.print(f"database at schema {current_revision(engine) or 'none'}; newest is {head_revision()}")
     finally:
         engine.dispose()
@@ -297,6 +317,22 @@ def suppress_add(
     console.print(f"suppressed {added} new addresses")
 
 
+@suppress_app.command("remove")
+def suppress_remove(
+    addresses: Annotated[list[str], typer.Argument(help="Phone numbers or email addresses.")],
+    reason: Annotated[str, typer.Option(help="Why they may be messaged again (kept with the removal).")],
+) -> None:
+    """Take addresses off the suppression list, when people opt back in; the removal is kept with its reason."""
+    settings = get_settings()
+    with database(settings.database_url) as engine:
+        result = remove_suppressions(engine, addresses, reason=reason, region=settings.default_region)
+    for value, why in result.refused:
+        warn(f"{value!r}: {why}")
+    for address in result.not_listed:
+        warn(f"{address} was not suppressed")
+    console.print(f"removed {len(result.removed)} addresses from the suppression list", highlight=False)
+
+
 @suppress_app.command("import")
 def suppress_import(
     file: Annotated[Path, typer.Argument(help="CSV with a phone or email column.")],
@@ -325,7 +361,9 @@ def suppress_list(
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show the suppression list, oldest first."""
-    with database(get_settings().database_url) as engine:
+    settings = get_settings()
+    tz = settings.timezone
+    with database(settings.database_url) as engine:
         rows = list_suppressions(engine, limit)
     if json_output:
         _print_json(
@@ -337,7 +375,7 @@ def suppress_list(
         return
     table = Table("address", "reason", "source", "since")
     for r in rows:
-        table.add_row(r.address, r.reason, r.source or "", f"{r.created_at:%Y-%m-%d %H:%M}")
+        table.add_row(r.address, r.reason, r.source or "", local_text(r.created_at, tz))
     console.print(table)
 
 

@@ -11,7 +11,9 @@ import asyncio
 import signal
 from collections.abc import Callable
 from datetime import datetime
+from enum import IntEnum
 
+import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -25,10 +27,46 @@ from engine.errors import ConfigurationError
 from engine.local import local_sender, send_campaign, wait_for_reports
 from engine.providers import client_class
 from engine.settings import Settings
-from engine.store.states import SEND_OUTCOMES, CampaignState
+from engine.store.states import NOT_SENT, SEND_OUTCOMES, CampaignState, MessageStatus
+from engine.windows import local_text
+
+#: What the provider refused or failed when it was sent: nothing of it went out.
+REFUSED_AT_SEND = (MessageStatus.FAILED.value, MessageStatus.REJECTED.value)
 
 
-def run_campaign(engine: Engine, settings: Settings, campaign_id: int, json_output: bool, wait: bool) -> None:
+class Outcome(IntEnum):
+    """What the exit status of a command that sends says (README, "Exit codes"): so that cron and scripts notice
+    a campaign that did not go out. 2 is a command typed wrong (the command line parser's)."""
+
+    SENT = 0
+    #: An error the engine names in one line (a bad file or setting, a refused plan, a recurring run that failed).
+    ERROR = 1
+    FAILED = 3
+    NOTHING_TAKEN = 4
+    STOPPED = 5
+
+    @classmethod
+    def of(cls, final: Status) -> Outcome:
+        """Failed; stopped before its end (paused, cancelled); finished with no message taken by the provider (each
+        call refused or failed); or sent (also queued to the workers, or waiting for its window)."""
+        if final.state == CampaignState.FAILED:
+            return cls.FAILED
+        if final.state in (CampaignState.PAUSED, CampaignState.CANCELLED):
+            return cls.STOPPED
+        refused = sum(final.counts.get(s, 0) for s in (*NOT_SENT, *REFUSED_AT_SEND))
+        if final.state == CampaignState.COMPLETED and final.messages and refused == final.messages:
+            return cls.NOTHING_TAKEN
+        return cls.SENT
+
+
+def finish(outcome: Outcome) -> None:
+    """End the command with the outcome's exit status."""
+    if outcome is not Outcome.SENT:
+        raise typer.Exit(int(outcome))
+
+
+def run_campaign(engine: Engine, settings: Settings, campaign_id: int, json_output: bool, wait: bool) -> Outcome:
+    """Send the campaign, print where it stands, and say what the exit status should be."""
     if settings.local_mode:
         _send_locally(engine, settings, campaign_id, json_output, wait)
     else:
@@ -50,7 +88,8 @@ def run_campaign(engine: Engine, settings: Settings, campaign_id: int, json_outp
             }
         )
     else:
-        print_status(final)
+        print_status(final, settings.timezone)
+    return Outcome.of(final)
 
 
 def _send_locally(engine: Engine, settings: Settings, campaign_id: int, json_output: bool, wait: bool) -> None:
@@ -114,7 +153,8 @@ def _enqueue(settings: Settings, campaign_id: int) -> None:
     err_console.print(f"campaign {campaign_id} queued for the workers")
 
 
-def print_status(current: Status) -> None:
+def print_status(current: Status, tz: str) -> None:
+    """The campaign's messages per status, its state, and its times in `tz` (the display zone)."""
     table = Table(title=f"campaign {current.campaign_id}: {current.name}", show_header=True)
     table.add_column("status")
     table.add_column("messages", justify="right")
@@ -127,6 +167,8 @@ def print_status(current: Status) -> None:
     if current.delivery_rate is not None:
         extra = f", {current.fallbacks:,} handed to an SMS fallback" if current.fallbacks else ""
         console.print(f"delivered: {current.delivery_rate:.1%} of those sent{extra}", highlight=False)
+    for line in _decisions(current, tz):
+        console.print(line, highlight=False)
     cost = f"{current.estimated_cost:,.2f} {current.currency or ''}".strip()
     reported = (
         "not reported by the provider"
@@ -134,12 +176,34 @@ def print_status(current: Status) -> None:
         else f"{current.reported_cost:,.2f} as reported by the provider"
     )
     console.print(
-        f"estimated cost {cost} ({reported}); planned {_when(current.planned_at)}, first sent "
-        f"{_when(current.first_submit)}, last sent {_when(current.last_submit)}, "
-        f"last report {_when(current.last_report)}",
+        f"estimated cost {cost} ({reported}); planned {when_text(current.planned_at, tz)}, first sent "
+        f"{when_text(current.first_submit, tz)}, last sent {when_text(current.last_submit, tz)}, "
+        f"last report {when_text(current.last_report, tz)}",
         highlight=False,
     )
 
 
-def _when(moment: object) -> str:
-    return f"{moment:%Y-%m-%d %H:%M:%S}" if isinstance(moment, datetime) else str(moment or "-")[:19]
+def _decisions(current: Status, tz: str) -> list[str]:
+    """What the user's decisions did, and how far the reports can be trusted, where there is anything to say."""
+    lines = []
+    if current.suppressed_at_send:
+        lines.append(f"{current.suppressed_at_send:,} not sent: opted out after the campaign was planned")
+    if current.stop_requested_at is not None:
+        lines.append(
+            f"stop asked at {when_text(current.stop_requested_at, tz)}; {current.sent_after_stop:,} sent after it "
+            "(calls already with the provider finish)"
+        )
+    if current.matched_by_number:
+        lines.append(
+            f"{current.matched_by_number:,} delivery reports matched by the number alone (the provider named no "
+            "message): another campaign to the same numbers awaiting reports could have been meant"
+        )
+    return lines
+
+
+def when_text(moment: datetime | str | None, tz: str) -> str:
+    """A stored time (a datetime, or ISO text as SQLite gives it) on the wall clock of `tz`, with the zone's
+    name: `2026-11-25 09:00 IST`; `-` for none."""
+    if not moment:
+        return "-"
+    return local_text(datetime.fromisoformat(moment) if isinstance(moment, str) else moment, tz)

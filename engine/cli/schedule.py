@@ -31,7 +31,7 @@ from engine.campaigns.schedules import (
 )
 from engine.cli.console import console, err_console, styled, warn
 from engine.cli.plan import _print_json
-from engine.cli.run import run_campaign
+from engine.cli.run import Outcome, finish, run_campaign
 from engine.errors import CampaignError
 from engine.planning.options import PlanOptions
 from engine.planning.planner import Plan, save_plan
@@ -167,8 +167,10 @@ def run_command(
             err_console.print(styled("bold red", f"schedule {RECURRING}{schedule_id}:", reason), highlight=False)
         if not result.campaigns and not json_output:
             console.print("nothing is due", highlight=False)
-        for campaign_id in result.campaigns:
-            run_campaign(engine, settings, campaign_id, json_output, wait=False)
+        outcomes = [
+            run_campaign(engine, settings, campaign_id, json_output, wait=False) for campaign_id in result.campaigns
+        ]
+    finish(max([*outcomes, *([Outcome.ERROR] if result.refused else [])], default=Outcome.SENT))
 
 
 def register(app: typer.Typer) -> None:

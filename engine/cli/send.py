@@ -38,7 +38,7 @@ from engine.campaigns.lifecycle import (
 )
 from engine.cli.console import console, err_console, warn
 from engine.cli.plan import _print_json, plan, plan_campaign, print_summary
-from engine.cli.run import print_status, run_campaign
+from engine.cli.run import finish, print_status, run_campaign, when_text
 from engine.cli.schedule import Later
 from engine.csvsafe import Target
 from engine.errors import CampaignError
@@ -48,7 +48,7 @@ from engine.planning.planner import Plan, save_plan
 from engine.redact import mask_address
 from engine.settings import Settings, get_settings
 from engine.store.db import database
-from engine.store.states import TEMPORARY_FAILURES, MessageStatus
+from engine.store.states import TEMPORARY_FAILURES, CampaignState, MessageStatus
 
 CampaignId = Annotated[int, typer.Argument(help="The campaign's id (see `campaign plan --save` or `campaign send`).")]
 
@@ -58,7 +58,7 @@ def with_plan_options(command: Callable[..., None]) -> Callable[..., None]:
     shared = [
         p
         for p in inspect.signature(plan, eval_str=True).parameters.values()
-        if p.name in (*PlanOptions.names(), "force", "json_output")
+        if p.name in (*PlanOptions.names(), "force", "preview", "json_output")
     ]
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
 
@@ -96,12 +96,13 @@ def send(
     **shared: Any,
 ) -> None:
     """Plan, confirm and send a campaign (the options of `campaign plan`, then these)."""
-    json_output, force = shared.pop("json_output"), shared.pop("force")
+    json_output, force, preview = shared.pop("json_output"), shared.pop("force"), shared.pop("preview")
     options = PlanOptions.from_command(shared)
     settings = get_settings()
     with database(settings.database_url) as engine:
         later = Later.ask(at, every, tz, settings)
         result = plan_campaign(settings, engine, options, show_progress=not json_output, force=force)
+        result.summary.previews = result.previews(preview)
         if later is not None:
             later.describe(result)
         if not json_output:
@@ -116,7 +117,7 @@ def send(
             later.save(engine, settings, result, options, json_output)
             return
         campaign_id = save_plan(engine, result)
-        run_campaign(engine, settings, campaign_id, json_output, wait)
+        finish(run_campaign(engine, settings, campaign_id, json_output, wait))
 
 
 def _send_test(engine: Engine, settings: Settings, result: Plan, numbers: list[str], json_output: bool) -> None:
@@ -134,14 +135,17 @@ def _confirm(engine: Engine, result: Plan, yes: bool) -> None:
     repeats = repeats_of(engine, request.contacts, request.message, since=clock.now() - timedelta(days=1))
     if repeats:
         warn(f"this file and text already went out {repeats} time(s) in the last day")
+    summary = result.summary
+    _ask_to_spend(summary.messages, f"{summary.estimated_cost:,.2f} {summary.currency}", yes)
+
+
+def _ask_to_spend(messages: int, cost: str, yes: bool) -> None:
+    """Nothing is spent without a yes: `--yes`, or an answer at the terminal."""
     if yes:
         return
     if not sys.stdin.isatty():
         raise CampaignError("nothing was sent: add --yes to send without a question")
-    summary = result.summary
-    cost = f"{summary.estimated_cost:,.2f} {summary.currency}"
-    question = f"Send {summary.messages:,} messages for about {cost}?"
-    if not typer.confirm(question, default=False, err=True):
+    if not typer.confirm(f"Send {messages:,} messages for about {cost}?", default=False, err=True):
         raise CampaignError("nothing was sent")
 
 
@@ -155,7 +159,7 @@ def status_command(
     if json_output:
         _print_json(current.as_dict())
     else:
-        print_status(current)
+        print_status(current, get_settings().timezone)
 
 
 def pause_command(campaign_id: CampaignId) -> None:
@@ -169,12 +173,17 @@ def resume_command(
     campaign_id: CampaignId,
     wait: Annotated[bool, typer.Option(help="With workers: wait until every batch is sent.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Send a saved draft without asking.")] = False,
 ) -> None:
-    """Send what is left of a paused (or stopped) campaign, from its recorded state."""
+    """Send what is left of a paused (or stopped) campaign, from its recorded state; a saved draft, once
+    confirmed."""
     settings = get_settings()
     with database(settings.database_url) as engine:
+        current = status(engine, campaign_id)
+        if current.state == CampaignState.DRAFT:  # never confirmed: it was only planned
+            _ask_to_spend(current.messages, f"{current.estimated_cost:,.2f} {current.currency or ''}".strip(), yes)
         start(engine, campaign_id)
-        run_campaign(engine, settings, campaign_id, json_output, wait)
+        finish(run_campaign(engine, settings, campaign_id, json_output, wait))
 
 
 def resend_ambiguous_command(
@@ -229,7 +238,7 @@ def _send_again(
         raise CampaignError("nothing was re-sent: add --yes to re-send without a question")
     count = requeue(engine, campaign_id)
     err_console.print(f"re-sending {count:,} messages of campaign {campaign_id}")
-    run_campaign(engine, settings, campaign_id, json_output, wait)
+    finish(run_campaign(engine, settings, campaign_id, json_output, wait))
 
 
 def report_command(
@@ -248,7 +257,9 @@ def report_command(
 
 def list_command(json_output: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False) -> None:
     """The campaigns, with their state and how far sending has got."""
-    with database(get_settings().database_url) as engine:
+    settings = get_settings()
+    tz = settings.timezone
+    with database(settings.database_url) as engine:
         campaigns = overview(engine)
     if json_output:
         _print_json(campaigns)
@@ -263,7 +274,7 @@ def list_command(json_output: Annotated[bool, typer.Option("--json", help="Print
             c["provider"],
             c["state"],
             f"{c['sent']:,} / {c['messages']:,} ({share})",
-            (c["created_at"] or "")[:16],
+            when_text(c["created_at"], tz),
         )
     console.print(table)
 

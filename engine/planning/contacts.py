@@ -85,9 +85,14 @@ SUPPRESSED_REASON = "on the suppression list (opted out or bounced)"
 def column_key(name: str) -> str:
     """The name a header (or a `#var#`) is known by: people write the same column as `Mobile Number`,
     ` MOBILE_NUMBER`, `mobile-number`, `Mobile No.` or `Phone #`, so case, spaces and punctuation are folded."""
-    # Letters, digits and combining marks (the vowel signs of Indic scripts) are the name; the rest separates.
-    kept = (c if c.isalnum() or unicodedata.category(c).startswith("M") else " " for c in name.lower())
+    kept = (c if is_name_char(c) else " " for c in name.lower())
     return "_".join("".join(kept).split())
+
+
+def is_name_char(char: str) -> bool:
+    """Letters, digits and combining marks (the vowel signs of Indic scripts) are a column's name; the rest
+    separates its words."""
+    return char.isalnum() or unicodedata.category(char).startswith("M")
 
 
 #: Valid multi-byte characters a UTF-8 file needs per invalid byte sequence to be read as UTF-8 anyway.

@@ -17,20 +17,32 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
+from engine import clock
 from engine.errors import CampaignError
 from engine.planning.contacts import read_bounded
 from engine.planning.dlt import VAR_MAX, find_template
-from engine.planning.planner import Plan, PlanContext, PlanRequest, build_plan, check_funds, save_plan
+from engine.planning.planner import (
+    Plan,
+    PlanContext,
+    PlanRequest,
+    build_plan,
+    check_funds,
+    default_name,
+    save_plan,
+)
 from engine.planning.pricing import PriceTable
 from engine.planning.suppressions import suppressed_addresses
 from engine.providers import CLIENTS, PROVIDERS
 from engine.providers.base import Balance
 from engine.settings import Settings
 from engine.store import models
-from engine.windows import SendWindow
+from engine.windows import SendWindow, local_text
 
 #: The options that name files: stored by absolute path, read back as paths.
 PATH_OPTIONS = ("contacts", "html", "rejects")
+#: The options added since schedules were first stored: kept only when not at their default, so that a
+#: schedule that does not use them is stored as before.
+LATER_OPTIONS = ("strict",)
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ class PlanOptions:
     check_balance: bool = True
     window: str | None = None
     window_tz: str | None = None
+    strict: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -78,9 +91,13 @@ class PlanOptions:
         return cls(**{name: values[name] for name in cls.names()})
 
     def to_json(self) -> str:
-        """The options as a recurring schedule stores them: every one by name, files by absolute path so the
-        scanner finds them from any directory."""
+        """The options as a recurring schedule stores them: every one by name (those of `LATER_OPTIONS` only when
+        set), files by absolute path so the scanner finds them from any directory."""
         saved: dict[str, Any] = {name: getattr(self, name) for name in self.names()}
+        defaults = PlanOptions(self.contacts)
+        for name in LATER_OPTIONS:
+            if saved[name] == getattr(defaults, name):
+                del saved[name]
         for name in PATH_OPTIONS:
             path = saved[name]
             if path is not None:
@@ -181,9 +198,10 @@ def _request(options: PlanOptions, settings: Settings, engine: Engine, force: bo
         batch_size=options.batch_size,
         dlt_var_max=options.dlt_var_max,
         rejects=options.rejects,
-        name=options.name,
+        name=options.name or default_name(options.contacts, local_text(clock.now(), settings.timezone)),
         window=send_window(options, settings),
         force=force,
+        strict=options.strict,
     )
 
 

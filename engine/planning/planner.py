@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +42,13 @@ from engine.planning.pricing import PriceTable
 from engine.planning.render import Encoded, Rendered, Template, encode
 from engine.planning.summary import DayShare, Encodings, FallbackCost, PlanSummary, Preview
 from engine.providers import CLIENTS, PROVIDERS
-from engine.providers.base import Balance, Channel
+from engine.providers.base import Balance, CampaignCalls, Channel
 from engine.redact import mask_address
 from engine.settings import MAX_SMS_PARTS
 from engine.store import models
 from engine.store.db import bulk_insert
 from engine.store.states import BatchState, CampaignState
-from engine.windows import SendWindow, describe_timing
+from engine.windows import SendWindow, describe_timing, local_text
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +62,8 @@ NO_DLT = "{:,} India-bound SMS have no DLT template: operators will block them (
 ANALYZE_AFTER = 10_000
 #: JSON around one recipient in a bulk body (keys, quotes, separators).
 RECIPIENT_OVERHEAD_BYTES = 48
+#: Recipients whose messages a plan shows (`--preview N` shows another number).
+PREVIEWS = 3
 
 Progress = Callable[[str, float], None]
 
@@ -77,6 +78,8 @@ BIDI_FOUND = (
     "order than it is (a phishing trick): check the file and the text"
 )
 TOO_MANY_PARTS = "message would take {:,} SMS parts; the most is {} (CAMPAIGN_MAX_SMS_PARTS)"
+#: The texts of a campaign that may hold placeholders, as messages name them.
+TEXTS = ("message", "subject", "fallback message")
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class PlanRequest:
     window: SendWindow | None = None
     #: Replace an existing rejects file (`--force`) rather than refuse it (`--rejects`) or write beside it.
     force: bool = False
+    #: Refuse, rather than warn about, text that looks like a placeholder gone wrong (`--strict`).
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,28 @@ class Plan:
     def addresses(self) -> pa.Array:
         return self.contacts.addresses.take(pa.array(self.rows))
 
+    def previews(self, count: int = PREVIEWS) -> list[Preview]:
+        """The first `count` recipients' messages as they will go, every part, addresses masked."""
+        shown = slice(0, max(count, 0))
+        parts = [self.bodies[shown].to_pylist()]
+        for extra in (self.subjects, self.fallbacks):
+            parts.append(extra[shown].to_pylist() if extra is not None else [None] * len(parts[0]))
+        sms = self.request.channel == Channel.SMS.value
+        return [
+            Preview(
+                line=int(self.contacts.file.lines[row]),
+                to=mask_address(address),
+                text=text,
+                subject=subject,
+                fallback=fallback,
+                segments=int(self.encoded.segments[i]) if sms else None,
+                encoding=("ucs2" if self.encoded.ucs2[i] else "gsm7") if sms else None,
+            )
+            for i, (row, address, text, subject, fallback) in enumerate(
+                zip(self.rows[shown], self.addresses[shown].to_pylist(), *parts, strict=True)
+            )
+        ]
+
 
 def _noop(stage: str, fraction: float) -> None:
     return None
@@ -165,13 +192,11 @@ def _batch_limit(request: PlanRequest) -> int:
     limit = client.batch_limit(Channel(channel))
     if channel == "email" and not request.subject:
         raise PlanRefused("an email campaign needs a --subject")
-    if channel == "sms" and not request.sender:
-        raise PlanRefused("an SMS campaign needs a --sender (the registered header)")
-    if Channel(channel) in client.one_text_per_call and Template.parse(request.message).placeholders:
-        # Its free-form text is one `message` for every contact: nothing would carry each one's values.
-        raise PlanRefused(
-            f"{provider} sends one {Channel(channel).label} text to every contact: use a message without #placeholders#"
-        )
+    problems = client.call_problems(
+        CampaignCalls(Channel(channel), request.sender, request.agent_id, bool(request.fallback_message))
+    )
+    if problems:
+        raise PlanRefused("; ".join(problems))
     if not 1 <= request.dlt_var_max <= VAR_MAX_LIMIT:
         raise PlanRefused(f"--dlt-var-max must be between 1 and {VAR_MAX_LIMIT} characters")
     if request.batch_size is None:
@@ -199,11 +224,9 @@ class _Texts:
         return self.bodies if self.fallbacks is None else self.fallbacks
 
 
-def _render(request: PlanRequest, file: ContactFile, rows: np.ndarray) -> _Texts:
+def _render(request: PlanRequest, file: ContactFile, rows: np.ndarray, templates: dict[str, Template]) -> _Texts:
     """Render message, subject and fallback for `rows` (their columns were checked before reading the rows)."""
-    message = Template.parse(request.message)
-    subject = Template.parse(request.subject) if request.subject else None
-    fallback = Template.parse(request.fallback_message) if request.fallback_message else None
+    message, subject, fallback = templates["message"], templates.get("subject"), templates.get(TEXTS[2])
     table = file.table.take(pa.array(rows))
     bodies = message.render(table)
     reason = bodies.reason
@@ -264,50 +287,82 @@ def rejects_target(request: PlanRequest) -> Target:
     return Target.asked(request.rejects, beside, request.force, source=request.contacts)
 
 
-def _preflight(request: PlanRequest) -> tuple[int, Target, dict[str, Template]]:
-    """What is refused before the file is read: the provider's rules, the rejects file, the texts' characters.
-    Returns the batch limit, where the rejects go, and the texts parsed, by what they are."""
-    client = CLIENTS.get(request.provider)  # an unknown one is refused by `_batch_limit`
-    problem = request.agent_id is not None and client is not None and client.agent_id_problem(request.agent_id)
-    if problem:
-        raise PlanRefused(problem)
+def _written(request: PlanRequest) -> dict[str, str]:
+    """The texts of the campaign that are templates, by what they are."""
+    given = dict(zip(TEXTS, (request.message, request.subject, request.fallback_message), strict=True))
+    return {what: text for what, text in given.items() if text}
+
+
+def _preflight(request: PlanRequest) -> tuple[int, Target]:
+    """What is refused before the file is read: the provider's rules (what each of its calls will carry),
+    the rejects file, the texts' characters. Returns the batch limit and where the rejects go."""
     limit = _batch_limit(request)
     rejects = rejects_target(request)
     rejects.check()
-    written = {"message": request.message, "subject": request.subject, "fallback message": request.fallback_message}
-    templates = {what: Template.parse(text) for what, text in written.items() if text}
+    for what, written in _written(request).items():
+        Template(written, ()).check_characters(what)
+    return limit, rejects
+
+
+def _templates(request: PlanRequest, headers: dict[str, str], warnings: list[str]) -> dict[str, Template]:
+    """The texts parsed against the file's columns, by what they are. A placeholder without a column is
+    refused; text that looks like a placeholder gone wrong is a warning, or with `--strict` a refusal."""
+    templates = {what: Template.parse(text, headers) for what, text in _written(request).items()}
+    channel = Channel(request.channel)
+    lookalikes: list[str] = []
     for what, template in templates.items():
-        template.check_characters(what)
-    return limit, rejects, templates
+        template.check_columns(headers, what)
+        lookalikes += template.lookalikes(headers, what, html=channel is Channel.EMAIL and what == "message")
+    if lookalikes and request.strict:
+        raise PlanRefused(f"{'; '.join(lookalikes)} (--strict)")
+    warnings += lookalikes
+    _check_provider_texts(request, templates)
+    return templates
+
+
+def _check_provider_texts(request: PlanRequest, templates: dict[str, Template]) -> None:
+    """Refuse texts the provider would refuse in every call: text it reads as its own placeholder, and
+    placeholders where one text goes to every contact."""
+    client, channel = CLIENTS[request.provider], Channel(request.channel)
+    for what, template in templates.items():
+        sent_as = Channel.SMS if what == TEXTS[2] else channel  # the fallback goes as SMS
+        problem = next(filter(None, (client.text_problem(sent_as, text) for text in template.literals)), None)
+        if problem:
+            raise PlanRefused(f"{problem} (in the {what})")
+    if channel in client.one_text_per_call and templates["message"].placeholders:
+        # Its free-form text is one `message` for every contact: nothing would carry each one's values.
+        raise PlanRefused(
+            f"{request.provider} sends one {channel.label} text to every contact: use a message without #placeholders#"
+        )
 
 
 def build_plan(request: PlanRequest, context: PlanContext, progress: Progress = _noop) -> Plan:
     """Read, validate, render, check, cost and batch; refuse with a reason rather than plan something unsafe."""
     channel, provider = request.channel, request.provider
-    limit, rejects, templates = _preflight(request)
+    limit, rejects = _preflight(request)
 
     progress("reading", 0.0)
     file = read_contacts(request.contacts, context.max_file_bytes)
     address_column(file.headers, channel, request.to_column)
-    for what, template in templates.items():
-        template.check_columns(file.headers, what)
+    warnings = [*file.warnings]
+    templates = _templates(request, file.headers, warnings)
 
     progress("checking addresses", 0.25)
     contacts = read_addresses(file, channel=channel, region=context.region, to_column=request.to_column)
 
     progress("rendering", 0.45)
     candidates = np.flatnonzero(contacts.ok)
-    texts = _render(request, file, candidates)
+    texts = _render(request, file, candidates, templates)
     reason = texts.reason
 
-    warnings = [*file.warnings, *_text_warnings(texts)]
+    warnings += _text_warnings(texts)
     sender = request.sender
     progress("checking DLT templates", 0.6)
     if channel == "sms" or (channel == "rcs" and texts.fallbacks is not None):
         india = pc.starts_with(contacts.addresses.take(pa.array(candidates)), "+91").to_numpy(zero_copy_only=False)
         india &= pd.isna(reason)
         if india.any():
-            sms_template = Template.parse(request.fallback_message or request.message)
+            sms_template = templates.get(TEXTS[2]) or templates["message"]
             reason = _check_dlt(request, context, texts.sms.texts, india, reason, sms_template, warnings)
             if request.dlt_template is not None:
                 # The header matched case-insensitively; operators expect it as registered.
@@ -529,7 +584,7 @@ def _summary(
         currency=plan.currency,
         dlt_template_id=request.dlt_template.template_id if request.dlt_template else None,
         rejects_file=str(rejects_file),
-        previews=_previews(plan),
+        previews=plan.previews(),
         warnings=warnings,
         timing=describe_timing(plan.window, why, clock.now(), len(days)),
         prices=context.prices.describe(request.provider, request.channel),
@@ -544,16 +599,6 @@ def _day_shares(plan: Plan, batch_sizes: np.ndarray) -> list[DayShare]:
     return [
         DayShare(day=day + 1, messages=int(n), batches=int(b))
         for day, (n, b) in enumerate(zip(day_counts, batches_per_day, strict=True))
-    ]
-
-
-def _previews(plan: Plan) -> list[Preview]:
-    """The first three messages as they will read, addresses masked."""
-    return [
-        Preview(line=int(plan.contacts.file.lines[row]), to=mask_address(address), text=text)
-        for row, address, text in zip(
-            plan.rows[:3], plan.addresses[:3].to_pylist(), plan.bodies[:3].to_pylist(), strict=True
-        )
     ]
 
 
@@ -608,7 +653,13 @@ def _campaign_name(given: str | None, contacts: Path) -> str:
     """The name given (refused when too long to keep), or the file's name and the time."""
     if given:
         return models.bounded(given, models.CAMPAIGNS.c.name, "campaign name") or given
-    stamp = f" {datetime.now():%Y-%m-%d %H:%M}"
+    return default_name(contacts, local_text(clock.now(), "UTC"))
+
+
+def default_name(contacts: Path, when: str) -> str:
+    """A campaign's name when none is given: the contact file's name and `when` (a time with its zone),
+    shortened to fit."""
+    stamp = f" {when}"
     return contacts.stem[: models.NAME_CHARS - len(stamp)] + stamp
 
 

@@ -2,7 +2,9 @@
 
 A template such as `Hi #name#, your code is #code|0000#` is split once into
 literal text and placeholders; rendering is then one Arrow string join over the
-columns, never a per-row `re.sub`. The encoding of each rendered message
+columns, never a per-row `re.sub`. Text that looks like a placeholder gone wrong
+(`{name}`, `# name#`, `#name`) is named, with what was probably meant, before
+any row is rendered. The encoding of each rendered message
 (GSM-7 or UCS-2) and its segments are computed the same way, with the alphabet
 of `engine.gsm`, so the plan counts exactly what the operator will bill.
 """
@@ -21,17 +23,29 @@ import pyarrow.compute as pc
 from engine import gsm
 from engine.controls import BIDI_OVERRIDES, MESSAGE_CONTROLS, named
 from engine.errors import CampaignError
-from engine.planning.contacts import column_key
+from engine.planning.contacts import column_key, is_name_char
 
 
 class TemplateError(CampaignError):
     """The message template cannot be rendered from this file."""
 
 
-#: `#name#` or `#name|default#`. A name starts with a letter and may hold spaces, dots and dashes
-#: (`#first name#`, `#Contact No.#`) but neither starts nor ends with a space, so that `#` used as
-#: text, as in CSS colours (`border-color:#fff #eee`), is not read as a placeholder `#fff #`.
-_PLACEHOLDER = re.compile(r"#([A-Za-z_](?:[A-Za-z0-9_ .\-]*[A-Za-z0-9_.\-])?)(?:\|([^#\r\n]*))?#")
+#: Where a placeholder may stand: `#...#` on one line, with an optional `|default`.
+_CANDIDATE = re.compile(r"#([^#|\r\n]+)(?:\|([^#\r\n]*))?#")
+#: A name as people type one: it starts with a letter and may hold spaces, dots and dashes (`#first name#`,
+#: `#Contact No.#`) but neither starts nor ends with a space, so that `#` used as text, as in CSS colours
+#: (`border-color:#fff #eee`), is not read as a placeholder `#fff #`. A `#name#` of this shape is always a
+#: placeholder; one that names no column is a mistake `check_columns` refuses.
+_NAME = re.compile(r"[A-Za-z_](?:[A-Za-z0-9_ .\-]*[A-Za-z0-9_.\-])?")
+#: `{name}` and `{{ name }}`, the placeholders of other tools.
+_BRACED = re.compile(r"\{\{\s*([^{}\r\n]{1,80}?)\s*\}\}|\{\s*([^{}\r\n]{1,80}?)\s*\}")
+#: What a `#` starts in an HTML body that is never a placeholder: a CSS colour (`#fff`, `#1a2b3c`).
+_CSS_COLOUR = re.compile(r"#(?:[0-9A-Fa-f]{3,4}|[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8})(?![\w-])")
+#: Characters before a `#` in an HTML body that make it part of markup: `&#39;`, `href="#top"`, `page.html#x`.
+_MARKUP_BEFORE = frozenset("&\"'/=.")
+#: The most words of a column name looked for beside a stray `#`, within this many characters.
+_MOST_WORDS = 8
+_WINDOW = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +63,23 @@ class Template:
     parts: tuple[str | Placeholder, ...]
 
     @classmethod
-    def parse(cls, text: str) -> Template:
+    def parse(cls, text: str, headers: Mapping[str, str] | None = None) -> Template:
+        """`text` cut at its placeholders: each `#name#` of the usual shape, and, given the file's `headers`
+        (key -> header as written), each `#...#` that is one of them written out, such as `#Amount Due (Rs.)#`.
+        Any other `#` is text."""
+        as_written = {name.casefold(): key for key, name in (headers or {}).items()}
         parts: list[str | Placeholder] = []
-        position = 0
-        for match in _PLACEHOLDER.finditer(text):
+        position = start = 0
+        while (match := _CANDIDATE.search(text, start)) is not None:
+            name = match.group(1)
+            key = column_key(name) if _NAME.fullmatch(name) else as_written.get(name.casefold())
+            if key is None:
+                start = match.end() - 1  # text; its closing `#` may open a placeholder
+                continue
             if match.start() > position:
                 parts.append(text[position : match.start()])
-            parts.append(Placeholder(match.group(0), column_key(match.group(1)), match.group(2)))
-            position = match.end()
+            parts.append(Placeholder(match.group(0), key, match.group(2)))
+            position = start = match.end()
         if position < len(text):
             parts.append(text[position:])
         return cls(text, tuple(parts))
@@ -64,6 +87,11 @@ class Template:
     @property
     def placeholders(self) -> list[Placeholder]:
         return [p for p in self.parts if isinstance(p, Placeholder)]
+
+    @property
+    def literals(self) -> list[str]:
+        """The text between the placeholders, as it goes out."""
+        return [p for p in self.parts if isinstance(p, str)]
 
     def check_columns(self, headers: Mapping[str, str], what: str = "message") -> None:
         """A placeholder without a column is a mistake in the template or the file: refuse to plan."""
@@ -73,6 +101,18 @@ class Template:
                 f"the {what} uses {', '.join(missing)} but the file has no such column "
                 f"(columns: {', '.join(headers.values())})"
             )
+
+    def lookalikes(self, headers: Mapping[str, str], what: str = "message", html: bool = False) -> list[str]:
+        """Text that looks like a placeholder gone wrong, each in a line with what was probably meant:
+        `{name}`, `{{name}}`, `# name#`, `#name` or `name#` where `name` is a column of the file. Any other `#`
+        (order #123, #hashtags, and in an HTML body CSS colours and markup) is text, and passes without a word."""
+        found: list[str] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                for shown, key in [*_braced(part, headers), *_stray_hashes(part, headers, html)]:
+                    line = f"`{shown}` in the {what} looks like a placeholder: write {_placeholder_for(key, headers)}"
+                    found += [] if line in found else [line]
+        return found
 
     def check_characters(self, what: str = "message") -> None:
         """A control code typed into the text itself is refused: it would reach every recipient as bytes their
@@ -117,6 +157,101 @@ class Template:
                 reason[mask] = f"empty value for {part.written}"
             pieces.append(values)
         return Rendered(pieces, rows, reason, cleaned=cleaned)
+
+
+def _placeholder_for(key: str, headers: Mapping[str, str]) -> str:
+    """How to write the placeholder of column `key`: its header as the file writes it, or its key where the
+    header holds a `#` or a `|`."""
+    written = headers[key]
+    return f"#{written}#" if written and not set(written) & {"#", "|"} else f"#{key}#"
+
+
+def _braced(text: str, headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """`{name}` and `{{name}}` naming a column: the text as written, and the column's key."""
+    found = []
+    for match in _BRACED.finditer(text):
+        key = column_key(match.group(1) or match.group(2))
+        if key in headers:
+            found.append((match.group(0), key))
+    return found
+
+
+def _stray_hashes(text: str, headers: Mapping[str, str], html: bool) -> list[tuple[str, str]]:
+    """A column's name beside a `#` that is not a placeholder: `#name`, `# name #`, `name#`. Found by the
+    words after each `#` (else before it): the longest run of them that is a column's key."""
+    found = []
+    position = 0
+    while (at := text.find("#", position)) >= 0:
+        position = at + 1
+        before = text[at - 1] if at else " "
+        if html and (before in _MARKUP_BEFORE or _CSS_COLOUR.match(text, at)):
+            continue
+        opens = not is_name_char(before)
+        named = _named_after(text, at, headers) if opens else _named_before(text, at, headers)
+        if named is not None:
+            found.append(named)
+            position = at + len(named[0]) if opens else position
+    return found
+
+
+def _named_after(text: str, at: int, headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """The text and column of a name right after the `#` at `at` (spaces may come first), through a closing
+    `#` that only spaces or punctuation part from the name (`#name #`, `#Amount Due (Rs)#`)."""
+    rest = text[at + 1 : at + 1 + _WINDOW].split("\n", 1)[0].split("#", 1)[0]
+    words = _words(rest)[:_MOST_WORDS]
+    if not words or rest[: words[0][0]].strip(" \t"):
+        return None
+    match = _longest_key([rest[s:e] for s, e in words], headers)
+    if match is None:
+        return None
+    count, key = match
+    end = at + 1 + words[count - 1][1]
+    while end < len(text) and text[end] in ".)]":
+        end += 1
+    closing = text.find("#", end, end + 4)
+    if closing >= 0 and not any(is_name_char(c) or c in "\r\n" for c in text[end:closing]):
+        end = closing + 1
+    return text[at:end], key
+
+
+def _named_before(text: str, at: int, headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """The text and column of a name that ends right at the `#` at `at` (`name#`), when no name follows it."""
+    if at + 1 < len(text) and is_name_char(text[at + 1]):
+        return None
+    line = text[max(0, at - _WINDOW) : at].rsplit("\n", 1)[-1].rsplit("#", 1)[-1]
+    words = _words(line)[-_MOST_WORDS:]
+    if not words or words[-1][1] != len(line):
+        return None
+    match = _longest_key([line[s:e] for s, e in words], headers, from_end=True)
+    if match is None:
+        return None
+    count, key = match
+    return line[words[-count][0] :] + "#", key
+
+
+def _words(text: str) -> list[tuple[int, int]]:
+    """Where the words of `text` (runs of the characters `column_key` keeps) start and end."""
+    spans: list[tuple[int, int]] = []
+    begin = None
+    for index, char in enumerate(text + " "):
+        inside = index < len(text) and is_name_char(char)
+        if inside and begin is None:
+            begin = index
+        elif not inside and begin is not None:
+            spans.append((begin, index))
+            begin = None
+    return spans
+
+
+def _longest_key(words: list[str], headers: Mapping[str, str], from_end: bool = False) -> tuple[int, str] | None:
+    """How many of `words`, from the first (or the last), make the longest column key, and the key."""
+    best = None
+    for count in range(1, len(words) + 1):
+        chosen = words[-count:] if from_end else words[:count]
+        key = "_".join(word.lower() for word in chosen)
+        if key in headers:
+            best = (count, key)
+    return best
 
 
 def _without_controls(values: pa.Array, cleaned: np.ndarray) -> pa.Array:

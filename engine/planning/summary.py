@@ -63,11 +63,20 @@ class DayShare:
 
 @dataclass(frozen=True)
 class Preview:
-    """One rendered message shown before sending, its address masked."""
+    """One recipient's message shown before sending, every part as it will go (the email subject, the RCS
+    fallback SMS), its address masked; an SMS's parts and encoding."""
 
     line: int
     to: str
     text: str
+    subject: str | None = None
+    fallback: str | None = None
+    segments: int | None = None
+    encoding: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        shown = {"line": self.line, "to": self.to, "text": self.text, "subject": self.subject}
+        return shown | {"fallback": self.fallback, "segments": self.segments, "encoding": self.encoding}
 
 
 @dataclass(frozen=True)
@@ -157,7 +166,7 @@ class PlanSummary:
             "dlt_template_id": self.dlt_template_id,
             "rejects_file": self.rejects_file,
             "campaign_id": self.campaign_id,
-            "previews": [{"line": p.line, "to": p.to, "text": p.text} for p in self.previews],
+            "previews": [p.as_json() for p in self.previews],
             "warnings": self.warnings,
             "balance": self._balance_json(),
             "window": self.timing.window_json(),

@@ -7,13 +7,14 @@ suppresses `09876543210` in a contact file.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, delete, insert, select, text
 from sqlalchemy.orm import Session
 
 from engine.planning import phones
@@ -108,6 +109,40 @@ def _insert(engine: Engine, addresses: list[str], reason: str, source: str) -> i
         ).rowcount
         connection.execute(text("DROP TABLE incoming_suppressions"))
     return added
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What `remove` did: the addresses taken off the list, those that were not on it, and those refused."""
+
+    removed: list[str]
+    not_listed: list[str]
+    refused: list[tuple[str, str]]
+
+
+def remove(engine: Engine, values: list[str], *, reason: str, region: str) -> Removed:
+    """Take addresses off the suppression list (the person opted back in); each removal is kept with `reason`
+    and what the address had been suppressed for, in one transaction."""
+    models.bounded(reason, models.SUPPRESSION_REMOVALS.c.reason, "reason")
+    addresses, reasons = normalize_addresses(pa.array(values, pa.string()), region)
+    refused = [(v, r) for v, r in zip(values, reasons, strict=True) if r is not None]
+    wanted = list(dict.fromkeys(a for a in addresses.to_pylist() if a is not None))
+    listed, removals = models.SUPPRESSIONS, models.SUPPRESSION_REMOVALS
+    with engine.begin() as connection:
+        rows = connection.execute(
+            select(listed.c.address, listed.c.reason, listed.c.created_at).where(listed.c.address.in_(wanted))
+        ).all()
+        if rows:
+            connection.execute(delete(listed).where(listed.c.address.in_([row.address for row in rows])))
+            connection.execute(
+                insert(removals),
+                [
+                    {"address": r.address, "reason": reason, "previous_reason": r.reason, "suppressed_at": r.created_at}
+                    for r in rows
+                ],
+            )
+    removed = {row.address for row in rows}
+    return Removed([a for a in wanted if a in removed], [a for a in wanted if a not in removed], refused)
 
 
 def suppressed_addresses(engine: Engine) -> pa.Array:

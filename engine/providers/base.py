@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -207,6 +208,26 @@ WebhookEvent = DeliveryReport | InboundMessage
 
 
 @dataclass(frozen=True, slots=True)
+class CampaignCalls:
+    """What every call of a campaign carries beside its recipients, as typed when planning: its sender, its RCS
+    agent, and whether an RCS campaign has an SMS fallback text. `Provider.call_problems` holds it against
+    what the provider takes."""
+
+    channel: Channel
+    sender: str | None = None
+    agent_id: str | None = None
+    sms_fallback: bool = False
+
+
+#: An SMS sender id operators take: up to 11 letters and digits, or a number of up to 15 digits.
+SMS_SENDER = re.compile(r"[A-Za-z0-9]{1,11}|\+?[0-9]{1,15}")
+#: An email from-address: one `@`, a dotted domain, no spaces or angle brackets (no display name).
+EMAIL_SENDER = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
+#: An RCS agent id as `RcsBatch.agent_id` carries it: a whole number that a JSON body holds (below 2**63).
+AGENT_ID = re.compile(r"[0-9]{1,18}")
+
+
+@dataclass(frozen=True, slots=True)
 class RcsCapability:
     to: str
     enabled: bool
@@ -337,6 +358,12 @@ class Provider(abc.ABC):
     reports_per_message: ClassVar[frozenset[Channel]] = frozenset()
     #: Paths of the webhook receiver that take this provider's pushes; the first is where it is told to push.
     webhook_paths: ClassVar[tuple[str, ...]] = ()
+    #: Whether an RCS call names the campaign's agent (`--agent-id`, a number: `RcsBatch.agent_id`); where it
+    #: does not, the provider sends from the agent set in its account, and a campaign names none.
+    names_rcs_agent: ClassVar[bool] = False
+    #: What the provider reads as a variable of its own in a call's text on the channels it renders
+    #: (`renders_templates`): such text meant as text would make it refuse the call for want of a value.
+    template_variable: ClassVar[re.Pattern[str] | None] = None
 
     # Facts of the account, read from the settings ------------------------------------------------
 
@@ -384,7 +411,76 @@ class Provider(abc.ABC):
     @classmethod
     def agent_id_problem(cls, agent_id: str) -> str | None:
         """Why `agent_id` cannot be this provider's RCS agent, or None when it can."""
+        if not cls.names_rcs_agent:
+            return (
+                f"{cls.name} RCS takes no --agent-id: it sends from the agent set in the {cls.name} account "
+                "(leave the option out)"
+            )
+        if not AGENT_ID.fullmatch(agent_id.strip()):
+            return f"{cls.name} RCS agent ids are numbers; {agent_id!r} is not one"
         return None
+
+    @classmethod
+    def call_problems(cls, calls: CampaignCalls) -> list[str]:
+        """Why this provider would refuse the calls of such a campaign, each in one line (none: it takes them).
+
+        Each is carried by every call, and the send path converts it or passes it on as it is, so the planner
+        refuses it before anything is stored rather than let the first batch fail on it.
+        """
+        problems: list[str] = []
+        if calls.channel is Channel.RCS:
+            problems += cls._rcs_problems(calls)
+        elif calls.sms_fallback:
+            problems.append(f"only RCS has an SMS --fallback-message; {calls.channel.label} campaigns send none")
+        if calls.channel is Channel.SMS:
+            problems += cls._sender_problems(calls.sender, "an SMS campaign needs a --sender (the registered header)")
+        if calls.channel is Channel.EMAIL:
+            if not calls.sender:
+                problems.append("an email campaign needs a --sender (the from-address)")
+            elif not EMAIL_SENDER.fullmatch(calls.sender):  # it goes as given
+                problems.append(f"the email --sender {calls.sender!r} is not an email address (like news@acme.in)")
+        return problems
+
+    @classmethod
+    def text_problem(cls, channel: Channel, text: str) -> str | None:
+        """Why text sent as written on `channel` (the literal parts of a template) would be refused, or None."""
+        variable = cls.template_variable.search(text) if cls.template_variable is not None else None
+        if variable is None or channel not in cls.renders_templates:
+            return None
+        word = variable.group()
+        return (
+            f"{cls.name} reads {word} as a placeholder of its own and would refuse the message for want of its "
+            f"value: write it apart (such as {word[:-1]} #) or name a column"
+        )
+
+    @classmethod
+    def _rcs_problems(cls, calls: CampaignCalls) -> list[str]:
+        """The agent an RCS call names, and the sender of the SMS fallback where a call carries it."""
+        problems: list[str] = []
+        if calls.agent_id is not None:
+            problem = cls.agent_id_problem(calls.agent_id)
+            problems += [problem] if problem else []
+        elif cls.names_rcs_agent:
+            problems.append(f"{cls.name} RCS needs an --agent-id (the number of the RCS agent it sends from)")
+        if calls.sms_fallback and not cls.sms_fallback_per_call:
+            problems.append(
+                f"{cls.name} RCS takes no --fallback-message: its SMS fallback is set in the {cls.name} account"
+            )
+        elif calls.sms_fallback:
+            problems += cls._sender_problems(calls.sender, "an RCS campaign with a --fallback-message needs a --sender")
+        return problems
+
+    @classmethod
+    def _sender_problems(cls, sender: str | None, missing: str) -> list[str]:
+        """An SMS sender id: given, and of a shape operators take."""
+        if not sender or not sender.strip():
+            return [missing]
+        if not SMS_SENDER.fullmatch(sender.strip()):
+            return [
+                f"the sender {sender!r} is not an SMS sender id: up to 11 letters and digits, or a number of up "
+                "to 15 digits"
+            ]
+        return []
 
     @classmethod
     def max_batch(cls, channel: Channel) -> int:

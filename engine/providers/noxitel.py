@@ -126,6 +126,8 @@ class NoxitelClient(HttpProvider):
     one_text_per_call = frozenset({Channel.WHATSAPP})
     takes_notify_url = True
     sms_fallback_per_call = True
+    names_rcs_agent = True
+    template_variable = re.compile(r"#\w+#")
     polls_reports = True
     reports_per_message = frozenset({Channel.WHATSAPP})
     webhook_paths = ("/webhooks/noxitel", "/webhooks/noxitel/rcs")
@@ -158,17 +160,12 @@ class NoxitelClient(HttpProvider):
         return noxitel_plan(settings.noxitel_rate)
 
     @classmethod
-    def agent_id_problem(cls, agent_id: str) -> str | None:
-        if agent_id.strip().isdigit():
-            return None
-        return f"Noxitel RCS agent ids are numbers; {agent_id!r} is not one"
-
-    @classmethod
     def canonical_status(cls, report: DeliveryReport, provider_fallback: bool = False) -> S | str | None:
         words = STATUSES.get(report.channel, {})
-        word = report.status.lower()
-        if word not in words and report.detail:
-            word = report.detail.lower()
+        # The operator's reply says more than Noxitel's own word (`Failed` with `UNDELIV` is a number that
+        # cannot take the message, not a failure worth retrying), where it is a word known here.
+        detail = (report.detail or "").lower()
+        word = detail if detail in words else report.status.lower()
         if word not in words:
             return UNKNOWN
         status = words[word]

@@ -97,6 +97,9 @@ class PixabitsClient(HttpProvider):
         Channel.WHATSAPP: 1,
     }
     webhook_paths = ("/webhooks/pixabits",)
+    #: Its RCS agent and SMS fallback are set in the Pixabits account: a call names neither.
+    names_rcs_agent = False
+    sms_fallback_per_call = False
 
     @classmethod
     def configured_key(cls, settings: Settings) -> str:

@@ -28,11 +28,12 @@ from sqlalchemy import (
     DateTime,
     Float,
     MetaData,
+    Select,
     String,
     Table,
     Text,
     and_,
-    case,
+    func,
     literal,
     or_,
     select,
@@ -46,7 +47,7 @@ from engine.clock import now
 from engine.providers.base import DeliveryReport
 from engine.store import models
 from engine.store.db import bulk_insert
-from engine.store.states import OPEN, TAKEN_BATCHES
+from engine.store.states import AWAITING_REPORT, NOT_SENT, OPEN, TAKEN_BATCHES, MessageStatus
 
 #: Moves xxh3's unsigned 64 bits into a signed BIGINT's range.
 SIGNED = 1 << 63
@@ -134,14 +135,40 @@ def keep_staged(connection: Connection) -> int:
     return len(connection.execute(statement.returning(E.c.fingerprint)).all())
 
 
+def _by_number(candidates: Select[Any]) -> list[Select[Any]]:
+    """The messages an event without a known provider id may be for, best first, one statement each (SQLite
+    allows the outer row in a subquery's WHERE only, so each orders by the message alone).
+
+    1. One the provider surely took, still awaiting news: the newest. Reports come within minutes of
+       sending and a second campaign to the same numbers goes hours later, so a report after it is its
+       (the first's message may never get one: some channels report no failure at all).
+    2. One in doubt (`ambiguous`), the oldest: the report is the evidence it went out.
+    3. One with final news already (a `read` after its `delivered`): the newest.
+    Never one that was not sent (`planned`, `queued`, `cancelled`, ...): a report for another campaign's
+    message must not mark it delivered.
+    """
+    unnamed = candidates.where(
+        or_(
+            E.c.provider_message_id.is_(None),
+            M.c.provider_message_id.is_(None),
+            M.c.provider_message_id == E.c.provider_message_id,
+        )
+    )
+    return [
+        unnamed.where(M.c.status.in_(AWAITING_REPORT)).order_by(M.c.id.desc()),
+        unnamed.where(M.c.status == MessageStatus.AMBIGUOUS.value).order_by(M.c.id),
+        unnamed.where(M.c.status.not_in((*OPEN, *NOT_SENT))).order_by(M.c.id.desc()),
+    ]
+
+
 def match(connection: Connection, since: datetime) -> None:
     """Give each unmatched, unprocessed event its message, in a few set-based statements.
 
     The provider's batch id where the event carries one (Noxitel SMS), the
     number always, and the channel; the message holding the event's provider
-    message id first; else, by number, a message holding no other provider id:
-    one still waiting for news (the oldest), else the newest. Only events that
-    find a message are written, so parked events are not rewritten every round.
+    message id first; else, by number, a message holding no other provider id
+    (`_by_number`). Only events that find a message are written, so parked
+    events are not rewritten every round.
     """
     candidates = (
         select(M.c.id)
@@ -164,18 +191,23 @@ def match(connection: Connection, since: datetime) -> None:
         .where(unmatched, E.c.provider_message_id.is_not(None), by_id.exists())
         .values(message_id=by_id.scalar_subquery())
     )
-    # SQLite allows the outer row in the subquery's WHERE only, so the order is by the message alone.
-    waiting = M.c.status.in_(OPEN)
-    by_number = candidates.where(
-        or_(
-            E.c.provider_message_id.is_(None),
-            M.c.provider_message_id.is_(None),
-            M.c.provider_message_id == E.c.provider_message_id,
+    for by_number in _by_number(candidates):
+        connection.execute(
+            update(E)
+            .where(unmatched, by_number.exists())
+            .values(message_id=by_number.scalar_subquery(), by_number=E.c.provider_batch_id.is_(None))
         )
-    ).order_by(case((waiting, 0), else_=1), case((waiting, M.c.id), else_=-M.c.id))
-    connection.execute(update(E).where(unmatched, by_number.exists()).values(message_id=by_number.scalar_subquery()))
     connection.execute(
         update(E)
         .where(~E.c.processed, E.c.message_id.is_not(None), E.c.campaign_id.is_(None))
         .values(campaign_id=select(M.c.campaign_id).where(M.c.id == E.c.message_id).scalar_subquery())
+    )
+
+
+def matched_by_number(connection: Connection, campaign_id: int) -> int:
+    """How many of the campaign's pushed reports were matched by the number alone: no batch id came with them
+    and their message had no provider id (Pixabits bulk sends), so another campaign to the same numbers could
+    have claimed them."""
+    return int(
+        connection.execute(select(func.count()).where(E.c.campaign_id == campaign_id, E.c.by_number)).scalar_one()
     )

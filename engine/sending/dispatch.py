@@ -17,6 +17,17 @@ ambiguous batch: that is how campaigns send twice.
 Endpoints that take one recipient per call (Pixabits RCS and WhatsApp) claim
 each message the same way (`planned -> queued`) before calling, so a crash
 leaves at most the calls in flight uncertain.
+
+Three decisions hold here, for every sender (local mode and workers alike):
+  * the claim marks the batch's messages to addresses on the suppression list
+    `suppressed`, in the claim's transaction: an opt-out made after planning
+    is honoured whenever the batch goes (scheduled, resumed, retried);
+  * before each call the campaign's state is read again (`watch.Watch`, at most
+    twice a second): once paused or cancelled, no further call of the batch is
+    made, and what it had not sent is left `planned` for `resume` (or cancelled);
+  * an error nothing here foresaw releases the batch (or leaves in doubt only a
+    call that may have reached the provider) and fails the campaign with its
+    reason, so `resume` and `cancel` act on it.
 """
 
 from __future__ import annotations
@@ -24,13 +35,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
+import traceback
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, and_, exists, or_, select, update
+from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, update
 
 from engine.clock import now
 from engine.errors import InvalidRequest
@@ -54,22 +67,38 @@ from engine.providers.errors import (
     RequestRejected,
     TransientError,
 )
+from engine.redact import mask_address
 from engine.sending.capability import CapabilityCache, MemoryCapabilityCache, capabilities
 from engine.sending.fallback import route_now
 from engine.sending.personalize import for_provider
 from engine.sending.quota import DailyQuota
 from engine.sending.throttle import Throttle
+from engine.sending.watch import Stopped, Watch
 from engine.sending.windows import defer_outside_window
 from engine.store import models
-from engine.store.states import LEASE_EXPIRED, UNSENT, BatchState, CampaignState, MessageStatus
-from engine.store.writes import complete_if_idle, lock, mark_campaign, set_provider_ids, update_messages
+from engine.store.states import (
+    LEASE_EXPIRED,
+    OPTED_OUT_BEFORE_SEND,
+    UNSENT,
+    BatchState,
+    CampaignState,
+    MessageStatus,
+)
+from engine.store.writes import (
+    cancel_unsent,
+    complete_if_idle,
+    lock,
+    mark_campaign,
+    set_provider_ids,
+    update_messages,
+)
 from engine.windows import next_day
 
 log = logging.getLogger(__name__)
 #: A client method that sends one provider-neutral batch.
 Call = Callable[[Any], Awaitable[Submission]]
 
-B, M, C = models.BATCHES, models.MESSAGES, models.CAMPAIGNS
+B, M, C, S = models.BATCHES, models.MESSAGES, models.CAMPAIGNS, models.SUPPRESSIONS
 #: Messages the recovery sweep marked ambiguous only because their worker's lease ran out.
 SWEPT = and_(M.c.status == MessageStatus.AMBIGUOUS.value, M.c.error == LEASE_EXPIRED)
 UNSENT_OR_SWEPT = or_(M.c.status.in_(UNSENT), SWEPT)
@@ -77,6 +106,8 @@ UNSENT_OR_SWEPT = or_(M.c.status.in_(UNSENT), SWEPT)
 CAPABILITY_RETRY_SECONDS = 60.0
 #: `_attempt`'s answer when only the one message of a per-recipient call was refused or left in doubt.
 MESSAGE_DONE = "message-done"
+#: What in an unforeseen error's text may be a phone number or an email address (masked before it is kept).
+ADDRESS_LIKE = re.compile(r"\+?\d[\d ()-]{5,}\d|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 class LeaseLost(Exception):
@@ -84,12 +115,14 @@ class LeaseLost(Exception):
 
 
 class Lease:
-    """Whether this worker still holds its batch, as the heartbeat last found."""
+    """Whether this worker still holds its batch, as the heartbeat last found, and whether one of its requests
+    is with the provider now (`calling`: an error from nowhere then leaves that request in doubt)."""
 
-    __slots__ = ("lost",)
+    __slots__ = ("calling", "lost")
 
     def __init__(self) -> None:
         self.lost = False
+        self.calling = False
 
 
 class MessageRow(NamedTuple):
@@ -134,6 +167,7 @@ class Sender:
     #: Longest provider `Retry-After` waited out in place; a longer one defers the batch.
     max_hold: float = 60.0
     _leases: dict[int, Lease] = field(default_factory=dict, init=False, repr=False)
+    _watches: dict[int, Watch] = field(default_factory=dict, init=False, repr=False)
 
     async def send_batch(self, batch_id: int) -> str:
         """Send one batch if it is still due and unclaimed; returns the state it ends in (or `skipped`).
@@ -150,14 +184,18 @@ class Sender:
         heartbeat = asyncio.create_task(self._keep_lease(batch_id, lease))
         try:
             return await self._send_claimed(batch_id)
+        except Exception as exc:  # whatever it is, the batch must not stay claimed
+            return self._fault(batch_id, lease, exc)
         finally:
             heartbeat.cancel()
             del self._leases[batch_id]
+            self._watches.pop(batch_id, None)
 
     async def _send_claimed(self, batch_id: int) -> str:
         with self.engine.connect() as connection:
             batch = connection.execute(select(B).where(B.c.id == batch_id)).one()
             campaign = connection.execute(select(C).where(C.c.id == batch.campaign_id)).one()
+            self._watches[batch_id] = Watch(self.engine, batch.campaign_id)
             result = connection.execute(
                 select(M.c.id, M.c.address, M.c.body, M.c.subject, M.c.fallback_body)
                 .where(M.c.batch_id == batch_id, M.c.status == MessageStatus.PLANNED.value)
@@ -178,6 +216,8 @@ class Sender:
     # claims -------------------------------------------------------------------
 
     def _claim(self, batch_id: int) -> bool:
+        """Take the batch if it is due and its campaign running, and suppress its opted-out addresses, in one
+        transaction."""
         moment = now()
         if not defer_outside_window(self.engine, batch_id, moment):
             return False
@@ -199,7 +239,22 @@ class Sender:
                     updated_at=moment,
                 )
             ).rowcount
+            if claimed == 1:
+                self._suppress(connection, batch_id)
         return claimed == 1
+
+    @staticmethod
+    def _suppress(connection: Connection, batch_id: int) -> None:
+        """Mark the batch's planned messages to suppressed addresses `suppressed`: one statement per batch."""
+        connection.execute(
+            update(M)
+            .where(
+                M.c.batch_id == batch_id,
+                M.c.status == MessageStatus.PLANNED.value,
+                M.c.address.in_(select(S.c.address)),
+            )
+            .values(status=MessageStatus.SUPPRESSED.value, error=OPTED_OUT_BEFORE_SEND)
+        )
 
     async def _keep_lease(self, batch_id: int, lease: Lease) -> None:
         while True:
@@ -243,14 +298,15 @@ class Sender:
         a worker for hours.
         """
         throttle = self.throttles[provider.name]
-        lease = self._leases[batch_id]
+        lease, watch = self._leases[batch_id], self._watches[batch_id]
         failures = 0
         while True:
             await throttle.acquire(max_wait=self.max_hold)
             if lease.lost:
                 raise LeaseLost(f"batch {batch_id} was given up by the recovery sweep")
+            watch.check()
             try:
-                return await send(payload)
+                return await self._request(lease, send, payload)
             except RateLimited as exc:
                 log.info("%s asked to wait %.1f s; every sender of the account holds", provider.name, exc.retry_after)
                 await throttle.hold(exc.retry_after)
@@ -263,6 +319,18 @@ class Sender:
                 delay = self.retry.delay(failures)
                 log.warning("batch %s: %s; retry %d in %.1f s", batch_id, exc, failures, delay)
                 await asyncio.sleep(delay)
+
+    @staticmethod
+    async def _request(lease: Lease, send: Call, payload: Any) -> Submission:
+        """One request; `lease.calling` stays set if it ends in an error the client did not sort (see `_fault`)."""
+        lease.calling = True
+        try:
+            submission = await send(payload)
+        except (ProviderError, InvalidRequest):
+            lease.calling = False
+            raise
+        lease.calling = False
+        return submission
 
     async def _attempt(
         self,
@@ -308,6 +376,8 @@ class Sender:
                         .values(status=MessageStatus.AMBIGUOUS.value, error=LEASE_EXPIRED)
                     )
             return BatchState.AMBIGUOUS.value
+        except Stopped as stop:
+            return self._stopped(batch, part, stop.state)
         except OutcomeUnknown as exc:
             sent = True  # it may count against the quota: assume it does
             return self._failed_call(batch, exc, part)
@@ -338,8 +408,8 @@ class Sender:
         return BatchState.SUBMITTED.value
 
     async def _send_each(self, batch: Any, campaign: Any, rows: Sequence[Any], provider: Provider) -> str:
-        """One call per recipient, each message claimed (`planned -> queued`) before its call."""
-        costs: list[float] = []
+        """One call per recipient, each message claimed (`planned -> queued`) before its call; what each call
+        cost is added to the batch's as it goes, so a batch paused halfway keeps the cost of what went."""
         for row in rows:
             with self.engine.begin() as connection:
                 claimed = connection.execute(
@@ -354,8 +424,6 @@ class Sender:
                 continue
             if isinstance(submission, str):
                 return submission
-            if submission.cost is not None:
-                costs.append(submission.cost)
             with self.engine.begin() as connection:
                 connection.execute(
                     update(M)
@@ -368,8 +436,14 @@ class Sender:
                         cost=submission.cost,
                     )
                 )
+                if submission.cost is not None:
+                    connection.execute(
+                        update(B)
+                        .where(B.c.id == batch.id)
+                        .values(reported_cost=func.coalesce(B.c.reported_cost, 0) + submission.cost)
+                    )
         with self.engine.begin() as connection:
-            self._record(connection, batch.id, None, batch.channel, cost=sum(costs) if costs else None)
+            self._record(connection, batch.id, None, batch.channel)
         self._complete(batch.campaign_id)
         return BatchState.SUBMITTED.value
 
@@ -490,8 +564,8 @@ class Sender:
         provider_fallback: bool = False,
         cost: float | None = None,
     ) -> None:
-        """Mark the batch submitted with the provider's ids (and what it said the call cost), in the caller's
-        transaction.
+        """Mark the batch submitted with the provider's ids (and add what it said the call cost to the batch's),
+        in the caller's transaction.
 
         A batch the recovery sweep already called ambiguous becomes submitted too:
         the provider's answer is the evidence the sweep did not have.
@@ -504,7 +578,7 @@ class Sender:
                 state=BatchState.SUBMITTED.value,
                 provider_batch_id=submission.batch_id if submission else None,
                 provider_fallback=provider_fallback,
-                reported_cost=cost,
+                reported_cost=B.c.reported_cost if cost is None else func.coalesce(B.c.reported_cost, 0) + cost,
                 submitted_at=moment,
                 claimed_by=None,
                 claim_expires_at=None,
@@ -552,6 +626,59 @@ class Sender:
             return MESSAGE_DONE
         self._close_batch(batch.id, BatchState.AMBIGUOUS if doubt else BatchState.FAILED, str(exc), outcome)
         return BatchState.AMBIGUOUS.value if doubt else BatchState.FAILED.value
+
+    def _stopped(self, batch: Any, part: Sequence[int] | None, state: str) -> str:
+        """The campaign stopped running before this call left, so the call is not made.
+
+        The batch and this call's messages go back to `planned`, so `resume`
+        sends exactly what had not gone, once. A cancelled campaign's are
+        cancelled instead (`cancel` leaves the batches in hand to their senders).
+        """
+        log.info("batch %s: campaign %s is %s; its next call is not made", batch.id, batch.campaign_id, state)
+        self._release(batch.id, part)
+        if state != CampaignState.CANCELLED.value:
+            return BatchState.PLANNED.value
+        with self.engine.begin() as connection:
+            cancel_unsent(connection, B.c.id == batch.id, B.c.state == BatchState.PLANNED.value)
+            return str(connection.execute(select(B.c.state).where(B.c.id == batch.id)).scalar_one())
+
+    def _fault(self, batch_id: int, lease: Lease, exc: Exception) -> str:
+        """An error nothing here foresaw: the campaign fails with the reason, and the batch is released.
+
+        The campaign fails first, so that closing its last batch does not
+        complete it. Only a request that was with the provider when the error
+        came may have been taken (`_in_doubt`); otherwise nothing of the call
+        left, and the batch goes back to `planned`, for `resume` (or `cancel`).
+        """
+        with self.engine.connect() as connection:
+            batch = connection.execute(select(B).where(B.c.id == batch_id)).one()
+        reason = (
+            f"failed: batch {batch.seq + 1} met an unexpected error ({type(exc).__name__}: {_masked(exc)}); "
+            f"`campaign resume {batch.campaign_id}` tries it again, `campaign cancel {batch.campaign_id}` drops it"
+        )
+        log.error("batch %s: %s; at %s", batch_id, reason, "".join(traceback.format_tb(exc.__traceback__)[-3:]))
+        mark_campaign(self.engine, batch.campaign_id, CampaignState.FAILED, reason)
+        if lease.calling:
+            return self._in_doubt(batch, reason)
+        self._release(batch_id, None)
+        return BatchState.PLANNED.value
+
+    def _in_doubt(self, batch: Any, reason: str) -> str:
+        """The request in flight may have been taken: its messages become `ambiguous`, never `planned` again.
+
+        In a per-recipient batch that is the one `queued` message; the others go back to `planned`.
+        """
+        if self.providers[batch.provider].max_batch(Channel(batch.channel)) > 1:
+            self._close_batch(batch.id, BatchState.AMBIGUOUS, reason, MessageStatus.AMBIGUOUS)
+            return BatchState.AMBIGUOUS.value
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(M)
+                .where(M.c.batch_id == batch.id, M.c.status == MessageStatus.QUEUED.value)
+                .values(status=MessageStatus.AMBIGUOUS.value, error=reason, submitted_at=now())
+            )
+        self._release(batch.id, None)
+        return BatchState.PLANNED.value
 
     def _mark(self, message_ids: Sequence[int], status: MessageStatus, reason: str) -> None:
         values: dict[str, Any] = {"status": status.value, "error": reason}
@@ -617,3 +744,8 @@ class Sender:
     def _complete(self, campaign_id: Any) -> None:
         """Complete the campaign if no batch is left, after the batch's commit (`complete_if_idle`)."""
         complete_if_idle(self.engine, campaign_id)
+
+
+def _masked(exc: Exception) -> str:
+    """The error's text with anything like a phone number or an email address masked: it is stored and logged."""
+    return ADDRESS_LIKE.sub(lambda found: mask_address(found.group()), str(exc))

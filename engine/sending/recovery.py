@@ -16,14 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, exists, select, update
+from sqlalchemy import Engine, and_, exists, false, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from engine import clock
 from engine.providers import CLIENTS
 from engine.providers.base import Channel
 from engine.store import models
 from engine.store.states import LEASE_EXPIRED, BatchState, CampaignState, MessageStatus
-from engine.store.writes import complete_if_done
+from engine.store.writes import cancel_unsent, complete_if_done
 
 B, M, C = models.BATCHES, models.MESSAGES, models.CAMPAIGNS
 
@@ -58,6 +59,8 @@ def sweep(engine: Engine, now: datetime | None = None) -> Sweep:
             connection.execute(
                 update(B).where(B.c.id.in_(one_by_one)).values(state=BatchState.PLANNED.value, error=None)
             )
+            cancelled = exists().where(C.c.id == B.c.campaign_id, C.c.state == CampaignState.CANCELLED.value)
+            cancel_unsent(connection, B.c.id.in_(one_by_one), cancelled)  # what is left of them never goes
         if whole:
             connection.execute(
                 update(M)
@@ -82,6 +85,15 @@ def due_batches(engine: Engine, now: datetime | None = None, campaign_id: int | 
     with engine.connect() as connection:
         rows = connection.execute(query.order_by(B.c.campaign_id, B.c.seq)).all()
     return [(row.id, row.provider) for row in rows]
+
+
+def per_recipient() -> ColumnElement[bool]:
+    """Batches whose calls carry one recipient each, as a condition on `batches`: in such a batch only a
+    `queued` message can be in a call; its `planned` ones have not left, whoever holds the batch."""
+    pairs = [
+        (name, channel) for name, client in CLIENTS.items() for channel in Channel if client.max_batch(channel) == 1
+    ]
+    return or_(false(), *(and_(B.c.provider == name, B.c.channel == channel.value) for name, channel in pairs))
 
 
 def _one_by_one(provider: str, channel: str) -> bool:

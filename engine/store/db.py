@@ -30,6 +30,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from engine.csvsafe import create_private
 from engine.errors import ConfigurationError
+from engine.settings import default_database_folder
 
 
 def normalize_url(url: str) -> str:
@@ -64,6 +65,7 @@ def make_engine(url: str) -> Engine:
         raise ConfigurationError(f"CAMPAIGN_DATABASE_URL is not usable: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        _sqlite_folder(engine.url.database)
         _create_sqlite_file(engine.url.database)
     return engine
 
@@ -102,13 +104,24 @@ def _describe(url: str) -> str:
     return make_url(normalize_url(url)).render_as_string(hide_password=True)
 
 
+def _sqlite_folder(database: str | None) -> None:
+    """The default database's folder is made (owner-only) on first use; any other must exist."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    folder = Path(database).parent
+    if folder.exists():
+        return
+    if folder != default_database_folder():
+        raise ConfigurationError(f"the folder of the SQLite database {database} does not exist")
+    try:
+        folder.mkdir(mode=0o700, parents=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot make the folder of the database {folder}: {exc.strerror or exc}") from None
+
+
 def open_database(url: str) -> Engine:
     """An engine on a database at the current schema; SQLite is brought there, PostgreSQL must be."""
     engine = make_engine(url)
-    if engine.dialect.name == "sqlite":
-        database = engine.url.database
-        if database and database != ":memory:" and not Path(database).parent.exists():
-            raise ConfigurationError(f"the folder of the SQLite database {database} does not exist")
     try:
         current = current_revision(engine)
         head = head_revision()

@@ -121,6 +121,9 @@ class Campaign(Base):
     #: The recurring schedule that planned it. No foreign key: schedules are cancelled, never deleted,
     #: and adding one would rebuild this table on SQLite.
     schedule_id: Mapped[int | None] = mapped_column(Id)
+    #: When the user last asked it to pause or cancel (cleared when it runs again): whatever its senders
+    #: submitted after this went after the request.
+    stop_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -243,6 +246,20 @@ class Suppression(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class SuppressionRemoval(Base):
+    """An address taken off the suppression list (the person opted back in), with why and what it had been:
+    the record of a consent decision outlives the list entry."""
+
+    __tablename__ = "suppression_removals"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), index=True)
+    reason: Mapped[str] = mapped_column(String(REASON_CHARS))
+    previous_reason: Mapped[str | None] = mapped_column(String(REASON_CHARS))
+    suppressed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    removed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class DltTemplate(Base):
     """A template registered on India's DLT platform; `text` keeps the registered `{#var#}` form."""
 
@@ -302,6 +319,8 @@ class DeliveryEvent(Base):
     occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     processed: Mapped[bool] = mapped_column(Boolean)
+    #: Matched by the number alone: neither a batch id nor a message id of the provider named its message.
+    by_number: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     raw: Mapped[str | None] = mapped_column(Text)
 
 
@@ -342,5 +361,6 @@ BATCHES = cast(Table, Batch.__table__)
 MESSAGES = cast(Table, Message.__table__)
 DLT_TEMPLATES = cast(Table, DltTemplate.__table__)
 SUPPRESSIONS = cast(Table, Suppression.__table__)
+SUPPRESSION_REMOVALS = cast(Table, SuppressionRemoval.__table__)
 DELIVERY_EVENTS = cast(Table, DeliveryEvent.__table__)
 DELIVERY_PAGES = cast(Table, DeliveryPage.__table__)

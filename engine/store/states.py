@@ -108,6 +108,8 @@ UNSENT: tuple[str, ...] = (_M.PLANNED.value, _M.QUEUED.value)
 NOT_SENT: tuple[str, ...] = (*UNSENT, _M.CANCELLED.value, _M.SUPPRESSED.value, _M.INVALID.value)
 #: Taken by the provider, with no final news yet.
 UNCONFIRMED: tuple[str, ...] = (_M.SUBMITTED.value, _M.SENT.value)
+#: Surely taken by the provider and waiting for its report (not `ambiguous`, not `queued`).
+AWAITING_REPORT: tuple[str, ...] = (_M.SUBMITTED.value, _M.SENT.value, _M.FALLBACK.value)
 #: Still waiting for news: a report can only move them forward.
 OPEN: tuple[str, ...] = (_M.SUBMITTED.value, _M.SENT.value, _M.AMBIGUOUS.value, _M.QUEUED.value, _M.FALLBACK.value)
 #: Failures worth another try: the network, an outage, a message that expired on the way. A refusal
@@ -154,3 +156,5 @@ UNKNOWN = "unknown"
 LEASE_EXPIRED = "the worker sending this batch stopped before the provider answered; it may have been sent"
 #: A message the engine gave up on (`expired`): no report came, so it may well have been delivered.
 UNREPORTED = "no final delivery report within the maximum age"
+#: A message left `suppressed` when its batch was claimed: the address opted out after the campaign was planned.
+OPTED_OUT_BEFORE_SEND = "opted out before it was sent"

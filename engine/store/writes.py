@@ -1,18 +1,19 @@
 """Small, set-based writes shared by sending, its recovery and the campaign's steps: the campaign lock,
-completion, and chunked message updates."""
+completion, cancelling what was not sent, and chunked message updates."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, exists, func, select, text, update
+from sqlalchemy import Connection, Engine, case, exists, func, select, text, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from engine.clock import now
 from engine.store import models
 from engine.store.db import bulk_insert, driver_connection
 from engine.store.models import CAMPAIGNS
-from engine.store.states import PENDING_BATCHES, CampaignState
+from engine.store.states import NOT_SENT, PENDING_BATCHES, UNSENT, BatchState, CampaignState, MessageStatus
 
 
 def mark_campaign(
@@ -21,14 +22,16 @@ def mark_campaign(
     state: CampaignState,
     reason: str | None,
     only_from: Sequence[str] = (CampaignState.RUNNING.value,),
+    **values: Any,
 ) -> bool:
-    """Move a campaign to `state` if it is in one of `only_from` (a cancelled campaign is not paused by a 402)."""
+    """Move a campaign to `state` if it is in one of `only_from` (a cancelled campaign is not paused by a 402),
+    setting `values` on it too."""
     with engine.begin() as connection:
         return (
             connection.execute(
                 update(models.Campaign)
                 .where(models.Campaign.id == campaign_id, models.Campaign.state.in_(only_from))
-                .values(state=state.value, state_reason=reason)
+                .values(state=state.value, state_reason=reason, **values)
             ).rowcount
             == 1
         )
@@ -54,6 +57,35 @@ def complete_if_done(connection: Connection, campaign_id: Any = None) -> None:
             .where(campaign.c.id.in_(ids), campaign.c.state == CampaignState.RUNNING.value, ~pending)
             .values(state=CampaignState.COMPLETED.value, finished_at=func.now())
         )
+
+
+def cancel_unsent(connection: Connection, *batches: ColumnElement[bool]) -> int:
+    """Cancel the unsent messages (planned, or claimed for a call that never left) of the batches that match
+    `batches`, and those batches; returns how many messages were cancelled.
+
+    A batch some of whose recipients went already (a per-recipient batch paused
+    halfway) ends `submitted` rather than `cancelled`, so the reports of those
+    recipients are still gathered.
+    """
+    batch, message = models.BATCHES, models.MESSAGES
+    chosen = select(batch.c.id).where(*batches)
+    cancelled = connection.execute(
+        update(message)
+        .where(message.c.batch_id.in_(chosen), message.c.status.in_(UNSENT))
+        .values(status=MessageStatus.CANCELLED.value)
+    ).rowcount
+    went = exists().where(message.c.batch_id == batch.c.id, message.c.status.not_in(NOT_SENT))
+    connection.execute(
+        update(batch)
+        .where(*batches)
+        .values(
+            state=case((went, BatchState.SUBMITTED.value), else_=BatchState.CANCELLED.value),
+            submitted_at=case((went, func.coalesce(batch.c.submitted_at, now())), else_=batch.c.submitted_at),
+            claimed_by=None,
+            claim_expires_at=None,
+        )
+    )
+    return int(cancelled)
 
 
 def update_messages(connection: Connection, message_ids: Sequence[int], **values: Any) -> None:
