@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 import signal
 import subprocess
@@ -227,11 +228,24 @@ def test_report_and_list(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) 
     out = tmp_path / "results.csv"
     done = campaign(env, "report", campaign_id, "--out", str(out))
     assert done.returncode == 0 and "wrote 20 rows" in done.stdout
-    lines = out.read_text(encoding="utf-8-sig").splitlines()
-    assert lines[0] == '"line","address","channel","status","provider_message_id","error","submitted_at","status_at"'
-    first = lines[1].split(",")
-    # The line in the uploaded file, the number as it is (a plain number is not a formula), the outcome.
-    assert first[:4] == ['"2"', '"+917982597919"', '"sms"', '"submitted"'] and first[4].startswith('"samsms_')
+    rows = list(csv.DictReader(out.open(encoding="utf-8-sig")))
+    assert list(rows[0]) == [
+        "line",
+        "address",
+        "channel",
+        "status",
+        "provider_message_id",
+        "error",
+        "submitted_at",
+        "status_at",
+        "message",
+    ]
+    first = rows[0]
+    # The line in the uploaded file, the number as it is (a plain number is not a formula), the outcome, the text
+    # that went, and when, in the display zone with its offset (CAMPAIGN_TIMEZONE, Asia/Kolkata by default).
+    assert [first[k] for k in ("line", "address", "channel", "status")] == ["2", "+917982597919", "sms", "submitted"]
+    assert first["provider_message_id"].startswith("samsms_") and first["message"].startswith("Hi Aarav, your order")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+05:30", first["submitted_at"])
     listed = orjson.loads(campaign(env, "list", "--json").stdout)
     assert [(c["campaign_id"], c["state"], c["sent"], c["messages"]) for c in listed] == [
         (int(campaign_id), "completed", 20, 20)

@@ -44,6 +44,7 @@ from engine.store.states import (
     MessageStatus,
 )
 from engine.store.writes import cancel_unsent, complete_if_idle, lock, mark_campaign
+from engine.windows import as_utc, zone
 
 C, B, M = models.CAMPAIGNS, models.BATCHES, models.MESSAGES
 State = CampaignState
@@ -427,8 +428,10 @@ def overview(engine: Engine) -> list[dict[str, Any]]:
     ]
 
 
-def export(engine: Engine, campaign_id: int, target: Target) -> tuple[int, Path]:
-    """One row per recipient, safe to open in a spreadsheet; returns how many rows were written, and where."""
+def export(engine: Engine, campaign_id: int, target: Target, tz: str = "UTC") -> tuple[int, Path]:
+    """One row per recipient, safe to open in a spreadsheet, with the text that went (and its subject or
+    fallback SMS, where the campaign has them) and its times in `tz` with their offset; returns how many rows
+    were written, and where."""
     campaign = _campaign(engine, campaign_id)
     target.check()
     with engine.connect() as connection:
@@ -442,12 +445,16 @@ def export(engine: Engine, campaign_id: int, target: Target) -> tuple[int, Path]
                 M.c.error,
                 M.c.submitted_at,
                 M.c.status_at,
+                M.c.body,
+                M.c.subject,
+                M.c.fallback_body,
             )
             .where(M.c.campaign_id == campaign_id)
             .order_by(M.c.line)
         )
         rows = result.cursor.fetchall()
-    columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(8)]
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(11)]
+    parts = {"message": columns[8], "subject": columns[9], "fallback_sms": columns[10]}
     path = write_csv(
         target,
         {
@@ -457,15 +464,17 @@ def export(engine: Engine, campaign_id: int, target: Target) -> tuple[int, Path]
             "status": pa.array(columns[3], pa.string()),
             "provider_message_id": pa.array(columns[4], pa.string()),
             "error": pa.array(columns[5], pa.string()),
-            "submitted_at": pa.array([_text(v) for v in columns[6]], pa.string()),
-            "status_at": pa.array([_text(v) for v in columns[7]], pa.string()),
+            "submitted_at": pa.array([_text(v, tz) for v in columns[6]], pa.string()),
+            "status_at": pa.array([_text(v, tz) for v in columns[7]], pa.string()),
+            **{name: pa.array(values, pa.string()) for name, values in parts.items() if any(values)},
         },
     )
     return len(rows), path
 
 
-def _text(moment: Any) -> str | None:
-    """Driver values as ISO text: SQLite gives strings, PostgreSQL datetimes."""
-    if moment is None or isinstance(moment, str):
-        return moment
-    return str(moment.isoformat(sep=" "))
+def _text(moment: Any, tz: str) -> str | None:
+    """A stored time (SQLite gives UTC text, PostgreSQL datetimes) as ISO text in `tz`, with its offset."""
+    if moment is None:
+        return None
+    moment = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    return as_utc(moment).astimezone(zone(tz)).isoformat(sep=" ", timespec="seconds")

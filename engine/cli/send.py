@@ -250,8 +250,9 @@ def report_command(
 ) -> None:
     """One row per recipient: line in the file, address, channel used, status, provider id, error, times."""
     target = Target.asked(out, Path(f"campaign-{campaign_id}.csv"), force)
-    with database(get_settings().database_url) as engine:
-        count, path = export(engine, campaign_id, target)
+    settings = get_settings()
+    with database(settings.database_url) as engine:
+        count, path = export(engine, campaign_id, target, settings.timezone)
     console.print(f"wrote {count:,} rows to {path}", highlight=False)
 
 
