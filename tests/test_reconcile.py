@@ -121,6 +121,27 @@ async def test_a_report_by_number_goes_to_the_campaign_awaiting_it_never_to_an_u
     assert (status(database, newer).matched_by_number, status(database, older).matched_by_number) == (2, 0)
 
 
+async def test_a_batch_in_doubt_settles_once_reports_vouch_for_every_message(
+    database: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """The answer to a call was lost (the batch and its messages `ambiguous`), but a report came for each of
+    them: the provider had them all, so the batch settles and nothing is left to re-send."""
+    numbers = phones(3)
+    campaign_id = plan_campaign(database, tmp_path, 3, "pixabits", **SALE)
+    async with local_sender(database, settings, "pixabits") as sender:
+        await send_campaign(database, sender, campaign_id)
+    with database.begin() as connection:
+        connection.execute(update(B).where(B.c.campaign_id == campaign_id).values(state="ambiguous"))
+        connection.execute(update(M).where(M.c.campaign_id == campaign_id).values(status="ambiguous"))
+    dlr.store_pushed(database, [pushed("sms.message.delivered", number) for number in numbers[:2]])
+    dlr.apply_pending(database, MAX_AGE)
+    assert status(database, campaign_id).batches == {"ambiguous": 1}  # one still in doubt
+    dlr.store_pushed(database, [pushed("sms.message.delivered", numbers[2])])
+    dlr.apply_pending(database, MAX_AGE)
+    assert status(database, campaign_id).batches == {"settled": 1}
+    assert set(statuses(database, campaign_id).values()) == {"delivered"}
+
+
 async def test_a_parked_report_that_never_matches_is_given_up_after_the_maximum_age(database: Engine) -> None:
     dlr.store_pushed(database, [pushed("sms.message.delivered", "+15550000000")])
     assert dlr.apply_pending(database, MAX_AGE).parked == 1

@@ -47,7 +47,17 @@ from engine.providers.base import Channel, DeliveryReport
 from engine.reports import pushed
 from engine.store import models
 from engine.store.db import bulk_insert
-from engine.store.states import FINAL, FINAL_RANK, RANK, REACHED, THROUGH, UNKNOWN, BatchState, MessageStatus
+from engine.store.states import (
+    FINAL,
+    FINAL_RANK,
+    RANK,
+    REACHED,
+    SETTLEABLE,
+    THROUGH,
+    UNKNOWN,
+    BatchState,
+    MessageStatus,
+)
 
 log = logging.getLogger(__name__)
 S = MessageStatus
@@ -347,11 +357,12 @@ def _seen(reports: Sequence[DeliveryReport], words: dict[Any, tuple[str | None, 
 
 
 def _settle(connection: Connection, which: Any) -> None:
-    """A submitted batch whose every message is through is settled: nothing more will be asked about it."""
+    """A submitted (or ambiguous) batch whose every message is through is settled: nothing more will be asked
+    about it."""
     open_message = exists().where(M.c.batch_id == B.c.id, M.c.status.not_in(THROUGH))
     connection.execute(
         update(B)
-        .where(which, B.c.state == BatchState.SUBMITTED.value, ~open_message)
+        .where(which, B.c.state.in_(SETTLEABLE), ~open_message)
         .values(state=BatchState.SETTLED.value, settled_at=now())
     )
 

@@ -96,6 +96,8 @@ PENDING_BATCHES: tuple[str, ...] = (_B.PLANNED.value, _B.SENDING.value)
 SENT_BATCHES: tuple[str, ...] = (_B.SUBMITTED.value, _B.SETTLED.value, _B.FAILED.value, _B.AMBIGUOUS.value)
 #: Nothing more will be sent from the batch: dealt with by the provider, or cancelled.
 DONE_BATCHES: tuple[str, ...] = (*SENT_BATCHES, _B.CANCELLED.value)
+#: Awaiting reports: settled once every message is through (an `ambiguous` batch too, once reports vouch for all).
+SETTLEABLE: tuple[str, ...] = (_B.SUBMITTED.value, _B.AMBIGUOUS.value)
 #: The provider took the call, or may have: reports may name its messages, and it may hold ambiguous ones.
 #: (A batch still `sending` has not recorded what the provider took.)
 TAKEN_BATCHES: tuple[str, ...] = (_B.SUBMITTED.value, _B.SETTLED.value, _B.AMBIGUOUS.value)
