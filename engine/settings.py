@@ -100,6 +100,8 @@ class Settings(BaseSettings):
         WEBHOOK_READ_SECONDS, gt=0, validation_alias=_env("CAMPAIGN_WEBHOOK_READ_SECONDS")
     )
     report_wait_seconds: float = Field(120.0, gt=0, validation_alias=_env("CAMPAIGN_REPORT_WAIT_SECONDS"))
+    #: How long a message in doubt waits for the report that would clear it before `resend-ambiguous` sends it.
+    resend_after_minutes: float = Field(60.0, ge=0, validation_alias=_env("CAMPAIGN_RESEND_AFTER_MINUTES"))
     clock_offset: float = Field(0.0, validation_alias=_env("CAMPAIGN_CLOCK_OFFSET"))
     send_concurrency: int = Field(4, ge=1, validation_alias=_env("CAMPAIGN_SEND_CONCURRENCY"))
     #: The zone of times written without one: `--at`, `--every`, `--window`.

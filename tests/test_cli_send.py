@@ -183,13 +183,31 @@ def test_resend_ambiguous_asks_then_sends_only_the_uncertain(
     result = orjson.loads(sent.stdout.strip().splitlines()[-1])
     assert (result["state"], result["ambiguous"]) == ("completed", 20)
     campaign_id = str(result["campaign_id"])
-    refused = campaign(env, "resend-ambiguous", campaign_id)
+    early = campaign(env, "resend-ambiguous", campaign_id, "--yes")  # their reports may still come
+    assert early.returncode == 1
+    assert "nothing was re-sent: 20 fell in doubt too recently: their reports may clear them until " in early.stderr
+    assert sandbox.endpoint("POST /api/v2/sms")["requests"] == 1  # only the first, dropped call
+    waited = {**env, "CAMPAIGN_RESEND_AFTER_MINUTES": "0"}  # as if the report window had passed
+    refused = campaign(waited, "resend-ambiguous", campaign_id)
     assert refused.returncode == 1 and "add --yes" in refused.stderr
-    again = campaign(env, "resend-ambiguous", campaign_id, "--yes", "--json")
+    again = campaign(waited, "resend-ambiguous", campaign_id, "--yes", "--json")
     assert again.returncode == 0, again.stderr
     assert orjson.loads(again.stdout.strip().splitlines()[-1])["counts"] == {"submitted": 20}
     nothing = campaign(env, "resend-ambiguous", campaign_id, "--yes")
     assert nothing.returncode == 1 and "no ambiguous messages" in nothing.stderr
+
+
+def test_resend_ambiguous_now_sends_the_recent_doubt_too_and_says_they_may_get_it_twice(
+    env: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.faults("/api/v2/sms", "drop")
+    sent = campaign(env, "send", str(EXAMPLE), *SEND, "--rejects", str(tmp_path / "r.csv"), "--yes", "--json")
+    campaign_id = str(orjson.loads(sent.stdout.strip().splitlines()[-1])["campaign_id"])
+    asked = campaign(env, "resend-ambiguous", campaign_id, "--now")  # not refused for the window: asked
+    assert asked.returncode == 1 and "add --yes" in asked.stderr
+    again = campaign(env, "resend-ambiguous", campaign_id, "--now", "--yes", "--json")
+    assert again.returncode == 0, again.stderr
+    assert orjson.loads(again.stdout.strip().splitlines()[-1])["counts"] == {"submitted": 20}
 
 
 def test_wait_gathers_noxitel_reports_by_polling(env: dict[str, str], sandbox: Sandbox, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import Engine, and_, case, exists, func, or_, select, update
+from sqlalchemy import Engine, and_, case, exists, func, or_, select, true, update
 
 from engine.clock import now
 from engine.csvsafe import Target, write_csv
@@ -316,8 +316,36 @@ def cancel(engine: Engine, campaign_id: int) -> int:
     return planned + int(unclaimed)
 
 
-def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
-    """Give back to sending the `ambiguous` messages that have no evidence of having been sent.
+@dataclass(frozen=True)
+class Doubt:
+    """A campaign's `ambiguous` messages without a report: how many, and how many fell in doubt too recently
+    for their reports to have come (those may yet be cleared), with when the last of those is due."""
+
+    unreported: int
+    recent: int
+    recent_until: datetime | None
+
+
+def doubt(engine: Engine, campaign_id: int, since: datetime) -> Doubt:
+    """The campaign's unreported doubt, `recent` being what fell in doubt after `since`."""
+    unreported = (
+        M.c.campaign_id == campaign_id,
+        M.c.status == MessageStatus.AMBIGUOUS.value,
+        ~exists().where(models.DELIVERY_EVENTS.c.message_id == M.c.id),
+    )
+    with engine.connect() as connection:
+        total = _count(connection, campaign_id, *unreported[1:])
+        recent, latest = connection.execute(
+            select(func.count(), func.max(M.c.submitted_at)).where(*unreported, M.c.submitted_at > since)
+        ).one()
+    if isinstance(latest, str):  # SQLite gives text
+        latest = datetime.fromisoformat(latest)
+    return Doubt(total, int(recent), as_utc(latest) if latest is not None else None)
+
+
+def resend_ambiguous(engine: Engine, campaign_id: int, doubted_before: datetime | None = None) -> int:
+    """Give back to sending the `ambiguous` messages that have no evidence of having been sent (with
+    `doubted_before`, only those in doubt since before it: reports may yet clear the others).
 
     Evidence is a delivery report matched to the message: a recipient the
     provider reports on was sent, whatever our side lost, and is marked so. The others may or may
@@ -334,8 +362,11 @@ def resend_ambiguous(engine: Engine, campaign_id: int) -> int:
         connection.execute(  # a report proves the provider had it
             update(M).where(*ambiguous, reported).values(status=MessageStatus.SUBMITTED.value, error=None)
         )
+        old_enough = (
+            true() if doubted_before is None else or_(M.c.submitted_at.is_(None), M.c.submitted_at <= doubted_before)
+        )
         count = connection.execute(
-            update(M).where(*ambiguous, ~reported).values(status=MessageStatus.PLANNED.value, error=None)
+            update(M).where(*ambiguous, ~reported, old_enough).values(status=MessageStatus.PLANNED.value, error=None)
         ).rowcount
         if count:
             pending = exists().where(M.c.batch_id == B.c.id, M.c.status == MessageStatus.PLANNED.value)

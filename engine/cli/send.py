@@ -26,7 +26,9 @@ from sqlalchemy import Engine
 from engine import clock
 from engine.accounts import require_services
 from engine.campaigns.lifecycle import (
+    Doubt,
     cancel,
+    doubt,
     export,
     overview,
     pause,
@@ -189,20 +191,37 @@ def resume_command(
 def resend_ambiguous_command(
     campaign_id: CampaignId,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Re-send without asking.")] = False,
+    now: Annotated[
+        bool, typer.Option("--now", help="Also those in doubt too recently for their reports to have come.")
+    ] = False,
     wait: Annotated[bool, typer.Option(help="With workers: wait until every batch is sent.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
 ) -> None:
-    """Send again the messages whose sending is uncertain and that no delivery report vouches for."""
+    """Send again the messages whose sending is uncertain and that no delivery report vouches for, once their
+    reports have had CAMPAIGN_RESEND_AFTER_MINUTES to come (`--now`: also the more recent ones)."""
     settings = get_settings()
     with database(settings.database_url) as engine:
-        uncertain = status(engine, campaign_id).counts.get(MessageStatus.AMBIGUOUS.value, 0)
-        if not uncertain:
+        if not status(engine, campaign_id).counts.get(MessageStatus.AMBIGUOUS.value, 0):
             raise CampaignError(f"campaign {campaign_id} has no ambiguous messages")
-        question = (
-            f"{uncertain:,} messages of campaign {campaign_id} may have been sent already; "
-            "send those without a delivery report again?"
-        )
-        _send_again(engine, settings, campaign_id, question, resend_ambiguous, yes, json_output, wait)
+        cutoff = clock.now() - timedelta(minutes=settings.resend_after_minutes)
+        question = _doubt_question(doubt(engine, campaign_id, cutoff), campaign_id, now, settings)
+        resend = functools.partial(resend_ambiguous, doubted_before=None if now else cutoff)
+        _send_again(engine, settings, campaign_id, question, resend, yes, json_output, wait)
+
+
+def _doubt_question(found: Doubt, campaign_id: int, now: bool, settings: Settings) -> str:
+    """What re-sending would do, asked before it is done; refused when reports may still clear every one."""
+    recent = ""
+    if found.recent_until is not None:
+        until = when_text(found.recent_until + timedelta(minutes=settings.resend_after_minutes), settings.timezone)
+        recent = f"{found.recent:,} fell in doubt too recently: their reports may clear them until {until}"
+    if not now and found.recent == found.unreported:
+        raise CampaignError(f"nothing was re-sent: {recent}; run this again then, or pass --now to send them anyway")
+    count = found.unreported if now else found.unreported - found.recent
+    question = f"{count:,} messages of campaign {campaign_id} may have been sent already"
+    if recent:
+        question += f" ({recent}; " + ("included: they may get it twice)" if now else "left out)")
+    return question + "; send those without a delivery report again?"
 
 
 def retry_failed_command(
