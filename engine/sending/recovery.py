@@ -1,6 +1,6 @@
 """The recovery sweep: what a dead worker left behind, and what the broker lost.
 
-Run every few seconds (a beat entry, or the local runner between rounds). A
+Run every CAMPAIGN_SWEEP_SECONDS (a beat entry, or the local runner between rounds). A
 batch still `sending` after its lease expired belonged to a worker that died
 mid-call: the provider may have accepted it, so its unsent messages become
 `ambiguous`, never `planned` again. For endpoints that take one recipient per
