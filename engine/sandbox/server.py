@@ -158,7 +158,7 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
             await asyncio.sleep(config.latency_ms / 1000)
         account = _authenticate(request, state, provider)
         state.account_windows.setdefault(f"{provider}:{account.key}", RateWindow()).hit(now)
-        wait = account.bucket.take()
+        wait = account.bucket.take(state.stalls.total)
         scripted = None if wait else faults.next_scripted(request.path)
         if scripted == "429":
             wait = 1.0
@@ -330,7 +330,17 @@ def build_app(config: SandboxConfig) -> web.Application:
 
     app.on_startup.append(start_pusher)
     app.on_cleanup.append(stop_pusher)
+    app.cleanup_ctx.append(_measuring_stalls)
     return app
+
+
+async def _measuring_stalls(app: web.Application) -> AsyncIterator[None]:
+    """The stall meter runs for as long as the app serves (see `Stalls`)."""
+    task = asyncio.create_task(app[STATE].stalls.measure())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 #: How the sandbox is served: a hung request ends when its client gives up, and shutdown does not wait on it.

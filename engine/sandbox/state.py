@@ -7,6 +7,7 @@ derived from the send's token and the recipient's index, so accepting a
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import secrets
@@ -34,6 +35,31 @@ class Clock:
         return datetime.fromtimestamp(self.time(), UTC)
 
 
+class Stalls:
+    """How long the sandbox's own event loop was held up (a loaded machine), in all.
+
+    A real provider counts a request when it arrives; the sandbox can only count
+    it when its loop gets to it. After a stall, requests a client spaced out
+    correctly are all read at once, and a bucket refilled only up to its burst
+    would refuse them (a 429 the client did not cause). So the time the loop
+    stood still is credited to every bucket beyond its burst.
+    """
+
+    TICK = 0.05
+
+    def __init__(self) -> None:
+        self.total = 0.0
+
+    async def measure(self) -> None:
+        """Run for as long as the sandbox serves: each tick that comes late adds its lateness."""
+        while True:
+            began = time.monotonic()
+            await asyncio.sleep(self.TICK)
+            late = time.monotonic() - began - self.TICK
+            if late > self.TICK:
+                self.total += late
+
+
 class TokenBucket:
     """The provider-side limit: `rate` requests per second with `burst` in reserve."""
 
@@ -42,11 +68,16 @@ class TokenBucket:
         self.burst = float(plan.burst)
         self.tokens = self.burst
         self.stamp = time.monotonic()
+        self.stalled = 0.0
 
-    def take(self) -> float:
-        """Take one token; 0 when allowed, else the seconds until one is available."""
+    def take(self, stalled: float = 0.0) -> float:
+        """Take one token; 0 when allowed, else the seconds until one is available. `stalled` is the loop's
+        stall time so far (`Stalls.total`): what accrued since the last take may exceed the burst."""
         now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        credit = max(0.0, stalled - self.stalled) * self.rate
+        self.stalled = stalled
+        # A credit not yet spent is kept (never more than it was), while plain refill stops at the burst.
+        self.tokens = min(max(self.burst, self.tokens) + credit, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
@@ -150,6 +181,7 @@ class SandboxState:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self.clock = Clock()
+        self.stalls = Stalls()
         self.reset()
 
     def reset(self) -> None:
