@@ -6,6 +6,8 @@ carry enough to recognise a recipient, never enough to contact one.
 
 from __future__ import annotations
 
+import re
+
 
 def mask_phone(number: str) -> str:
     """`+919876543210` -> `+91******3210`."""
@@ -26,6 +28,15 @@ def mask_email(address: str) -> str:
 
 def mask_address(address: str) -> str:
     return mask_email(address) if "@" in address else mask_phone(address)
+
+
+#: Phone numbers (also written with spaces, dashes or brackets) and email addresses inside free text.
+ADDRESSES_IN_TEXT = re.compile(r"\+?\d[\d ()-]{5,}\d|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def mask_addresses_in(text: str) -> str:
+    """`text` (an error, a provider's answer) with every phone number and email address in it masked."""
+    return ADDRESSES_IN_TEXT.sub(lambda found: mask_address(found.group()), text)
 
 
 def mask_secret(secret: str) -> str:

@@ -9,7 +9,6 @@ errors can name a contact) are masked the way logs are.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,7 +16,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.clock import now
-from engine.redact import mask_address
+from engine.redact import mask_addresses_in
 from engine.sending.recovery import Sweep
 from engine.store import models
 from engine.store.states import BatchState, CampaignState
@@ -35,14 +34,12 @@ VERBS = {
     BatchState.CANCELLED.value: "cancelled",
     BatchState.SENDING.value: "still sending",
 }
-#: Phone numbers (7 digits or more, maybe with a +) and email addresses inside free text.
-ADDRESS = re.compile(r"\+?\d{7,}|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 REASON_CHARS = 160
 
 
 def masked(text: str) -> str:
     """`text` with every number and address masked, cut to one short line."""
-    line = ADDRESS.sub(lambda found: mask_address(found.group()), " ".join(text.split()))
+    line = mask_addresses_in(" ".join(text.split()))
     return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
 
 

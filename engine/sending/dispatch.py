@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import traceback
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -67,7 +66,7 @@ from engine.providers.errors import (
     RequestRejected,
     TransientError,
 )
-from engine.redact import mask_address
+from engine.redact import mask_addresses_in
 from engine.sending.capability import CapabilityCache, MemoryCapabilityCache, capabilities
 from engine.sending.fallback import route_now
 from engine.sending.personalize import for_provider
@@ -106,8 +105,6 @@ UNSENT_OR_SWEPT = or_(M.c.status.in_(UNSENT), SWEPT)
 CAPABILITY_RETRY_SECONDS = 60.0
 #: `_attempt`'s answer when only the one message of a per-recipient call was refused or left in doubt.
 MESSAGE_DONE = "message-done"
-#: What in an unforeseen error's text may be a phone number or an email address (masked before it is kept).
-ADDRESS_LIKE = re.compile(r"\+?\d[\d ()-]{5,}\d|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 class LeaseLost(Exception):
@@ -652,8 +649,9 @@ class Sender:
         """
         with self.engine.connect() as connection:
             batch = connection.execute(select(B).where(B.c.id == batch_id)).one()
+        error = f"{type(exc).__name__}: {mask_addresses_in(str(exc))}"
         reason = (
-            f"failed: batch {batch.seq + 1} met an unexpected error ({type(exc).__name__}: {_masked(exc)}); "
+            f"failed: batch {batch.seq + 1} met an unexpected error ({error}); "
             f"`campaign resume {batch.campaign_id}` tries it again, `campaign cancel {batch.campaign_id}` drops it"
         )
         log.error("batch %s: %s; at %s", batch_id, reason, "".join(traceback.format_tb(exc.__traceback__)[-3:]))
@@ -744,8 +742,3 @@ class Sender:
     def _complete(self, campaign_id: Any) -> None:
         """Complete the campaign if no batch is left, after the batch's commit (`complete_if_idle`)."""
         complete_if_idle(self.engine, campaign_id)
-
-
-def _masked(exc: Exception) -> str:
-    """The error's text with anything like a phone number or an email address masked: it is stored and logged."""
-    return ADDRESS_LIKE.sub(lambda found: mask_address(found.group()), str(exc))
