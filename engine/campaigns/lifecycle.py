@@ -11,17 +11,14 @@ cancel was asked is kept, so status can say how many messages went after it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from sqlalchemy import Engine, and_, case, exists, func, or_, select, true, update
 
 from engine.clock import now
-from engine.csvsafe import Target, write_csv
 from engine.errors import CampaignError
 from engine.reports.pushed import matched_by_number
 from engine.sending import rebatch
@@ -44,7 +41,7 @@ from engine.store.states import (
     MessageStatus,
 )
 from engine.store.writes import cancel_unsent, complete_if_idle, lock, mark_campaign
-from engine.windows import as_utc, zone
+from engine.windows import as_utc
 
 C, B, M = models.CAMPAIGNS, models.BATCHES, models.MESSAGES
 State = CampaignState
@@ -122,7 +119,8 @@ class Status:
         }
 
 
-def _campaign(engine: Engine, campaign_id: int) -> Any:
+def campaign_row(engine: Engine, campaign_id: int) -> Any:
+    """The campaign's row, or a `CampaignError` naming the id when there is none."""
     with engine.connect() as connection:
         row = connection.execute(select(C).where(C.c.id == campaign_id)).one_or_none()
     if row is None:
@@ -132,7 +130,7 @@ def _campaign(engine: Engine, campaign_id: int) -> Any:
 
 def state_of(engine: Engine, campaign_id: int) -> str:
     """Just the campaign's state: cheap enough to poll while a million messages are being sent."""
-    return str(_campaign(engine, campaign_id).state)
+    return str(campaign_row(engine, campaign_id).state)
 
 
 def repeats_of(engine: Engine, contacts_file: Path, message: str, since: datetime) -> int:
@@ -178,7 +176,7 @@ def wait_for_senders(engine: Engine, campaign_id: int, every: float = 0.5) -> No
 
 
 def status(engine: Engine, campaign_id: int) -> Status:
-    campaign = _campaign(engine, campaign_id)
+    campaign = campaign_row(engine, campaign_id)
     with engine.connect() as connection:
         counts: dict[str, int] = dict(
             connection.execute(
@@ -250,7 +248,7 @@ def _reported_cost(connection: Any, campaign_id: int) -> float | None:
 
 def start(engine: Engine, campaign_id: int) -> Any:
     """Mark a campaign running (from draft, scheduled, paused, waiting or failed); returns its row."""
-    campaign = _campaign(engine, campaign_id)
+    campaign = campaign_row(engine, campaign_id)
     if campaign.state == State.RUNNING.value:
         return campaign
     if campaign.state not in STARTABLE:
@@ -272,7 +270,7 @@ def start(engine: Engine, campaign_id: int) -> Any:
 
 def pause(engine: Engine, campaign_id: int, reason: str = "paused by the user") -> None:
     """Pause the campaign: no batch is claimed from now on, and a batch in hand makes no further call."""
-    campaign = _campaign(engine, campaign_id)
+    campaign = campaign_row(engine, campaign_id)
     if campaign.state not in PAUSABLE:
         raise CampaignError(
             f"campaign {campaign_id} is {campaign.state}; only a running, scheduled or waiting one can pause"
@@ -290,7 +288,7 @@ def cancel(engine: Engine, campaign_id: int) -> int:
     is left to its sender, which records what the provider took: its request
     may be with the provider already.
     """
-    campaign = _campaign(engine, campaign_id)
+    campaign = campaign_row(engine, campaign_id)
     if campaign.state in NOT_CANCELLABLE:
         raise CampaignError(f"campaign {campaign_id} is already {campaign.state}")
     with engine.begin() as connection:
@@ -352,7 +350,7 @@ def resend_ambiguous(engine: Engine, campaign_id: int, doubted_before: datetime 
     not have gone out, so this is only run when the user has accepted that risk.
     Returns how many messages will be sent again.
     """
-    campaign = _campaign(engine, campaign_id)
+    campaign = campaign_row(engine, campaign_id)
     if campaign.state == State.CANCELLED.value:
         raise CampaignError(f"campaign {campaign_id} is cancelled")
     events = models.DELIVERY_EVENTS
@@ -391,7 +389,7 @@ def retry_failed(engine: Engine, campaign_id: int) -> int:
     (it becomes `suppressed`). Each message moves once per call (the move
     re-checks its status), so two retries at the same moment do not send it twice.
     """
-    campaign = _campaign(engine, campaign_id)
+    campaign = campaign_row(engine, campaign_id)
     if campaign.state == State.CANCELLED.value:
         raise CampaignError(f"campaign {campaign_id} is cancelled")
     opted_out = exists().where(models.Suppression.address == M.c.address)
@@ -457,55 +455,3 @@ def overview(engine: Engine) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
-
-
-def export(engine: Engine, campaign_id: int, target: Target, tz: str = "UTC") -> tuple[int, Path]:
-    """One row per recipient, safe to open in a spreadsheet, with the text that went (and its subject or
-    fallback SMS, where the campaign has them) and its times in `tz` with their offset; returns how many rows
-    were written, and where."""
-    campaign = _campaign(engine, campaign_id)
-    target.check()
-    with engine.connect() as connection:
-        result = connection.execute(
-            select(
-                M.c.line,
-                M.c.address,
-                M.c.channel_used,
-                M.c.status,
-                M.c.provider_message_id,
-                M.c.error,
-                M.c.submitted_at,
-                M.c.status_at,
-                M.c.body,
-                M.c.subject,
-                M.c.fallback_body,
-            )
-            .where(M.c.campaign_id == campaign_id)
-            .order_by(M.c.line)
-        )
-        rows = result.cursor.fetchall()
-    columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(11)]
-    parts = {"message": columns[8], "subject": columns[9], "fallback_sms": columns[10]}
-    path = write_csv(
-        target,
-        {
-            "line": pa.array(columns[0], pa.int64()),
-            "address": pa.array(columns[1], pa.string()),
-            "channel": pa.array([used or campaign.channel for used in columns[2]], pa.string()),
-            "status": pa.array(columns[3], pa.string()),
-            "provider_message_id": pa.array(columns[4], pa.string()),
-            "error": pa.array(columns[5], pa.string()),
-            "submitted_at": pa.array([_text(v, tz) for v in columns[6]], pa.string()),
-            "status_at": pa.array([_text(v, tz) for v in columns[7]], pa.string()),
-            **{name: pa.array(values, pa.string()) for name, values in parts.items() if any(values)},
-        },
-    )
-    return len(rows), path
-
-
-def _text(moment: Any, tz: str) -> str | None:
-    """A stored time (SQLite gives UTC text, PostgreSQL datetimes) as ISO text in `tz`, with its offset."""
-    if moment is None:
-        return None
-    moment = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
-    return as_utc(moment).astimezone(zone(tz)).isoformat(sep=" ", timespec="seconds")

@@ -25,11 +25,11 @@ from sqlalchemy import Engine
 
 from engine import clock
 from engine.accounts import require_services
+from engine.campaigns.export import export
 from engine.campaigns.lifecycle import (
     Doubt,
     cancel,
     doubt,
-    export,
     overview,
     pause,
     repeats_of,
